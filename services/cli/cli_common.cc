@@ -1,0 +1,149 @@
+#include "services/cli/cli_common.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <iostream>
+
+#include <google/protobuf/util/json_util.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/time.h"
+#include "google/rpc/status.pb.h"
+#include "switchyard/v1/dataset.pb.h"
+
+namespace switchyard::cli {
+
+void AddClientFlags(FlagSet* flags) {
+  flags->AddString("server", "127.0.0.1:50051", "Address of the Switchyard server (host:port).",
+                   "SWITCHYARD_SERVER");
+  flags->AddString("token", "", "Bearer token for servers started with --auth-tokens.",
+                   "SWITCHYARD_TOKEN");
+  flags->AddString("tls-ca", "", "PEM CA certificate; connect with TLS and verify the server.");
+  flags->AddString("tls-cert", "", "PEM client certificate for mTLS.");
+  flags->AddString("tls-key", "", "PEM client key for mTLS.");
+  flags->AddDouble("timeout", 0, "Deadline per call in seconds; 0 waits forever.");
+}
+
+rpc::ClientOptions ClientOptionsFromFlags(const FlagSet& flags) {
+  rpc::ClientOptions o;
+  o.address = flags.GetString("server");
+  o.token = flags.GetString("token");
+  o.tls_ca = flags.GetString("tls-ca");
+  o.tls_cert = flags.GetString("tls-cert");
+  o.tls_key = flags.GetString("tls-key");
+  double t = flags.GetDouble("timeout");
+  if (t > 0) o.timeout = absl::Seconds(t);
+  return o;
+}
+
+int ExitCodeFor(grpc::StatusCode code) {
+  switch (code) {
+    case grpc::StatusCode::OK:
+      return kExitOk;
+    case grpc::StatusCode::INVALID_ARGUMENT:
+      return kExitInvalidData;
+    case grpc::StatusCode::NOT_FOUND:
+      return kExitNotFound;
+    case grpc::StatusCode::UNAVAILABLE:
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+      return kExitUnavailable;
+    case grpc::StatusCode::UNAUTHENTICATED:
+    case grpc::StatusCode::PERMISSION_DENIED:
+      return kExitDenied;
+    default:
+      return kExitError;
+  }
+}
+
+int ReportError(const grpc::Status& status) {
+  std::cerr << "error: " << status.error_message() << " (" << status.error_code() << ")\n";
+  if (status.error_code() == grpc::StatusCode::UNAVAILABLE) {
+    std::cerr << "hint: is the server running and reachable at --server?\n";
+  }
+  return ExitCodeFor(status.error_code());
+}
+
+int ReportError(const absl::Status& status) {
+  return ReportError(grpc::Status(static_cast<grpc::StatusCode>(status.code()),
+                                  std::string(status.message())));
+}
+
+int ParseOrExit(FlagSet* flags, const std::vector<std::string>& args, size_t min_positional,
+                size_t max_positional) {
+  absl::Status s = flags->Parse(args);
+  if (flags->help_requested()) {
+    std::cout << flags->Help();
+    return kExitOk;
+  }
+  if (!s.ok()) {
+    std::cerr << "error: " << s.message() << "\n\n" << flags->Help();
+    return kExitUsage;
+  }
+  size_t n = flags->positional().size();
+  if (n < min_positional || n > max_positional) {
+    std::cerr << "error: wrong number of arguments\n\n" << flags->Help();
+    return kExitUsage;
+  }
+  return -1;
+}
+
+std::string ToJson(const google::protobuf::Message& message) {
+  google::protobuf::util::JsonPrintOptions options;
+  options.add_whitespace = true;
+  options.preserve_proto_field_names = false;
+  std::string out;
+  (void)google::protobuf::util::MessageToJsonString(message, &out, options);
+  return out;
+}
+
+std::string FormatTable(const std::vector<std::vector<std::string>>& rows) {
+  std::vector<size_t> widths;
+  for (const auto& row : rows) {
+    if (widths.size() < row.size()) widths.resize(row.size(), 0);
+    for (size_t i = 0; i < row.size(); ++i) widths[i] = std::max(widths[i], row[i].size());
+  }
+  std::string out;
+  for (const auto& row : rows) {
+    std::string line;
+    for (size_t i = 0; i < row.size(); ++i) {
+      absl::StrAppend(&line, row[i]);
+      if (i + 1 < row.size()) line.append(widths[i] - row[i].size() + 2, ' ');
+    }
+    absl::StrAppend(&out, line, "\n");
+  }
+  return out;
+}
+
+std::string HumanBytes(int64_t bytes) {
+  const char* units[] = {"B", "KB", "MB", "GB", "TB"};
+  double v = static_cast<double>(bytes);
+  int u = 0;
+  while (v >= 1000 && u < 4) {
+    v /= 1000;
+    ++u;
+  }
+  return u == 0 ? absl::StrCat(bytes, " B") : absl::StrFormat("%.1f %s", v, units[u]);
+}
+
+ProgressBar::ProgressBar(std::string label, int64_t total)
+    : label_(std::move(label)), total_(total), tty_(isatty(STDERR_FILENO) == 1) {}
+
+void ProgressBar::Update(int64_t done) {
+  if (!tty_ || total_ <= 0) return;
+  int percent = static_cast<int>(100 * std::min(done, total_) / total_);
+  if (percent == last_percent_) return;
+  last_percent_ = percent;
+  int filled = percent * 30 / 100;
+  std::fprintf(stderr, "\r%s [%s%s] %3d%% %s / %s", label_.c_str(), std::string(filled, '#').c_str(),
+               std::string(30 - filled, ' ').c_str(), percent, HumanBytes(done).c_str(),
+               HumanBytes(total_).c_str());
+  std::fflush(stderr);
+}
+
+void ProgressBar::Done() {
+  if (tty_ && last_percent_ >= 0) std::fprintf(stderr, "\n");
+}
+
+}  // namespace switchyard::cli

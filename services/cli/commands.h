@@ -1,0 +1,18 @@
+// Entry points of the `switchyard` subcommands. Each takes the arguments after
+// its command words and returns the process exit code (see cli_common.h).
+#ifndef SWITCHYARD_SERVICES_CLI_COMMANDS_H_
+#define SWITCHYARD_SERVICES_CLI_COMMANDS_H_
+
+#include <string>
+#include <vector>
+
+namespace switchyard::cli {
+
+int RunServe(const std::vector<std::string>& args);
+// args[0] is the verb: validate, prepare, upload, append, list, show, stats, versions,
+// delete, export.
+int RunData(const std::vector<std::string>& args);
+
+}  // namespace switchyard::cli
+
+#endif  // SWITCHYARD_SERVICES_CLI_COMMANDS_H_

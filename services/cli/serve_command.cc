@@ -1,0 +1,146 @@
+// `switchyard serve`: runs one target (or all built targets) in this process.
+#include <iostream>
+#include <memory>
+
+#include <prometheus/registry.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "services/cli/cli_common.h"
+#include "services/cli/commands.h"
+#include "services/dataset/dataset_catalog.h"
+#include "services/dataset/dataset_manager.h"
+#include "services/dataset/dataset_service.h"
+#include "shared/core/file_util.h"
+#include "shared/core/logging.h"
+#include "shared/rpc/auth.h"
+#include "shared/rpc/server_runner.h"
+
+namespace switchyard::cli {
+namespace {
+
+const std::vector<std::string> kBuiltTargets = {"dataset"};
+const std::vector<std::string> kPlannedTargets = {"training", "retrieval", "inference", "router"};
+
+bool Contains(const std::vector<std::string>& v, const std::string& s) {
+  return std::find(v.begin(), v.end(), s) != v.end();
+}
+
+}  // namespace
+
+int RunServe(const std::vector<std::string>& args) {
+  FlagSet flags("switchyard serve [flags]",
+                "Runs Switchyard services: gRPC on --grpc-listen (with grpc.health.v1.Health and\n"
+                "server reflection) and Prometheus metrics at http://--metrics-listen/metrics.\n"
+                "SIGTERM or SIGINT drains in-flight calls, then exits 0.\n\n"
+                "Targets: dataset, all (every built service in one process). training,\n"
+                "retrieval, inference and router are defined in the v1 API but not built yet\n"
+                "in this release; asking for them fails at start.");
+  flags.AddString("target", "all", "Service to run: dataset | all.");
+  flags.AddString("grpc-listen", "127.0.0.1:50051", "gRPC address (host:port; port 0 = any).");
+  flags.AddString("metrics-listen", "127.0.0.1:9464",
+                  "Prometheus /metrics address (host:port); empty disables.");
+  flags.AddString("data-dir", "./switchyard-data", "Where datasets and metadata are stored.");
+  flags.AddString("tls-cert", "", "PEM server certificate; with --tls-key enables TLS.");
+  flags.AddString("tls-key", "", "PEM server private key.");
+  flags.AddString("tls-client-ca", "", "PEM CA; clients must present a certificate it signed.");
+  flags.AddString("auth-tokens", "",
+                  "Token file (`<token> <admin|user> [name]` per line); empty allows all calls.");
+  flags.AddInt("max-message-bytes", 64 << 20, "Largest gRPC message, in bytes.");
+  flags.AddInt("max-upload-bytes", int64_t{2} << 30, "Largest dataset upload, in bytes.");
+  flags.AddInt("max-line-bytes", 8 << 20, "Longest dataset line, in bytes.");
+  flags.AddInt("max-listed-issues", 100, "Validation issues listed per upload (all are counted).");
+  flags.AddInt("min-examples", 10, "Fewer examples than this is a validation error.");
+  flags.AddInt("drain-seconds", 30, "Time in-flight calls get to finish on SIGTERM.");
+  flags.AddString("log-level", "info", "debug | info | warning | error.");
+  flags.AddConfigFlag();
+  int rc = ParseOrExit(&flags, args, 0, 0);
+  if (rc >= 0) return rc;
+
+  LogLevel level;
+  if (!ParseLogLevel(flags.GetString("log-level"), &level)) {
+    std::cerr << "error: --log-level must be debug, info, warning or error\n";
+    return kExitUsage;
+  }
+  SetMinLogLevel(level);
+
+  const std::string target = flags.GetString("target");
+  std::vector<std::string> targets;
+  if (target == "all") {
+    targets = kBuiltTargets;
+  } else if (Contains(kBuiltTargets, target)) {
+    targets = {target};
+  } else if (Contains(kPlannedTargets, target)) {
+    std::cerr << "error: --target=" << target
+              << " is not built in this release; built targets: "
+              << absl::StrJoin(kBuiltTargets, ", ") << " (or all)\n";
+    return kExitUsage;
+  } else {
+    std::cerr << "error: unknown --target=" << target << "; expected one of "
+              << absl::StrJoin(kBuiltTargets, ", ") << ", " << absl::StrJoin(kPlannedTargets, ", ")
+              << ", all\n";
+    return kExitUsage;
+  }
+
+  auto authorizer = std::make_shared<rpc::Authorizer>();
+  if (!flags.GetString("auth-tokens").empty()) {
+    auto loaded = rpc::Authorizer::FromFile(flags.GetString("auth-tokens"));
+    if (!loaded.ok()) return ReportError(loaded.status());
+    authorizer = *loaded;
+  }
+
+  auto registry = std::make_shared<prometheus::Registry>();
+  rpc::ServerOptions server_options;
+  server_options.grpc_listen = flags.GetString("grpc-listen");
+  server_options.metrics_listen = flags.GetString("metrics-listen");
+  server_options.tls_cert = flags.GetString("tls-cert");
+  server_options.tls_key = flags.GetString("tls-key");
+  server_options.tls_client_ca = flags.GetString("tls-client-ca");
+  server_options.max_message_bytes = static_cast<int>(flags.GetInt("max-message-bytes"));
+  server_options.drain_timeout = absl::Seconds(flags.GetInt("drain-seconds"));
+  rpc::ServerRunner runner(server_options, registry);
+
+  const std::string data_dir = flags.GetString("data-dir");
+  absl::Status s = MakeDirs(data_dir);
+  if (!s.ok()) return ReportError(s);
+
+  std::unique_ptr<dataset::DatasetManager> datasets;
+  std::unique_ptr<dataset::DatasetServiceImpl> dataset_service;
+  if (Contains(targets, "dataset")) {
+    auto catalog = dataset::SqliteDatasetCatalog::Open(data_dir + "/switchyard.db");
+    if (!catalog.ok()) return ReportError(catalog.status());
+    dataset::ManagerOptions options;
+    options.data_dir = data_dir;
+    options.max_upload_bytes = flags.GetInt("max-upload-bytes");
+    options.validator.max_line_bytes = flags.GetInt("max-line-bytes");
+    options.validator.max_listed_issues = static_cast<int>(flags.GetInt("max-listed-issues"));
+    options.validator.min_examples = flags.GetInt("min-examples");
+    auto manager = dataset::DatasetManager::Open(options, std::move(*catalog));
+    if (!manager.ok()) return ReportError(manager.status());
+    datasets = std::move(*manager);
+    dataset_service =
+        std::make_unique<dataset::DatasetServiceImpl>(datasets.get(), authorizer, *registry);
+    runner.AddService(dataset_service.get(), "switchyard.v1.DatasetService");
+  }
+
+  s = runner.Start();
+  if (!s.ok()) return ReportError(s);
+  SY_LOG(kInfo, "server") << "serving targets=" << absl::StrJoin(targets, ",")
+                          << " grpc=" << server_options.grpc_listen << " grpc_port="
+                          << runner.grpc_port() << " metrics_port=" << runner.metrics_port()
+                          << " data_dir=" << data_dir
+                          << " tls=" << (server_options.tls_cert.empty() ? "off" : "on")
+                          << " auth=" << (authorizer->enabled() ? "tokens" : "off");
+  if (target == "all") {
+    SY_LOG(kInfo, "server") << "not built in this release (not served): "
+                            << absl::StrJoin(kPlannedTargets, ",");
+  }
+  int sig = rpc::WaitForTerminationSignal();
+  SY_LOG(kInfo, "server") << "signal " << sig << ": draining";
+  runner.Shutdown();
+  runner.Wait();
+  SY_LOG(kInfo, "server") << "stopped";
+  return kExitOk;
+}
+
+}  // namespace switchyard::cli

@@ -1,0 +1,49 @@
+// The `switchyard` binary: every service and the command-line client.
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "services/cli/cli_common.h"
+#include "services/cli/commands.h"
+#include "shared/rpc/server_runner.h"
+
+namespace {
+
+const char* kUsage =
+    "switchyard: fine-tune, retrieve, or both - decided with numbers.\n\n"
+    "Usage: switchyard <command> [args] [flags]\n\n"
+    "Commands:\n"
+    "  serve            Run services (--target=dataset|all); see `switchyard serve --help`.\n"
+    "  data <verb>      Validate, prepare, upload, list, show, stats, versions, delete,\n"
+    "                   export datasets; see `switchyard data --help`.\n"
+    "  version          Print the version.\n\n"
+    "Exit codes: 0 ok, 1 invalid data, 2 usage error, 3 not found, 4 server unavailable\n"
+    "or deadline exceeded, 5 unauthenticated or permission denied, 6 other error.\n";
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // Before any thread starts, so only `serve`'s sigwait sees SIGTERM/SIGINT.
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (args.empty()) {
+    std::cerr << kUsage;
+    return switchyard::cli::kExitUsage;
+  }
+  const std::string command = args[0];
+  std::vector<std::string> rest(args.begin() + 1, args.end());
+  if (command == "serve") {
+    switchyard::rpc::BlockTerminationSignals();
+    return switchyard::cli::RunServe(rest);
+  }
+  if (command == "data") return switchyard::cli::RunData(rest);
+  if (command == "version" || command == "--version") {
+    std::cout << "switchyard " << SWITCHYARD_VERSION << "\n";
+    return 0;
+  }
+  if (command == "help" || command == "--help" || command == "-h") {
+    std::cout << kUsage;
+    return 0;
+  }
+  std::cerr << "error: unknown command `" << command << "`\n\n" << kUsage;
+  return switchyard::cli::kExitUsage;
+}
