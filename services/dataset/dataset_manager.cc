@@ -67,8 +67,12 @@ absl::Status UploadSession::OpenFile(Split split) {
 }
 
 absl::Status UploadSession::Write(Split split, absl::string_view data) {
+  return WriteImpl(split, data, true);
+}
+
+absl::Status UploadSession::WriteImpl(Split split, absl::string_view data, bool counted) {
   if (done_) return absl::FailedPreconditionError("upload already finished");
-  bytes_ += static_cast<int64_t>(data.size());
+  if (counted) bytes_ += static_cast<int64_t>(data.size());
   const int64_t limit = manager_->options().max_upload_bytes;
   if (bytes_ > limit) {
     return absl::ResourceExhaustedError(
@@ -213,12 +217,13 @@ absl::StatusOr<std::unique_ptr<UploadSession>> DatasetManager::StartAppend(
       in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
       size_t n = static_cast<size_t>(in.gcount());
       if (n == 0) break;
-      SY_RETURN_IF_ERROR(session->Write(split, absl::string_view(buf.data(), n)));
+      SY_RETURN_IF_ERROR(session->WriteImpl(split, absl::string_view(buf.data(), n), false));
       last = buf[n - 1];
     }
-    if (split == Split::kTrain && last != '\n') SY_RETURN_IF_ERROR(session->Write(split, "\n"));
+    if (split == Split::kTrain && last != '\n') {
+      SY_RETURN_IF_ERROR(session->WriteImpl(split, "\n", false));
+    }
   }
-  session->bytes_ = 0;
   return session;
 }
 

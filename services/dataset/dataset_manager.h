@@ -31,7 +31,8 @@ namespace switchyard::dataset {
 
 struct ManagerOptions {
   std::string data_dir = "./switchyard-data";
-  // Bytes one upload may send in total (train + validation + appended base).
+  // Bytes one upload or append may send in total (train + validation; the base
+  // version an append replays does not count).
   int64_t max_upload_bytes = int64_t{2} << 30;
   ValidatorOptions validator;
 };
@@ -72,6 +73,9 @@ class UploadSession {
   UploadSession(DatasetManager* manager, UploadRequest request, std::string staging_dir,
                 int64_t parent_version);
   absl::Status OpenFile(Split split);
+  // Write(); `counted` bytes count against max_upload_bytes (a replayed base
+  // version does not).
+  absl::Status WriteImpl(Split split, absl::string_view data, bool counted);
 
   DatasetManager* manager_;
   UploadRequest request_;

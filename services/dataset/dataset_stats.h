@@ -14,6 +14,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/string_view.h"
 #include "services/dataset/dataset_types.h"
+#include "services/dataset/text_scan.h"
 
 namespace switchyard::dataset {
 
@@ -64,25 +65,6 @@ class DatasetStatsAccumulator {
   bool labels_too_long_ = false;
   absl::flat_hash_map<std::string, int64_t> labels_;
 };
-
-// One pass over UTF-8 text: Unicode code points, whitespace-separated words,
-// and whether lower-casing / collapsing whitespace would change it (upper-case
-// ASCII, whitespace other than single spaces between words). SSE2 where
-// available: this loop is most of the validator's time.
-struct TextScan {
-  int64_t characters = 0;
-  int64_t words = 0;
-  bool needs_normalization = false;
-};
-TextScan ScanText(absl::string_view text);
-
-// Appends `text` lower-cased (ASCII), with whitespace runs collapsed to one
-// space and leading/trailing whitespace dropped: the form near-duplicate
-// detection compares. SSE2 where available.
-void AppendNormalized(absl::string_view text, std::string* out);
-
-// Adds ScanText's counts to *characters and *words.
-void CountText(absl::string_view text, int64_t* characters, int64_t* words);
 
 // Summary of a sample (exact nearest-rank percentiles).
 Summary Summarize(std::vector<int32_t> values);

@@ -1,0 +1,234 @@
+#!/usr/bin/env bash
+# End-to-end test of the `switchyard` CLI against a real server on loopback.
+#
+#   tests/e2e/cli_test.sh <switchyard binary> <repo root>
+#
+# Fails fast with a message naming the check that failed.
+set -euo pipefail
+
+if [[ $# -ne 2 ]]; then
+  echo "usage: $0 <switchyard binary> <repo root>" >&2
+  exit 2
+fi
+SY=$1
+ROOT=$2
+DATA=$ROOT/tests/data
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/switchyard-cli-test.XXXXXX")
+SERVER_PID=
+cleanup() {
+  if [[ -n $SERVER_PID ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
+    kill -KILL "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+  fi
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+CHECKS=0
+check() {
+  CHECKS=$((CHECKS + 1))
+  echo "check: $*"
+}
+fail() {
+  echo "FAILED: $*" >&2
+  if [[ -f $TMP/server.log ]]; then
+    echo "--- server log (last 30 lines) ---" >&2
+    tail -n 30 "$TMP/server.log" >&2
+  fi
+  exit 1
+}
+# expect_exit CODE COMMAND...: runs COMMAND with output in $TMP/out, $TMP/err.
+expect_exit() {
+  local want=$1
+  shift
+  local got=0
+  "$@" >"$TMP/out" 2>"$TMP/err" || got=$?
+  if [[ $got -ne $want ]]; then
+    echo "--- stdout ---" >&2
+    cat "$TMP/out" >&2
+    echo "--- stderr ---" >&2
+    cat "$TMP/err" >&2
+    fail "expected exit $want, got $got: $*"
+  fi
+}
+# expect_in FILE TEXT: FILE contains TEXT (fixed string).
+expect_in() {
+  grep -qF -- "$2" "$1" || { cat "$1" >&2; fail "expected '$2' in $(basename "$1")"; }
+}
+is_json() {
+  python3 -c 'import json,sys; json.load(sys.stdin)' <"$1" || fail "$(basename "$1") is not JSON"
+}
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# ---- Local commands (no server) --------------------------------------------------
+
+check "data validate on a valid file exits 0"
+expect_exit 0 "$SY" data validate "$DATA/chat_valid.jsonl"
+expect_in "$TMP/out" "VALID"
+
+check "data validate on an invalid file exits 1 naming the lines"
+expect_exit 1 "$SY" data validate "$DATA/chat_invalid.jsonl"
+expect_in "$TMP/out" "INVALID"
+expect_in "$TMP/out" "line 3"
+expect_in "$TMP/out" "line 5"
+expect_in "$TMP/out" "unknown_role"
+
+check "data validate --json prints parseable JSON with the line numbers"
+expect_exit 1 "$SY" data validate "$DATA/chat_invalid.jsonl" --json
+is_json "$TMP/out"
+python3 - "$TMP/out" <<'EOF' || fail "--json report lacks the expected issues"
+import json, sys
+report = json.load(open(sys.argv[1]))
+lines = sorted(int(i["line"]) for i in report["issues"] if i["severity"] == "ERROR")
+assert lines == [3, 5], lines
+assert report.get("valid", False) is False
+EOF
+expect_exit 0 "$SY" data validate "$DATA/chat_valid.jsonl" --json
+is_json "$TMP/out"
+
+check "data validate of a missing file exits 3"
+expect_exit 3 "$SY" data validate "$TMP/nope.jsonl"
+
+check "data validate with an unknown flag is a usage error"
+expect_exit 2 "$SY" data validate "$DATA/chat_valid.jsonl" --no-such-flag
+
+check "data prepare converts CSV, applies fixes and writes both split files"
+cp "$DATA/support.csv" "$TMP/support.csv"
+expect_exit 0 "$SY" data prepare "$TMP/support.csv" -o "$TMP/prepared.jsonl" --split 0.2 \
+  --apply-fixes
+expect_in "$TMP/out" "applied strip_whitespace"
+expect_in "$TMP/out" "applied drop_duplicate"
+[[ -s $TMP/prepared.jsonl ]] || fail "prepare wrote no train file"
+[[ -s $TMP/prepared_validation.jsonl ]] || fail "prepare wrote no validation file"
+train_lines=$(wc -l <"$TMP/prepared.jsonl")
+validation_lines=$(wc -l <"$TMP/prepared_validation.jsonl")
+[[ $((train_lines + validation_lines)) -eq 10 ]] ||
+  fail "prepare split 10 distinct rows into $train_lines + $validation_lines"
+grep -q '"  Yes' "$TMP/prepared.jsonl" "$TMP/prepared_validation.jsonl" &&
+  fail "prepare --apply-fixes kept the surrounding whitespace"
+cmp -s "$DATA/support.csv" "$TMP/support.csv" || fail "prepare changed its input file"
+expect_exit 0 "$SY" data validate "$TMP/prepared.jsonl" --min-examples 1
+
+check "serve --target=training is refused as not built"
+expect_exit 2 "$SY" serve --target=training --grpc-listen=127.0.0.1:0 --metrics-listen= \
+  --data-dir="$TMP/unused"
+expect_in "$TMP/err" "not built"
+
+# ---- Server --------------------------------------------------------------------------
+
+PORT=$(free_port)
+MPORT=$(free_port)
+while [[ $MPORT -eq $PORT ]]; do MPORT=$(free_port); done
+SERVER="--server=127.0.0.1:$PORT"
+
+check "serve --target=dataset starts and answers"
+"$SY" serve --target=dataset --grpc-listen="127.0.0.1:$PORT" \
+  --metrics-listen="127.0.0.1:$MPORT" --data-dir="$TMP/data" >"$TMP/server.log" 2>&1 &
+SERVER_PID=$!
+ready=0
+for _ in $(seq 100); do
+  if "$SY" data list "$SERVER" >/dev/null 2>&1; then
+    ready=1
+    break
+  fi
+  kill -0 "$SERVER_PID" 2>/dev/null || fail "server exited during start"
+  sleep 0.1
+done
+[[ $ready -eq 1 ]] || fail "server not ready after 10 s"
+
+check "data upload exits 0 and reports the version"
+expect_exit 0 "$SY" data upload "$DATA/chat_valid.jsonl" --name support-faq "$SERVER"
+expect_in "$TMP/out" "datasets/support-faq/versions/1"
+
+check "data upload --json prints the response"
+expect_exit 0 "$SY" data upload "$DATA/chat_valid.jsonl" --name support-faq "$SERVER" --json
+is_json "$TMP/out"
+expect_in "$TMP/out" "datasets/support-faq/versions/2"
+
+check "data list, with and without --json"
+expect_exit 0 "$SY" data list "$SERVER"
+expect_in "$TMP/out" "support-faq"
+expect_in "$TMP/out" "v2"
+expect_exit 0 "$SY" data list "$SERVER" --json
+is_json "$TMP/out"
+expect_in "$TMP/out" "\"datasets/support-faq\""
+
+check "data show, with and without --json"
+expect_exit 0 "$SY" data show support-faq "$SERVER"
+expect_in "$TMP/out" "datasets/support-faq"
+expect_in "$TMP/out" "sha256"
+expect_exit 0 "$SY" data show support-faq@1 "$SERVER" --json
+is_json "$TMP/out"
+expect_in "$TMP/out" "datasets/support-faq/versions/1"
+
+check "data stats, with and without --json"
+expect_exit 0 "$SY" data stats support-faq "$SERVER"
+expect_in "$TMP/out" "examples"
+expect_in "$TMP/out" "12"
+expect_exit 0 "$SY" data stats support-faq "$SERVER" --json
+is_json "$TMP/out"
+
+check "data versions, with and without --json"
+expect_exit 0 "$SY" data versions support-faq "$SERVER"
+expect_in "$TMP/out" "v1"
+expect_in "$TMP/out" "v2"
+expect_exit 0 "$SY" data versions support-faq "$SERVER" --json
+is_json "$TMP/out"
+
+check "data export writes the stored bytes (file and stdout)"
+expect_exit 0 "$SY" data export support-faq@1 "$SERVER" -o "$TMP/exported.jsonl"
+cmp "$DATA/chat_valid.jsonl" "$TMP/exported.jsonl" || fail "export differs from the upload"
+expect_exit 0 "$SY" data export support-faq "$SERVER"
+cmp "$DATA/chat_valid.jsonl" "$TMP/out" || fail "export to stdout differs from the upload"
+
+check "data append creates a new version holding both files' examples"
+head -n 3 "$DATA/chat_valid.jsonl" | sed 's/Answer briefly/Answer very briefly/' >"$TMP/extra.jsonl"
+expect_exit 0 "$SY" data append support-faq "$TMP/extra.jsonl" "$SERVER"
+expect_in "$TMP/out" "datasets/support-faq/versions/3"
+expect_exit 0 "$SY" data export support-faq@3 "$SERVER" -o "$TMP/appended.jsonl"
+cat "$DATA/chat_valid.jsonl" "$TMP/extra.jsonl" >"$TMP/expected.jsonl"
+cmp "$TMP/expected.jsonl" "$TMP/appended.jsonl" || fail "appended version has the wrong bytes"
+
+check "data delete NAME@V deletes one version"
+expect_exit 0 "$SY" data delete support-faq@2 "$SERVER"
+expect_exit 3 "$SY" data show support-faq@2 "$SERVER"
+expect_exit 0 "$SY" data show support-faq@1 "$SERVER"
+
+check "a bad upload exits 1, names the lines and stores nothing"
+expect_exit 1 "$SY" data upload "$DATA/chat_invalid.jsonl" --name broken "$SERVER"
+expect_in "$TMP/err" "line 3"
+expect_in "$TMP/err" "line 5"
+expect_exit 3 "$SY" data show broken "$SERVER"
+staged=$(find "$TMP/data/datasets/.staging" -mindepth 1 | wc -l)
+[[ $staged -eq 0 ]] || fail "staging holds $staged entries after a rejected upload"
+[[ ! -e $TMP/data/datasets/broken ]] || fail "a rejected upload left datasets/broken"
+
+check "data delete NAME deletes the dataset"
+expect_exit 0 "$SY" data delete support-faq "$SERVER"
+expect_exit 3 "$SY" data show support-faq "$SERVER"
+[[ ! -e $TMP/data/datasets/support-faq ]] || fail "deleted dataset left files"
+
+check "data show of a missing dataset exits 3"
+expect_exit 3 "$SY" data show missing "$SERVER"
+
+check "/metrics exports the gRPC server metrics"
+curl -sf "http://127.0.0.1:$MPORT/metrics" >"$TMP/metrics" || fail "cannot fetch /metrics"
+expect_in "$TMP/metrics" "grpc_server_handled_total"
+expect_in "$TMP/metrics" 'grpc_method="ListDatasets"'
+expect_in "$TMP/metrics" "switchyard_dataset_uploads_total"
+
+check "SIGTERM drains and the server exits 0"
+kill -TERM "$SERVER_PID"
+rc=0
+wait "$SERVER_PID" || rc=$?
+SERVER_PID=
+[[ $rc -eq 0 ]] || fail "server exited $rc after SIGTERM"
+expect_in "$TMP/server.log" "stopped"
+
+check "a client with no server exits 4"
+expect_exit 4 "$SY" data list "$SERVER" --timeout=5
+
+echo "cli_test: all $CHECKS checks passed"
