@@ -1,11 +1,10 @@
 #include "services/cli/cli_common.h"
 
+#include <google/protobuf/util/json_util.h>
 #include <unistd.h>
 
 #include <cstdio>
 #include <iostream>
-
-#include <google/protobuf/util/json_util.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -66,8 +65,8 @@ int ReportError(const grpc::Status& status) {
 }
 
 int ReportError(const absl::Status& status) {
-  return ReportError(grpc::Status(static_cast<grpc::StatusCode>(status.code()),
-                                  std::string(status.message())));
+  return ReportError(
+      grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message())));
 }
 
 int ParseOrExit(FlagSet* flags, const std::vector<std::string>& args, size_t min_positional,
@@ -136,9 +135,9 @@ void ProgressBar::Update(int64_t done) {
   if (percent == last_percent_) return;
   last_percent_ = percent;
   int filled = percent * 30 / 100;
-  std::fprintf(stderr, "\r%s [%s%s] %3d%% %s / %s", label_.c_str(), std::string(filled, '#').c_str(),
-               std::string(30 - filled, ' ').c_str(), percent, HumanBytes(done).c_str(),
-               HumanBytes(total_).c_str());
+  std::fprintf(stderr, "\r%s [%s%s] %3d%% %s / %s", label_.c_str(),
+               std::string(filled, '#').c_str(), std::string(30 - filled, ' ').c_str(), percent,
+               HumanBytes(done).c_str(), HumanBytes(total_).c_str());
   std::fflush(stderr);
 }
 

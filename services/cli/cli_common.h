@@ -3,12 +3,12 @@
 #ifndef SWITCHYARD_SERVICES_CLI_CLI_COMMON_H_
 #define SWITCHYARD_SERVICES_CLI_CLI_COMMON_H_
 
+#include <google/protobuf/message.h>
+#include <grpcpp/support/status.h>
+
 #include <cstdint>
 #include <string>
 #include <vector>
-
-#include <google/protobuf/message.h>
-#include <grpcpp/support/status.h>
 
 #include "absl/status/status.h"
 #include "shared/core/flags.h"
@@ -19,12 +19,12 @@ namespace switchyard::cli {
 // Documented in README "Exit codes".
 enum ExitCode {
   kExitOk = 0,
-  kExitInvalidData = 1,   // the data failed validation
-  kExitUsage = 2,         // bad command line
-  kExitNotFound = 3,      // the named resource does not exist
-  kExitUnavailable = 4,   // server unreachable, unavailable or deadline exceeded
-  kExitDenied = 5,        // missing/invalid token or role too low
-  kExitError = 6,         // anything else (internal error, already exists, ...)
+  kExitInvalidData = 1,  // the data failed validation
+  kExitUsage = 2,        // bad command line
+  kExitNotFound = 3,     // the named resource does not exist
+  kExitUnavailable = 4,  // server unreachable, unavailable or deadline exceeded
+  kExitDenied = 5,       // missing/invalid token or role too low
+  kExitError = 6,        // anything else (internal error, already exists, ...)
 };
 
 // --server, --token ($SWITCHYARD_TOKEN), --tls-ca, --tls-cert, --tls-key, --timeout.

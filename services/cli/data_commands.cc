@@ -135,7 +135,8 @@ void PrintReport(const v1::ValidationReport& r, std::ostream& out) {
     }
   }
   out << "\ntrain statistics\n" << StatsTable(r.train_stats());
-  if (r.has_validation_stats()) out << "\nvalidation statistics\n" << StatsTable(r.validation_stats());
+  if (r.has_validation_stats())
+    out << "\nvalidation statistics\n" << StatsTable(r.validation_stats());
 }
 
 // Prints a failed upload's report from the rich error details, if present.
@@ -185,8 +186,10 @@ int Validate(const std::vector<std::string>& args) {
   if (!report.ok()) return ReportError(report.status());
   v1::ValidationReport proto;
   dataset::ToProto(*report, &proto);
-  if (flags.GetBool("json")) std::cout << ToJson(proto);
-  else PrintReport(proto, std::cout);
+  if (flags.GetBool("json"))
+    std::cout << ToJson(proto);
+  else
+    PrintReport(proto, std::cout);
   return report->valid ? kExitOk : kExitInvalidData;
 }
 
@@ -214,10 +217,14 @@ int Prepare(const std::vector<std::string>& args) {
   dataset::PrepareOptions o;
   if (!ParseFormatFlag(flags, &o.output_format)) return kExitUsage;
   const std::string kind = flags.GetString("input-kind");
-  if (kind == "csv") o.input_kind = dataset::InputKind::kCsv;
-  else if (kind == "tsv") o.input_kind = dataset::InputKind::kTsv;
-  else if (kind == "json") o.input_kind = dataset::InputKind::kJsonArray;
-  else if (kind == "jsonl") o.input_kind = dataset::InputKind::kJsonl;
+  if (kind == "csv")
+    o.input_kind = dataset::InputKind::kCsv;
+  else if (kind == "tsv")
+    o.input_kind = dataset::InputKind::kTsv;
+  else if (kind == "json")
+    o.input_kind = dataset::InputKind::kJsonArray;
+  else if (kind == "jsonl")
+    o.input_kind = dataset::InputKind::kJsonl;
   else if (kind != "auto") {
     std::cerr << "error: --input-kind must be auto, csv, tsv, json or jsonl\n";
     return kExitUsage;
@@ -300,9 +307,9 @@ bool SendFiles(Writer* writer, const std::vector<std::pair<std::string, v1::Data
 void PrintVersion(const v1::DatasetVersion& v, std::ostream& out) {
   out << v.name() << "  format " << FormatLabel(v.format()) << "\n";
   for (const v1::DatasetFile& f : v.files()) {
-    out << "  " << (f.split() == v1::DATASET_SPLIT_VALIDATION ? "validation" : "train     ")
-        << "  " << f.examples() << " examples  " << HumanBytes(f.bytes()) << "  sha256 "
-        << f.sha256() << "\n";
+    out << "  " << (f.split() == v1::DATASET_SPLIT_VALIDATION ? "validation" : "train     ") << "  "
+        << f.examples() << " examples  " << HumanBytes(f.bytes()) << "  sha256 " << f.sha256()
+        << "\n";
   }
   for (const v1::Issue& w : v.warnings()) out << "  " << IssueLine(w) << "\n";
 }
@@ -310,11 +317,12 @@ void PrintVersion(const v1::DatasetVersion& v, std::ostream& out) {
 int Upload(const std::vector<std::string>& args, bool append) {
   FlagSet flags(append ? "switchyard data append NAME FILE [flags]"
                        : "switchyard data upload FILE --name NAME [flags]",
-                append ? "Creates a new version holding the base version's train file plus the\n"
-                         "examples in FILE; validated as a whole, committed only when valid."
-                       : "Uploads a JSONL dataset (and optional validation file) as a new version.\n"
-                         "The server validates while receiving and commits only when there are\n"
-                         "no errors; on errors nothing is stored and every error is listed.");
+                append
+                    ? "Creates a new version holding the base version's train file plus the\n"
+                      "examples in FILE; validated as a whole, committed only when valid."
+                    : "Uploads a JSONL dataset (and optional validation file) as a new version.\n"
+                      "The server validates while receiving and commits only when there are\n"
+                      "no errors; on errors nothing is stored and every error is listed.");
   if (!append) {
     flags.AddString("name", "", "Dataset id: lower-case letters, digits, '-', '_', '.'.");
     flags.AddString("validation-file", "", "Validation JSONL stored beside the train file.");
@@ -576,6 +584,7 @@ int Versions(const std::vector<std::string>& args) {
 int Delete(const std::vector<std::string>& args) {
   FlagSet flags("switchyard data delete NAME[@VERSION] [flags]",
                 "Deletes a dataset with all its versions, or one version (NAME@VERSION).");
+  flags.AddBool("json", false, "Print {\"deleted\": NAME} as JSON.");
   AddClientFlags(&flags);
   int rc = ParseOrExit(&flags, args, 1, 1);
   if (rc >= 0) return rc;
@@ -601,7 +610,11 @@ int Delete(const std::vector<std::string>& args) {
     s = c.stub->DeleteDatasetVersion(&ctx, req, &empty);
   }
   if (!s.ok()) return ReportError(s);
-  std::cout << "deleted " << flags.positional()[0] << "\n";
+  if (flags.GetBool("json")) {
+    std::cout << "{\n  \"deleted\": \"" << flags.positional()[0] << "\"\n}\n";
+  } else {
+    std::cout << "deleted " << flags.positional()[0] << "\n";
+  }
   return kExitOk;
 }
 

@@ -1,8 +1,8 @@
 // `switchyard serve`: runs one target (or all built targets) in this process.
+#include <prometheus/registry.h>
+
 #include <iostream>
 #include <memory>
-
-#include <prometheus/registry.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -71,8 +71,7 @@ int RunServe(const std::vector<std::string>& args) {
   } else if (Contains(kBuiltTargets, target)) {
     targets = {target};
   } else if (Contains(kPlannedTargets, target)) {
-    std::cerr << "error: --target=" << target
-              << " is not built in this release; built targets: "
+    std::cerr << "error: --target=" << target << " is not built in this release; built targets: "
               << absl::StrJoin(kBuiltTargets, ", ") << " (or all)\n";
     return kExitUsage;
   } else {
@@ -126,9 +125,9 @@ int RunServe(const std::vector<std::string>& args) {
   s = runner.Start();
   if (!s.ok()) return ReportError(s);
   SY_LOG(kInfo, "server") << "serving targets=" << absl::StrJoin(targets, ",")
-                          << " grpc=" << server_options.grpc_listen << " grpc_port="
-                          << runner.grpc_port() << " metrics_port=" << runner.metrics_port()
-                          << " data_dir=" << data_dir
+                          << " grpc=" << server_options.grpc_listen
+                          << " grpc_port=" << runner.grpc_port()
+                          << " metrics_port=" << runner.metrics_port() << " data_dir=" << data_dir
                           << " tls=" << (server_options.tls_cert.empty() ? "off" : "on")
                           << " auth=" << (authorizer->enabled() ? "tokens" : "off");
   if (target == "all") {

@@ -43,8 +43,8 @@ DatasetRecord ReadDataset(const SqliteStatement& st) {
   DatasetRecord d;
   d.dataset_id = st.Text(0);
   d.description = st.Text(1);
-  d.labels = nlohmann::json::parse(st.Text(2), nullptr, false)
-                 .get<std::map<std::string, std::string>>();
+  d.labels =
+      nlohmann::json::parse(st.Text(2), nullptr, false).get<std::map<std::string, std::string>>();
   d.create_time_ms = st.Int(3);
   d.update_time_ms = st.Int(4);
   d.latest_version = st.Int(5);
@@ -111,10 +111,11 @@ absl::Status SqliteDatasetCatalog::AddVersion(const DatasetRecord& dataset,
   auto body = [&]() -> absl::Status {
     SY_ASSIGN_OR_RETURN(
         SqliteStatement upsert,
-        db_->Prepare("INSERT INTO datasets (dataset_id, description, labels_json, "
-                     "create_time_ms, update_time_ms, next_version) VALUES (?, ?, ?, ?, ?, ?) "
-                     "ON CONFLICT(dataset_id) DO UPDATE SET update_time_ms = excluded.update_time_ms, "
-                     "next_version = MAX(next_version, excluded.next_version)"));
+        db_->Prepare(
+            "INSERT INTO datasets (dataset_id, description, labels_json, "
+            "create_time_ms, update_time_ms, next_version) VALUES (?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT(dataset_id) DO UPDATE SET update_time_ms = excluded.update_time_ms, "
+            "next_version = MAX(next_version, excluded.next_version)"));
     upsert.Bind(1, dataset.dataset_id)
         .Bind(2, dataset.description)
         .Bind(3, nlohmann::json(dataset.labels).dump())
@@ -122,10 +123,9 @@ absl::Status SqliteDatasetCatalog::AddVersion(const DatasetRecord& dataset,
         .Bind(5, version.create_time_ms)
         .Bind(6, version.version + 1);
     SY_RETURN_IF_ERROR(upsert.Run());
-    SY_ASSIGN_OR_RETURN(
-        SqliteStatement insert,
-        db_->Prepare(absl::StrCat("INSERT INTO dataset_versions (", kVersionColumns,
-                                  ") VALUES (?, ?, ?, ?, ?, ?, ?)")));
+    SY_ASSIGN_OR_RETURN(SqliteStatement insert,
+                        db_->Prepare(absl::StrCat("INSERT INTO dataset_versions (", kVersionColumns,
+                                                  ") VALUES (?, ?, ?, ?, ?, ?, ?)")));
     insert.Bind(1, version.dataset_id)
         .Bind(2, version.version)
         .Bind(3, FormatName(version.format))
@@ -167,11 +167,10 @@ absl::StatusOr<DatasetRecord> SqliteDatasetCatalog::GetDataset(const std::string
 absl::StatusOr<std::vector<DatasetRecord>> SqliteDatasetCatalog::ListDatasets(
     const std::string& after_id, int limit) {
   std::lock_guard<std::mutex> lock(mu_);
-  SY_ASSIGN_OR_RETURN(
-      SqliteStatement st,
-      db_->Prepare(absl::StrCat("SELECT ", kDatasetColumns,
-                                " FROM datasets d WHERE d.dataset_id > ? "
-                                "ORDER BY d.dataset_id LIMIT ?")));
+  SY_ASSIGN_OR_RETURN(SqliteStatement st,
+                      db_->Prepare(absl::StrCat("SELECT ", kDatasetColumns,
+                                                " FROM datasets d WHERE d.dataset_id > ? "
+                                                "ORDER BY d.dataset_id LIMIT ?")));
   st.Bind(1, after_id).Bind(2, static_cast<int64_t>(limit));
   std::vector<DatasetRecord> out;
   while (true) {
@@ -202,9 +201,9 @@ absl::StatusOr<VersionRecord> SqliteDatasetCatalog::GetVersion(const std::string
                                                                int64_t version) {
   std::lock_guard<std::mutex> lock(mu_);
   SY_RETURN_IF_ERROR(GetDatasetLocked(dataset_id).status());
-  std::string sql = absl::StrCat("SELECT ", kVersionColumns,
-                                 " FROM dataset_versions WHERE dataset_id = ? ",
-                                 version == 0 ? "ORDER BY version DESC LIMIT 1" : "AND version = ?");
+  std::string sql =
+      absl::StrCat("SELECT ", kVersionColumns, " FROM dataset_versions WHERE dataset_id = ? ",
+                   version == 0 ? "ORDER BY version DESC LIMIT 1" : "AND version = ?");
   SY_ASSIGN_OR_RETURN(SqliteStatement st, db_->Prepare(sql));
   st.Bind(1, dataset_id);
   if (version != 0) st.Bind(2, version);

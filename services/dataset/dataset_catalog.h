@@ -62,7 +62,7 @@ class DatasetCatalog {
   virtual absl::StatusOr<DatasetRecord> GetDataset(const std::string& dataset_id) = 0;
   // Datasets ordered by id, starting after `after_id`, at most `limit`.
   virtual absl::StatusOr<std::vector<DatasetRecord>> ListDatasets(const std::string& after_id,
-                                                                   int limit) = 0;
+                                                                  int limit) = 0;
   virtual absl::StatusOr<int64_t> CountDatasets() = 0;
   virtual absl::StatusOr<int64_t> CountVersions() = 0;
   // `version` 0 means the latest. NOT_FOUND names what is missing.
@@ -88,8 +88,7 @@ class SqliteDatasetCatalog : public DatasetCatalog {
                                                           int limit) override;
   absl::StatusOr<int64_t> CountDatasets() override;
   absl::StatusOr<int64_t> CountVersions() override;
-  absl::StatusOr<VersionRecord> GetVersion(const std::string& dataset_id,
-                                           int64_t version) override;
+  absl::StatusOr<VersionRecord> GetVersion(const std::string& dataset_id, int64_t version) override;
   absl::StatusOr<std::vector<VersionRecord>> ListVersions(const std::string& dataset_id,
                                                           int64_t after_version,
                                                           int limit) override;

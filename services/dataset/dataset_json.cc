@@ -21,7 +21,8 @@ Summary SummaryFromJson(const nlohmann::json& j) {
 
 nlohmann::json StatsToJson(const DatasetStats& s) {
   nlohmann::json labels = nlohmann::json::array();
-  for (const auto& [label, count] : s.labels) labels.push_back({{"label", label}, {"count", count}});
+  for (const auto& [label, count] : s.labels)
+    labels.push_back({{"label", label}, {"count", count}});
   return {{"examples", s.examples},
           {"bytes", s.bytes},
           {"messagesPerExample", SummaryToJson(s.messages_per_example)},

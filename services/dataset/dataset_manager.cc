@@ -2,7 +2,6 @@
 
 #include <filesystem>
 #include <fstream>
-
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/escaping.h"
@@ -60,8 +59,7 @@ UploadSession::~UploadSession() {
 absl::Status UploadSession::OpenFile(Split split) {
   const int i = Index(split);
   if (opened_[i]) return absl::OkStatus();
-  SY_RETURN_IF_ERROR(
-      writers_[i].Open(absl::StrCat(staging_dir_, "/", SplitName(split), ".jsonl")));
+  SY_RETURN_IF_ERROR(writers_[i].Open(absl::StrCat(staging_dir_, "/", SplitName(split), ".jsonl")));
   opened_[i] = true;
   return absl::OkStatus();
 }
@@ -98,15 +96,15 @@ absl::StatusOr<UploadResult> UploadSession::Commit() {
     const int i = Index(split);
     if (!opened_[i]) continue;
     SY_RETURN_IF_ERROR(writers_[i].Close());
-    const DatasetStats& stats = split == Split::kTrain ? result.report.train_stats
-                                                       : *result.report.validation_stats;
+    const DatasetStats& stats =
+        split == Split::kTrain ? result.report.train_stats : *result.report.validation_stats;
     files.push_back(FileRecord{SplitName(split), writers_[i].bytes_written(),
                                hashers_[i].HexDigest(), stats.examples});
   }
   if (!result.report.valid || request_.validate_only) return result;
   SY_ASSIGN_OR_RETURN(VersionRecord version,
-                      manager_->CommitStaged(request_, staging_dir_, parent_version_,
-                                             result.report, std::move(files)));
+                      manager_->CommitStaged(request_, staging_dir_, parent_version_, result.report,
+                                             std::move(files)));
   staging_dir_.clear();  // renamed into place
   result.version = std::move(version);
   return result;
@@ -202,8 +200,7 @@ absl::StatusOr<std::unique_ptr<UploadSession>> DatasetManager::StartAppend(
   request.description = dataset.description;
   request.labels = dataset.labels;
   SY_ASSIGN_OR_RETURN(std::string staging, NewStagingDir());
-  std::unique_ptr<UploadSession> session(
-      new UploadSession(this, request, staging, base.version));
+  std::unique_ptr<UploadSession> session(new UploadSession(this, request, staging, base.version));
   // Replay the base files through the session so they are hashed and
   // validated with the new examples. They do not count against the limit.
   std::vector<char> buf(1 << 20);
@@ -254,8 +251,11 @@ absl::StatusOr<VersionRecord> DatasetManager::CommitStaged(const UploadRequest& 
                              {"train_stats", StatsToJson(v.train_stats)}};
   nlohmann::json files_json = nlohmann::json::array();
   for (const FileRecord& f : v.files) {
-    files_json.push_back({{"split", f.split}, {"bytes", f.bytes}, {"sha256", f.sha256},
-                          {"examples", f.examples}, {"path", f.split + ".jsonl"}});
+    files_json.push_back({{"split", f.split},
+                          {"bytes", f.bytes},
+                          {"sha256", f.sha256},
+                          {"examples", f.examples},
+                          {"path", f.split + ".jsonl"}});
   }
   manifest["files"] = files_json;
   SY_RETURN_IF_ERROR(WriteFileAtomic(staging_dir + "/manifest.json", manifest.dump(2) + "\n"));
@@ -337,8 +337,7 @@ absl::StatusOr<std::string> DatasetManager::FilePath(const VersionRecord& versio
     }
   }
   return absl::NotFoundError(absl::StrCat("datasets/", version.dataset_id, "/versions/",
-                                          version.version, " has no ", SplitName(split),
-                                          " file"));
+                                          version.version, " has no ", SplitName(split), " file"));
 }
 
 }  // namespace switchyard::dataset

@@ -139,8 +139,8 @@ class DatasetManager {
   DatasetManager(ManagerOptions options, std::unique_ptr<DatasetCatalog> catalog);
   absl::Status Recover();
   absl::StatusOr<VersionRecord> CommitStaged(const UploadRequest& request,
-                                             const std::string& staging_dir,
-                                             int64_t parent_version, const ValidationReport& report,
+                                             const std::string& staging_dir, int64_t parent_version,
+                                             const ValidationReport& report,
                                              std::vector<FileRecord> files);
   std::string DatasetDir(const std::string& dataset_id) const;
   std::string VersionDir(const std::string& dataset_id, int64_t version) const;

@@ -21,6 +21,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
+#include "services/dataset/table_reader.h"
 #include "shared/core/file_util.h"
 #include "shared/core/status_macros.h"
 
@@ -45,124 +46,6 @@ struct Example {
 
 absl::Status Invalid(absl::string_view where, absl::string_view what) {
   return absl::InvalidArgumentError(absl::StrCat(where, ": ", what));
-}
-
-// Local, so this file does not depend on dataset_types.cc.
-absl::string_view OutputName(DatasetFormat format) {
-  static constexpr absl::string_view kNames[] = {"auto", "chat", "completion", "preference"};
-  return kNames[static_cast<int>(format)];
-}
-
-// ---------------------------------------------------------------------------
-// Tabular input.
-
-struct Table {
-  struct Row {
-    int64_t line = 0;  // physical line the row starts on
-    std::vector<std::string> fields;
-  };
-  std::vector<std::string> header;
-  int64_t header_line = 0;
-  std::vector<Row> rows;
-};
-
-// Splits RFC 4180 CSV into rows: quoted fields may hold commas, doubled quotes
-// and newlines; records end in LF or CRLF. Blank lines are skipped.
-absl::StatusOr<std::vector<Table::Row>> ParseCsvRows(absl::string_view text) {
-  std::vector<Table::Row> rows;
-  Table::Row row;
-  std::string field;
-  bool in_quotes = false;    // inside a quoted field
-  bool after_quote = false;  // a quoted field just closed: only , or EOL may follow
-  bool row_quoted = false;   // the row had a quoted field, so it is not blank
-  int64_t line = 1;
-  int64_t quote_line = 0;
-  row.line = 1;
-  auto end_field = [&] {
-    row.fields.push_back(std::move(field));
-    field.clear();
-    after_quote = false;
-  };
-  auto end_row = [&] {
-    end_field();
-    bool blank = row.fields.size() == 1 && row.fields[0].empty() && !row_quoted;
-    if (!blank) rows.push_back(std::move(row));
-    row = Table::Row();
-    row_quoted = false;
-  };
-  for (size_t i = 0; i < text.size(); ++i) {
-    const char c = text[i];
-    if (in_quotes) {
-      if (c == '"') {
-        if (i + 1 < text.size() && text[i + 1] == '"') {
-          field += '"';
-          ++i;
-        } else {
-          in_quotes = false;
-          after_quote = true;
-        }
-      } else {
-        if (c == '\n') ++line;
-        field += c;
-      }
-    } else if (c == ',') {
-      end_field();
-    } else if (c == '\r' && i + 1 < text.size() && text[i + 1] == '\n') {
-      continue;  // the '\n' ends the row
-    } else if (c == '\n') {
-      end_row();
-      row.line = ++line;
-    } else if (after_quote) {
-      return Invalid(absl::StrCat("line ", line),
-                     "unexpected character after a closing quote (a quote inside a "
-                     "quoted field must be doubled)");
-    } else if (c == '"' && field.empty()) {
-      in_quotes = true;
-      row_quoted = true;
-      quote_line = line;
-    } else {
-      field += c;  // a stray quote inside an unquoted field is kept literally
-    }
-  }
-  if (in_quotes) {
-    return Invalid(absl::StrCat("line ", quote_line), "quoted field is never closed");
-  }
-  if (!field.empty() || !row.fields.empty() || row_quoted) end_row();
-  return rows;
-}
-
-// TSV: one row per line, tab-separated, no quoting. Blank lines are skipped.
-std::vector<Table::Row> ParseTsvRows(absl::string_view text) {
-  std::vector<Table::Row> rows;
-  int64_t line = 0;
-  for (absl::string_view l : absl::StrSplit(text, '\n')) {
-    ++line;
-    if (absl::EndsWith(l, "\r")) l.remove_suffix(1);
-    if (l.empty()) continue;
-    Table::Row row;
-    row.line = line;
-    row.fields = absl::StrSplit(l, '\t');
-    rows.push_back(std::move(row));
-  }
-  return rows;
-}
-
-absl::StatusOr<Table> ToTable(std::vector<Table::Row> rows) {
-  if (rows.empty()) return absl::InvalidArgumentError("input is empty (no header row)");
-  Table table;
-  table.header_line = rows[0].line;
-  for (std::string& name : rows[0].fields) {
-    table.header.push_back(std::string(absl::StripAsciiWhitespace(name)));
-  }
-  for (size_t i = 1; i < rows.size(); ++i) {
-    if (rows[i].fields.size() != table.header.size()) {
-      return Invalid(absl::StrCat("row ", i, " (line ", rows[i].line, ")"),
-                     absl::StrCat("expected ", table.header.size(),
-                                  " fields (as in the header), found ", rows[i].fields.size()));
-    }
-    table.rows.push_back(std::move(rows[i]));
-  }
-  return table;
 }
 
 // Picks the prompt and completion columns/keys: the options when set, else the
@@ -341,12 +224,12 @@ absl::StatusOr<std::vector<Example>> ObjectsToExamples(std::vector<Example> obje
         SY_ASSIGN_OR_RETURN(ex.record, ChatToCompletion(messages, ex.where));
       } else if (*format != DatasetFormat::kChat) {
         return Invalid(ex.where,
-                       absl::StrCat("a chat example can't be converted to ", OutputName(*format)));
+                       absl::StrCat("a chat example can't be converted to ", FormatName(*format)));
       }
     } else if (form == RecordForm::kPreference) {
       if (*format != DatasetFormat::kPreference) {
         return Invalid(ex.where, absl::StrCat("a preference example can't be converted to ",
-                                              OutputName(*format)));
+                                              FormatName(*format)));
       }
     } else {
       if (columns.first.empty()) {

@@ -19,7 +19,8 @@ constexpr int kMaxExportChunk = 16 << 20;
 
 std::string RequestId(const grpc::CallbackServerContext& context) {
   auto it = context.client_metadata().find("x-request-id");
-  if (it != context.client_metadata().end()) return std::string(it->second.data(), it->second.size());
+  if (it != context.client_metadata().end())
+    return std::string(it->second.data(), it->second.size());
   return RandomHex(6);
 }
 
@@ -36,7 +37,7 @@ absl::StatusOr<std::string> ParseDatasetName(const std::string& name, const char
 
 // "datasets/{id}/versions/{n|latest}" or "datasets/{id}" (latest) -> (id, n; 0 = latest).
 absl::StatusOr<std::pair<std::string, int64_t>> ParseVersionName(const std::string& name,
-                                                                  bool allow_dataset_name) {
+                                                                 bool allow_dataset_name) {
   std::vector<std::string> parts = absl::StrSplit(name, '/');
   if (allow_dataset_name && parts.size() == 2) {
     SY_ASSIGN_OR_RETURN(std::string id, ParseDatasetName(name, "name"));
@@ -86,7 +87,9 @@ class UploadReactor : public grpc::ServerReadReactor<Request> {
  public:
   UploadReactor(DatasetServiceImpl* service, grpc::CallbackServerContext* context,
                 v1::UploadDatasetResponse* response)
-      : service_(service), context_(context), response_(response),
+      : service_(service),
+        context_(context),
+        response_(response),
         request_id_(RequestId(*context)) {
     absl::Status s = service_->auth().Authorize(*context, rpc::Role::kAdmin);
     if (!s.ok()) {
@@ -146,7 +149,8 @@ class UploadReactor : public grpc::ServerReadReactor<Request> {
     }
     DatasetMetrics& m = service_->metrics();
     for (const auto& [kind, count] : result->report.counts) {
-      if (count.severity == Severity::kError) m.validation_errors.Add({{"kind", kind}}).Increment(count.count);
+      if (count.severity == Severity::kError)
+        m.validation_errors.Add({{"kind", kind}}).Increment(count.count);
     }
     ToProto(result->report, response_->mutable_report());
     if (!result->report.valid) {
@@ -222,9 +226,9 @@ absl::Status UploadReactor<Request>::Open(const v1::AppendHeader& header) {
   if (session_ != nullptr) return absl::InvalidArgumentError("header sent twice");
   SY_ASSIGN_OR_RETURN(std::string id, ParseDatasetName(header.dataset(), "dataset"));
   expected_bytes_ = header.expected_bytes();
-  SY_ASSIGN_OR_RETURN(session_, service_->manager()->StartAppend(
-                                    id, header.base_version(), header.strict(),
-                                    header.validate_only()));
+  SY_ASSIGN_OR_RETURN(session_,
+                      service_->manager()->StartAppend(id, header.base_version(), header.strict(),
+                                                       header.validate_only()));
   SY_LOG_REQ(kInfo, "dataset", request_id_) << "append started dataset_id=" << id;
   return absl::OkStatus();
 }
@@ -379,9 +383,9 @@ grpc::ServerUnaryReactor* DatasetServiceImpl::GetDataset(grpc::CallbackServerCon
   });
 }
 
-grpc::ServerUnaryReactor* DatasetServiceImpl::ListDatasets(
-    grpc::CallbackServerContext* context, const v1::ListDatasetsRequest* request,
-    v1::ListDatasetsResponse* response) {
+grpc::ServerUnaryReactor* DatasetServiceImpl::ListDatasets(grpc::CallbackServerContext* context,
+                                                           const v1::ListDatasetsRequest* request,
+                                                           v1::ListDatasetsResponse* response) {
   return Unary(this, context, rpc::Role::kUser, [&]() -> absl::Status {
     if (request->page_size() < 0) return absl::InvalidArgumentError("page_size must be >= 0");
     SY_ASSIGN_OR_RETURN(DatasetPage page,
@@ -393,9 +397,9 @@ grpc::ServerUnaryReactor* DatasetServiceImpl::ListDatasets(
   });
 }
 
-grpc::ServerUnaryReactor* DatasetServiceImpl::DeleteDataset(
-    grpc::CallbackServerContext* context, const v1::DeleteDatasetRequest* request,
-    google::protobuf::Empty*) {
+grpc::ServerUnaryReactor* DatasetServiceImpl::DeleteDataset(grpc::CallbackServerContext* context,
+                                                            const v1::DeleteDatasetRequest* request,
+                                                            google::protobuf::Empty*) {
   return Unary(this, context, rpc::Role::kAdmin, [&]() -> absl::Status {
     SY_ASSIGN_OR_RETURN(std::string id, ParseDatasetName(request->name(), "name"));
     SY_RETURN_IF_ERROR(manager_->DeleteDataset(id));
@@ -422,8 +426,8 @@ grpc::ServerUnaryReactor* DatasetServiceImpl::ListDatasetVersions(
   return Unary(this, context, rpc::Role::kUser, [&]() -> absl::Status {
     if (request->page_size() < 0) return absl::InvalidArgumentError("page_size must be >= 0");
     SY_ASSIGN_OR_RETURN(std::string id, ParseDatasetName(request->parent(), "parent"));
-    SY_ASSIGN_OR_RETURN(VersionPage page, manager_->ListVersions(id, request->page_size(),
-                                                                 request->page_token()));
+    SY_ASSIGN_OR_RETURN(VersionPage page,
+                        manager_->ListVersions(id, request->page_size(), request->page_token()));
     for (const VersionRecord& v : page.versions) ToProto(v, response->add_versions());
     response->set_next_page_token(page.next_page_token);
     return absl::OkStatus();

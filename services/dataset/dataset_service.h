@@ -9,11 +9,11 @@
 #ifndef SWITCHYARD_SERVICES_DATASET_DATASET_SERVICE_H_
 #define SWITCHYARD_SERVICES_DATASET_DATASET_SERVICE_H_
 
-#include <memory>
-
 #include <prometheus/counter.h>
 #include <prometheus/gauge.h>
 #include <prometheus/registry.h>
+
+#include <memory>
 
 #include "services/dataset/dataset_manager.h"
 #include "shared/rpc/auth.h"

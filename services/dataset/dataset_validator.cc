@@ -63,11 +63,16 @@ bool IsBlank(const char* p, size_t n) {
 }
 
 bool ParseRole(std::string_view role, Role* out) {
-  if (role == "system") *out = Role::kSystem;
-  else if (role == "user") *out = Role::kUser;
-  else if (role == "assistant") *out = Role::kAssistant;
-  else if (role == "tool") *out = Role::kTool;
-  else return false;
+  if (role == "system")
+    *out = Role::kSystem;
+  else if (role == "user")
+    *out = Role::kUser;
+  else if (role == "assistant")
+    *out = Role::kAssistant;
+  else if (role == "tool")
+    *out = Role::kTool;
+  else
+    return false;
   return true;
 }
 
@@ -121,9 +126,9 @@ class FileValidator {
  private:
   // Message roles a messages array must satisfy.
   struct MessageRules {
-    bool assistant_last = false;   // chat: must end with an assistant turn
-    bool assistant_only = false;   // preference outputs
-    bool allow_weight = false;     // chat only
+    bool assistant_last = false;  // chat: must end with an assistant turn
+    bool assistant_only = false;  // preference outputs
+    bool allow_weight = false;    // chat only
   };
 
   void ProcessLine(const char* p, size_t n);  // p has kPadding readable bytes past n
@@ -211,8 +216,10 @@ void FileValidator::Feed(absl::string_view chunk) {
       discarded_bytes_ = pending_.size();
       pending_.clear();
       pending_.shrink_to_fit();
-      if (nl) LineTooLong(discarded_bytes_);
-      else discarding_ = true;
+      if (nl)
+        LineTooLong(discarded_bytes_);
+      else
+        discarding_ = true;
       pos = end + 1;
       continue;
     }
@@ -238,9 +245,10 @@ void FileValidator::ProcessLine(const char* p, size_t n) {
   auto error = parser_.parse(p, n, false).get(doc);
   if (error == simdjson::UTF8_ERROR) {
     int64_t at = FirstInvalidUtf8(p, n);
-    Error("invalid_utf8", "",
-          absl::StrCat("line is not valid UTF-8", at >= 0 ? absl::StrCat(" (byte ", at + 1, ")") : "",
-                       "; save the file as UTF-8"));
+    Error(
+        "invalid_utf8", "",
+        absl::StrCat("line is not valid UTF-8", at >= 0 ? absl::StrCat(" (byte ", at + 1, ")") : "",
+                     "; save the file as UTF-8"));
     return;
   }
   if (error) {
@@ -258,8 +266,8 @@ void FileValidator::ProcessLine(const char* p, size_t n) {
   if (!CheckLine(obj, &facts)) return;
 
   uint64_t exact_hash = absl::Hash<absl::string_view>{}(absl::string_view(p, n));
-  uint64_t norm_hash = absl::Hash<absl::string_view>{}(
-      absl::string_view(normalized_text_.data(), normalized_size_));
+  uint64_t norm_hash =
+      absl::Hash<absl::string_view>{}(absl::string_view(normalized_text_.data(), normalized_size_));
   auto [exact_it, exact_new] = exact_.try_emplace(exact_hash, line_no_);
   auto [norm_it, norm_new] = normalized_.try_emplace(norm_hash, line_no_);
   if (!exact_new) {
@@ -269,8 +277,7 @@ void FileValidator::ProcessLine(const char* p, size_t n) {
   } else if (!norm_new) {
     stats_.AddDuplicate(false);
     Issue(Severity::kWarning, "near_duplicate", line_no_, "",
-          absl::StrCat("same as line ", norm_it->second,
-                       " apart from case and whitespace"));
+          absl::StrCat("same as line ", norm_it->second, " apart from case and whitespace"));
   }
   if (facts.characters > options_.long_example_chars) {
     Issue(Severity::kWarning, "long_example", line_no_, "",
@@ -286,8 +293,8 @@ DatasetFormat FileValidator::Detect(dom::object obj) const {
   for (dom::key_value_pair kv : obj) {
     std::string_view k = kv.key;
     if (k == "messages") return DatasetFormat::kChat;
-    if (k == "input" || k == "preferred_output" || k == "non_preferred_output" ||
-        k == "chosen" || k == "rejected") {
+    if (k == "input" || k == "preferred_output" || k == "non_preferred_output" || k == "chosen" ||
+        k == "rejected") {
       return DatasetFormat::kPreference;
     }
     prompt |= k == "prompt";
@@ -506,7 +513,8 @@ bool FileValidator::CheckMessages(dom::element value, const std::string& path,
           any = true;
         } else {
           Error("invalid_value", Field(part_path, -1, "type"),
-                absl::StrCat("unknown content part type \"", AV(type), "\"; expected text or image_url"));
+                absl::StrCat("unknown content part type \"", AV(type),
+                             "\"; expected text or image_url"));
           ok = false;
         }
       }
@@ -519,8 +527,7 @@ bool FileValidator::CheckMessages(dom::element value, const std::string& path,
             absl::StrCat("must be a string or an array of content parts, found ",
                          TypeName(content_el.type())));
       ok = false;
-    } else if (IsBlank(content.data(), content.size()) &&
-               !has_tool_calls) {
+    } else if (IsBlank(content.data(), content.size()) && !has_tool_calls) {
       Error("empty_content", Field(path, i, "content"),
             absl::StrCat("is empty; remove the message or give the ", AV(role_name), " text"));
       ok = false;
@@ -571,8 +578,8 @@ bool FileValidator::CheckMessages(dom::element value, const std::string& path,
 }
 
 bool FileValidator::CheckChat(dom::object obj, ExampleFacts* facts) {
-  bool ok = CheckKeys(obj, "", {"messages", "tools", "functions", "parallel_tool_calls",
-                                "metadata"});
+  bool ok =
+      CheckKeys(obj, "", {"messages", "tools", "functions", "parallel_tool_calls", "metadata"});
   dom::element tools;
   if (!obj["tools"].get(tools) && !tools.is_array()) {
     Error("invalid_type", "tools", "must be an array of tool definitions");
@@ -620,8 +627,7 @@ bool FileValidator::CheckPreference(dom::object obj, ExampleFacts* facts) {
     return false;
   }
   if (obj["non_preferred_output"].get(rejected)) {
-    Error("missing_key", "non_preferred_output",
-          "preference data needs \"non_preferred_output\"");
+    Error("missing_key", "non_preferred_output", "preference data needs \"non_preferred_output\"");
     return false;
   }
   dom::object input_obj;
@@ -737,16 +743,13 @@ DatasetValidator::~DatasetValidator() = default;
 FileValidator* DatasetValidator::ForSplit(Split split) {
   std::unique_ptr<FileValidator>& v = split == Split::kTrain ? train_ : validation_;
   if (!v) {
-    v = std::make_unique<FileValidator>(options_,
-                                        split == Split::kTrain ? "train" : "validation",
+    v = std::make_unique<FileValidator>(options_, split == Split::kTrain ? "train" : "validation",
                                         &issues_, format_state_.get());
   }
   return v.get();
 }
 
-void DatasetValidator::Feed(Split split, absl::string_view chunk) {
-  ForSplit(split)->Feed(chunk);
-}
+void DatasetValidator::Feed(Split split, absl::string_view chunk) { ForSplit(split)->Feed(chunk); }
 
 ValidationReport DatasetValidator::Finish() {
   ForSplit(Split::kTrain)->Finish();
@@ -808,8 +811,8 @@ absl::StatusOr<ValidationReport> DatasetValidator::ValidateFiles(
     ::madvise(map, size, MADV_SEQUENTIAL);
     constexpr size_t kSlice = 64 << 20;  // bounds the validator's view, not memory
     for (size_t off = 0; off < size; off += kSlice) {
-      v.Feed(split, absl::string_view(static_cast<const char*>(map) + off,
-                                      std::min(kSlice, size - off)));
+      v.Feed(split,
+             absl::string_view(static_cast<const char*>(map) + off, std::min(kSlice, size - off)));
     }
     ::munmap(map, size);
   }

@@ -6,8 +6,10 @@ void IssueCollector::Add(ValidationIssue issue) {
   IssueCount& c = counts_[issue.kind];
   c.severity = issue.severity;
   ++c.count;
-  if (issue.severity == Severity::kError) ++errors_;
-  else ++warnings_;
+  if (issue.severity == Severity::kError)
+    ++errors_;
+  else
+    ++warnings_;
   if (static_cast<int>(listed_.size()) < max_listed_) listed_.push_back(std::move(issue));
 }
 

@@ -65,8 +65,8 @@ size_t ScanSse2(const unsigned char* p, size_t i, size_t n, State* s) {
     const __m128i ws = space(v), prev_ws = space(prev);
     const __m128i cont = _mm_cmpeq_epi8(_mm_and_si128(v, kC0), k80);
     cont_acc = _mm_add_epi64(cont_acc, _mm_sad_epu8(_mm_and_si128(cont, k1), zero));
-    word_acc = _mm_add_epi64(
-        word_acc, _mm_sad_epu8(_mm_and_si128(_mm_andnot_si128(ws, prev_ws), k1), zero));
+    word_acc = _mm_add_epi64(word_acc,
+                             _mm_sad_epu8(_mm_and_si128(_mm_andnot_si128(ws, prev_ws), k1), zero));
     if (kNormalize) {
       if (_mm_movemask_epi8(_mm_and_si128(ws, prev_ws)) != 0) {
         // A whitespace run inside the block: collapse byte by byte.
@@ -89,7 +89,7 @@ size_t ScanSse2(const unsigned char* p, size_t i, size_t n, State* s) {
 // The same 32 bytes at a time.
 template <bool kNormalize>
 __attribute__((target("avx2"))) size_t ScanAvx2(const unsigned char* p, size_t i, size_t n,
-                                                  State* s) {
+                                                State* s) {
   const __m256i k9 = _mm256_set1_epi8(9), k4 = _mm256_set1_epi8(4);
   const __m256i kSpace = _mm256_set1_epi8(' ');
   const __m256i kA = _mm256_set1_epi8('A'), k25 = _mm256_set1_epi8(25);
@@ -110,8 +110,7 @@ __attribute__((target("avx2"))) size_t ScanAvx2(const unsigned char* p, size_t i
     const __m256i cont = _mm256_cmpeq_epi8(_mm256_and_si256(v, kC0), k80);
     cont_acc = _mm256_add_epi64(cont_acc, _mm256_sad_epu8(_mm256_and_si256(cont, k1), zero));
     word_acc = _mm256_add_epi64(
-        word_acc,
-        _mm256_sad_epu8(_mm256_and_si256(_mm256_andnot_si256(ws, prev_ws), k1), zero));
+        word_acc, _mm256_sad_epu8(_mm256_and_si256(_mm256_andnot_si256(ws, prev_ws), k1), zero));
     if (kNormalize) {
       if (_mm256_movemask_epi8(_mm256_and_si256(ws, prev_ws)) != 0) {
         NormalizeBytes(p, i, i + 32, &s->w);

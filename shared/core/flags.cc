@@ -1,7 +1,7 @@
 #include "shared/core/flags.h"
 
-#include <cstdlib>
 #include <cstdio>
+#include <cstdlib>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
@@ -41,16 +41,17 @@ void FlagSet::AddBool(const std::string& name, bool default_value, const std::st
 }
 
 void FlagSet::AddConfigFlag() {
-  AddString("config", "", "Read flag values from FILE (`name = value` lines, # comments); "
-                          "the command line wins.");
+  AddString("config", "",
+            "Read flag values from FILE (`name = value` lines, # comments); "
+            "the command line wins.");
 }
 
 absl::Status FlagSet::Set(const std::string& name, const std::string& value,
                           const std::string& origin) {
   auto it = flags_.find(name);
   if (it == flags_.end()) {
-    return absl::InvalidArgumentError(absl::StrCat("unknown flag --", name, origin,
-                                                   " (see --help)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown flag --", name, origin, " (see --help)"));
   }
   Flag& f = it->second;
   switch (f.type) {
@@ -208,8 +209,10 @@ std::string FlagSet::Help() const {
     const Flag& f = flags_.at(name);
     std::string left = absl::StrCat("  --", name);
     if (f.type != Type::kBool) absl::StrAppend(&left, "=VALUE");
-    if (left.size() < 28) left.resize(28, ' ');
-    else absl::StrAppend(&left, "\n", std::string(28, ' '));
+    if (left.size() < 28)
+      left.resize(28, ' ');
+    else
+      absl::StrAppend(&left, "\n", std::string(28, ' '));
     absl::StrAppend(&out, left, f.help);
     if (!f.default_value.empty() && f.default_value != "false") {
       absl::StrAppend(&out, " (default: ", f.default_value, ")");

@@ -26,8 +26,8 @@ class FlagSet {
  public:
   FlagSet(std::string usage, std::string description);
 
-  void AddString(const std::string& name, const std::string& default_value,
-                 const std::string& help, const std::string& env_var = "");
+  void AddString(const std::string& name, const std::string& default_value, const std::string& help,
+                 const std::string& env_var = "");
   void AddInt(const std::string& name, int64_t default_value, const std::string& help);
   void AddDouble(const std::string& name, double default_value, const std::string& help);
   void AddBool(const std::string& name, bool default_value, const std::string& help);

@@ -41,16 +41,16 @@ class LogLine {
 }  // namespace switchyard
 
 // SY_LOG(kInfo, "dataset") << "message " << value;
-#define SY_LOG(level, component)                                 \
+#define SY_LOG(level, component)                                \
   if (!::switchyard::LogEnabled(::switchyard::LogLevel::level)) \
-    ;                                                            \
-  else                                                           \
+    ;                                                           \
+  else                                                          \
     ::switchyard::LogLine(::switchyard::LogLevel::level, component, "")
 // SY_LOG_REQ(kInfo, "dataset", request_id) << ...
-#define SY_LOG_REQ(level, component, request_id)                 \
+#define SY_LOG_REQ(level, component, request_id)                \
   if (!::switchyard::LogEnabled(::switchyard::LogLevel::level)) \
-    ;                                                            \
-  else                                                           \
+    ;                                                           \
+  else                                                          \
     ::switchyard::LogLine(::switchyard::LogLevel::level, component, request_id)
 
 #endif  // SWITCHYARD_SHARED_CORE_LOGGING_H_

@@ -8,8 +8,8 @@ namespace switchyard {
 namespace {
 
 absl::Status SqlError(sqlite3* db, int rc, absl::string_view sql) {
-  std::string msg = absl::StrCat("sqlite: ", db ? sqlite3_errmsg(db) : sqlite3_errstr(rc),
-                                 " (in: ", sql, ")");
+  std::string msg =
+      absl::StrCat("sqlite: ", db ? sqlite3_errmsg(db) : sqlite3_errstr(rc), " (in: ", sql, ")");
   if (rc == SQLITE_BUSY || rc == SQLITE_LOCKED) return absl::UnavailableError(msg);
   if (rc == SQLITE_FULL) return absl::ResourceExhaustedError(msg);
   if (rc == SQLITE_CONSTRAINT) return absl::AlreadyExistsError(msg);
@@ -36,8 +36,7 @@ SqliteStatement& SqliteStatement::Bind(int index, int64_t value) {
 }
 
 SqliteStatement& SqliteStatement::Bind(int index, absl::string_view value) {
-  sqlite3_bind_text(stmt_, index, value.data(), static_cast<int>(value.size()),
-                    SQLITE_TRANSIENT);
+  sqlite3_bind_text(stmt_, index, value.data(), static_cast<int>(value.size()), SQLITE_TRANSIENT);
   return *this;
 }
 
@@ -67,9 +66,9 @@ std::string SqliteStatement::Text(int column) const {
 
 absl::StatusOr<std::unique_ptr<SqliteDb>> SqliteDb::Open(const std::string& path) {
   sqlite3* db = nullptr;
-  int rc = sqlite3_open_v2(path.c_str(), &db,
-                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
-                           nullptr);
+  int rc =
+      sqlite3_open_v2(path.c_str(), &db,
+                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr);
   if (rc != SQLITE_OK) {
     absl::Status s = SqlError(db, rc, absl::StrCat("open ", path));
     sqlite3_close(db);
@@ -77,8 +76,9 @@ absl::StatusOr<std::unique_ptr<SqliteDb>> SqliteDb::Open(const std::string& path
   }
   std::unique_ptr<SqliteDb> out(new SqliteDb(db));
   sqlite3_busy_timeout(db, 5000);
-  absl::Status s = out->Exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; "
-                             "PRAGMA foreign_keys=ON;");
+  absl::Status s = out->Exec(
+      "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; "
+      "PRAGMA foreign_keys=ON;");
   if (!s.ok()) return s;
   return out;
 }

@@ -32,11 +32,13 @@ absl::StatusOr<std::shared_ptr<Authorizer>> Authorizer::FromText(const std::stri
           absl::StrCat(origin, ":", line_no, ": expected `<token> <admin|user> [<name>]`"));
     }
     Entry e;
-    if (parts[1] == "admin") e.role = Role::kAdmin;
-    else if (parts[1] == "user") e.role = Role::kUser;
+    if (parts[1] == "admin")
+      e.role = Role::kAdmin;
+    else if (parts[1] == "user")
+      e.role = Role::kUser;
     else {
-      return absl::InvalidArgumentError(absl::StrCat(origin, ":", line_no, ": role \"", parts[1],
-                                                     "\" must be admin or user"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(origin, ":", line_no, ": role \"", parts[1], "\" must be admin or user"));
     }
     if (parts[0].size() < 16) {
       return absl::InvalidArgumentError(

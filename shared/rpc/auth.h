@@ -9,11 +9,11 @@
 #ifndef SWITCHYARD_SHARED_RPC_AUTH_H_
 #define SWITCHYARD_SHARED_RPC_AUTH_H_
 
+#include <grpcpp/server_context.h>
+
 #include <map>
 #include <memory>
 #include <string>
-
-#include <grpcpp/server_context.h>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"

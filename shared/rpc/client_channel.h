@@ -4,11 +4,11 @@
 #ifndef SWITCHYARD_SHARED_RPC_CLIENT_CHANNEL_H_
 #define SWITCHYARD_SHARED_RPC_CLIENT_CHANNEL_H_
 
-#include <memory>
-#include <string>
-
 #include <grpcpp/channel.h>
 #include <grpcpp/client_context.h>
+
+#include <memory>
+#include <string>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"

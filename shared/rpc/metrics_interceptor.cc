@@ -34,9 +34,8 @@ class MetricsInterceptor : public grpc::experimental::Interceptor {
     size_t slash = full.rfind('/');
     std::string service = slash == std::string::npos ? full : full.substr(1, slash - 1);
     std::string method = slash == std::string::npos ? "" : full.substr(slash + 1);
-    labels_ = {{"grpc_type", TypeLabel(info->type())},
-               {"grpc_service", service},
-               {"grpc_method", method}};
+    labels_ = {
+        {"grpc_type", TypeLabel(info->type())}, {"grpc_service", service}, {"grpc_method", method}};
     metrics_->started.Add(labels_).Increment();
   }
 

@@ -8,13 +8,13 @@
 #ifndef SWITCHYARD_SHARED_RPC_METRICS_INTERCEPTOR_H_
 #define SWITCHYARD_SHARED_RPC_METRICS_INTERCEPTOR_H_
 
-#include <memory>
-
 #include <grpcpp/support/server_interceptor.h>
 #include <prometheus/counter.h>
 #include <prometheus/family.h>
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
+
+#include <memory>
 
 namespace switchyard::rpc {
 

@@ -1,12 +1,11 @@
 #include "shared/rpc/server_runner.h"
 
-#include <signal.h>
-
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/security/server_credentials.h>
 #include <grpcpp/server_builder.h>
 #include <prometheus/exposer.h>
+#include <signal.h>
 
 #include "absl/strings/str_cat.h"
 #include "shared/core/file_util.h"
@@ -17,8 +16,7 @@
 namespace switchyard::rpc {
 namespace {
 
-absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeCredentials(
-    const ServerOptions& o) {
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeCredentials(const ServerOptions& o) {
   if (o.tls_cert.empty() && o.tls_key.empty()) {
     if (!o.tls_client_ca.empty()) {
       return absl::InvalidArgumentError("--tls-client-ca needs --tls-cert and --tls-key");
@@ -65,15 +63,14 @@ absl::Status ServerRunner::Start() {
   builder.SetMaxSendMessageSize(options_.max_message_bytes);
   for (auto& [service, name] : services_) builder.RegisterService(service);
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> creators;
-  creators.push_back(std::make_unique<MetricsInterceptorFactory>(
-      std::make_shared<GrpcServerMetrics>(*registry_)));
+  creators.push_back(
+      std::make_unique<MetricsInterceptorFactory>(std::make_shared<GrpcServerMetrics>(*registry_)));
   builder.experimental().SetInterceptorCreators(std::move(creators));
   server_ = builder.BuildAndStart();
   if (server_ == nullptr || grpc_port_ == 0) {
     server_.reset();
-    return absl::UnavailableError(
-        absl::StrCat("cannot listen for gRPC on ", options_.grpc_listen,
-                     " (address in use or invalid?)"));
+    return absl::UnavailableError(absl::StrCat("cannot listen for gRPC on ", options_.grpc_listen,
+                                               " (address in use or invalid?)"));
   }
   auto* health = server_->GetHealthCheckService();
   for (auto& [service, name] : services_) health->SetServingStatus(name, true);
@@ -88,8 +85,8 @@ absl::Status ServerRunner::Start() {
     } catch (const std::exception& e) {
       server_->Shutdown();
       server_.reset();
-      return absl::UnavailableError(absl::StrCat("cannot serve metrics on ",
-                                                 options_.metrics_listen, ": ", e.what()));
+      return absl::UnavailableError(
+          absl::StrCat("cannot serve metrics on ", options_.metrics_listen, ": ", e.what()));
     }
   }
   return absl::OkStatus();

@@ -8,12 +8,12 @@
 #ifndef SWITCHYARD_SHARED_RPC_SERVER_RUNNER_H_
 #define SWITCHYARD_SHARED_RPC_SERVER_RUNNER_H_
 
+#include <grpcpp/server.h>
+#include <prometheus/registry.h>
+
 #include <memory>
 #include <string>
 #include <vector>
-
-#include <grpcpp/server.h>
-#include <prometheus/registry.h>
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"

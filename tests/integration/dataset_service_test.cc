@@ -7,7 +7,9 @@
 #include <gmock/gmock.h>
 #include <grpcpp/create_channel.h>
 #include <grpcpp/generic/generic_stub.h>
+#include <grpcpp/impl/codegen/client_callback.h>
 #include <grpcpp/security/credentials.h>
+#include <grpcpp/support/sync_stream.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <prometheus/registry.h>
@@ -28,6 +30,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "google/rpc/status.pb.h"
+#include "reflection_v1alpha.pb.h"
 #include "services/dataset/dataset_catalog.h"
 #include "services/dataset/dataset_manager.h"
 #include "shared/core/file_util.h"
@@ -648,6 +651,35 @@ TEST_F(DatasetServiceTest, HealthReportsServingForTheDatasetServiceAndTheServer)
   EXPECT_EQ(status, 1);
   EXPECT_EQ(HealthCheck("switchyard.v1.NoSuchService", &status).error_code(),
             grpc::StatusCode::NOT_FOUND);
+}
+
+TEST_F(DatasetServiceTest, ReflectionListsTheDatasetAndHealthServices) {
+  StartServer();
+  namespace refl = switchyard::testing::reflection;
+  const grpc::internal::RpcMethod method(
+      "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+      grpc::internal::RpcMethod::BIDI_STREAMING, channel_);
+  grpc::ClientContext ctx;
+  std::unique_ptr<
+      grpc::ClientReaderWriter<refl::ServerReflectionRequest, refl::ServerReflectionResponse>>
+      stream(grpc::internal::ClientReaderWriterFactory<
+             refl::ServerReflectionRequest, refl::ServerReflectionResponse>::Create(channel_.get(),
+                                                                                    method, &ctx));
+  refl::ServerReflectionRequest request;
+  request.set_list_services("");
+  ASSERT_TRUE(stream->Write(request));
+  stream->WritesDone();
+  refl::ServerReflectionResponse response;
+  ASSERT_TRUE(stream->Read(&response));
+  std::set<std::string> names;
+  for (const auto& service : response.list_services_response().service()) {
+    names.insert(service.name());
+  }
+  EXPECT_TRUE(names.count(kServiceName)) << "reflection lists " << names.size() << " services";
+  EXPECT_TRUE(names.count("grpc.health.v1.Health"));
+  while (stream->Read(&response)) {
+  }
+  EXPECT_TRUE(stream->Finish().ok());
 }
 
 TEST_F(DatasetServiceTest, AuthRequiresATokenAndAdminForWrites) {

@@ -25,9 +25,10 @@ namespace {
 // characters, some non-ASCII) until the file reaches `bytes`.
 void Generate(const std::string& path, int64_t bytes) {
   std::mt19937_64 rng(7);
-  const char* words[] = {"refund",  "policy", "the",     "order",   "shipping", "within",
-                         "days",    "please", "account", "café",    "naïve",    "support",
-                         "invoice", "\\\"quoted\\\"", "line\\nbreak", "customer", "a", "is"};
+  const char* words[] = {"refund",   "policy",  "the",     "order",          "shipping",
+                         "within",   "days",    "please",  "account",        "café",
+                         "naïve",    "support", "invoice", "\\\"quoted\\\"", "line\\nbreak",
+                         "customer", "a",       "is"};
   auto sentence = [&](int n) {
     std::string s;
     for (int i = 0; i < n; ++i) {
@@ -66,10 +67,14 @@ int main(int argc, char** argv) {
   int64_t repeat = 3;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
-    if (a.rfind("--mb=", 0) == 0) (void)absl::SimpleAtoi(a.substr(5), &mb);
-    else if (a.rfind("--file=", 0) == 0) path = a.substr(7);
-    else if (a == "--keep") keep = true;
-    else if (a.rfind("--repeat=", 0) == 0) (void)absl::SimpleAtoi(a.substr(9), &repeat);
+    if (a.rfind("--mb=", 0) == 0)
+      (void)absl::SimpleAtoi(a.substr(5), &mb);
+    else if (a.rfind("--file=", 0) == 0)
+      path = a.substr(7);
+    else if (a == "--keep")
+      keep = true;
+    else if (a.rfind("--repeat=", 0) == 0)
+      (void)absl::SimpleAtoi(a.substr(9), &repeat);
     else {
       std::cerr << "usage: validate_bench [--mb=200] [--file=PATH] [--keep] [--repeat=3]\n";
       return 2;
@@ -97,13 +102,15 @@ int main(int argc, char** argv) {
   }
   const double bytes = static_cast<double>(report->train_stats.bytes);
 
-  std::string cmd = "python3 -c 'import json,sys,time\n"
-                    "t=time.perf_counter()\n"
-                    "n=0\n"
-                    "with open(sys.argv[1],\"rb\") as f:\n"
-                    "    for line in f:\n"
-                    "        json.loads(line); n+=1\n"
-                    "print(time.perf_counter()-t)' " + path;
+  std::string cmd =
+      "python3 -c 'import json,sys,time\n"
+      "t=time.perf_counter()\n"
+      "n=0\n"
+      "with open(sys.argv[1],\"rb\") as f:\n"
+      "    for line in f:\n"
+      "        json.loads(line); n+=1\n"
+      "print(time.perf_counter()-t)' " +
+      path;
   double python = 0;
   for (int64_t r = 0; r < std::max<int64_t>(repeat, 1); ++r) {
     FILE* p = popen(cmd.c_str(), "r");
@@ -112,10 +119,11 @@ int main(int argc, char** argv) {
     if (p) pclose(p);
   }
 
-  std::printf("\nvalidation throughput, %.0f MB chat JSONL, %lld examples, single thread, "
-              "best of %lld runs, text kernel: %s\n",
-              bytes / 1e6, static_cast<long long>(report->train_stats.examples),
-              static_cast<long long>(repeat), switchyard::dataset::TextScanPath());
+  std::printf(
+      "\nvalidation throughput, %.0f MB chat JSONL, %lld examples, single thread, "
+      "best of %lld runs, text kernel: %s\n",
+      bytes / 1e6, static_cast<long long>(report->train_stats.examples),
+      static_cast<long long>(repeat), switchyard::dataset::TextScanPath());
   std::printf("%-44s %10s %10s\n", "implementation", "seconds", "MB/s");
   std::printf("%-44s %10.2f %10.0f\n", "switchyard DatasetValidator (validate+stats)", ours,
               bytes / 1e6 / ours);

@@ -1,5 +1,4 @@
 #include "services/dataset/dataset_stats.h"
-#include "services/dataset/text_scan.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -9,6 +8,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "services/dataset/text_scan.h"
 
 namespace switchyard::dataset {
 namespace {
@@ -127,8 +127,8 @@ TEST(ScanTextTest, MatchesScalarReferenceOnRandomStrings) {
 
 TEST(ScanAndNormalizeTest, CountsAndNormalizesInOnePassLikeTheSeparateCalls) {
   std::mt19937 rng(99);
-  const std::vector<std::string> pieces = {"a", "B", " ", "  ", "\n", "\t", "\xc3\xa9", "Word",
-                                           "\xe6\x9d\xb1", ".", "ZZ"};
+  const std::vector<std::string> pieces = {
+      "a", "B", " ", "  ", "\n", "\t", "\xc3\xa9", "Word", "\xe6\x9d\xb1", ".", "ZZ"};
   for (int iter = 0; iter < 5000; ++iter) {
     std::string text = RandomText(&rng, 300, pieces);
     // Bytes past the output are left alone beyond the documented slack.
