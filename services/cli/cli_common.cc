@@ -10,6 +10,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/time.h"
 #include "google/rpc/status.pb.h"
+#include "shared/rpc/status_mapping.h"
 #include "switchyard/v1/dataset.pb.h"
 
 namespace switchyard::cli {
@@ -57,7 +58,8 @@ int ExitCodeFor(grpc::StatusCode code) {
 }
 
 int ReportError(const grpc::Status& status) {
-  std::cerr << "error: " << status.error_message() << " (" << status.error_code() << ")\n";
+  std::cerr << "error: " << status.error_message() << " (" << rpc::GrpcCodeName(status.error_code())
+            << ")\n";
   if (status.error_code() == grpc::StatusCode::UNAVAILABLE) {
     std::cerr << "hint: is the server running and reachable at --server?\n";
   }

@@ -4,6 +4,7 @@
 
 #include <fstream>
 #include <iostream>
+#include <nlohmann/json.hpp>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -12,6 +13,7 @@
 #include "google/rpc/status.pb.h"
 #include "services/cli/cli_common.h"
 #include "services/cli/commands.h"
+#include "services/dataset/dataset_manager.h"
 #include "services/dataset/dataset_preparer.h"
 #include "services/dataset/dataset_proto.h"
 #include "services/dataset/dataset_validator.h"
@@ -58,15 +60,27 @@ bool ParseFormatFlag(const FlagSet& flags, DatasetFormat* format) {
   return true;
 }
 
-// "faq" -> ("faq", 0 = latest); "faq@3" -> ("faq", 3).
-bool ParseRef(const std::string& ref, std::string* id, int64_t* version) {
+// "faq" -> ("faq", 0 = latest); "faq@3" -> ("faq", 3). Prints the problem and
+// returns false for a malformed reference (a usage error, exit 2).
+bool ParseRef(const std::string& ref, std::string* id, int64_t* version,
+              bool allow_version = true) {
   size_t at = ref.find('@');
   *id = ref.substr(0, at);
   *version = 0;
-  if (at == std::string::npos) return !id->empty();
+  absl::Status valid = dataset::DatasetManager::ValidateDatasetId(*id);
+  if (!valid.ok()) {
+    std::cerr << "error: " << valid.message() << "\n";
+    return false;
+  }
+  if (at == std::string::npos) return true;
   std::string v = ref.substr(at + 1);
-  if (v == "latest") return true;
-  return absl::SimpleAtoi(v, version) && *version > 0 && !id->empty();
+  if (!allow_version) {
+    std::cerr << "error: expected a dataset NAME without @VERSION, got " << ref << "\n";
+    return false;
+  }
+  if (v == "latest" || (absl::SimpleAtoi(v, version) && *version > 0)) return true;
+  std::cerr << "error: version in " << ref << " must be a positive number or latest\n";
+  return false;
 }
 
 std::string VersionName(const std::string& id, int64_t version) {
@@ -150,6 +164,10 @@ int ReportUploadFailure(const grpc::Status& status, bool json) {
       std::cout << ToJson(report);
     } else {
       PrintReport(report, std::cerr);
+      if (report.truncated()) {
+        std::cerr << "\nthe server lists the first issues only; `switchyard data validate "
+                     "FILE` lists them all\n";
+      }
       std::cerr << "\nnothing was stored; fix the errors above and upload again\n";
     }
     return kExitInvalidData;
@@ -175,6 +193,12 @@ int Validate(const std::vector<std::string>& args) {
   flags.AddInt("min-examples", 10, "Fewer examples than this is an error.");
   int rc = ParseOrExit(&flags, args, 1, 1);
   if (rc >= 0) return rc;
+  for (const char* name : {"max-listed-issues", "max-line-bytes"}) {
+    if (flags.GetInt(name) <= 0) {
+      std::cerr << "error: --" << name << " must be positive\n";
+      return kExitUsage;
+    }
+  }
   dataset::ValidatorOptions options;
   if (!ParseFormatFlag(flags, &options.format)) return kExitUsage;
   options.strict = flags.GetBool("strict");
@@ -239,20 +263,24 @@ int Prepare(const std::vector<std::string>& args) {
   auto report = preparer.Prepare(flags.positional()[0], flags.GetString("output"));
   if (!report.ok()) return ReportError(report.status());
   if (flags.GetBool("json")) {
-    std::cout << "{\n  \"inputExamples\": " << report->input_examples
-              << ",\n  \"trainExamples\": " << report->train_examples
-              << ",\n  \"validationExamples\": " << report->validation_examples
-              << ",\n  \"stratified\": " << (report->stratified ? "true" : "false")
-              << ",\n  \"trainPath\": \"" << report->train_path << "\""
-              << ",\n  \"validationPath\": \"" << report->validation_path << "\""
-              << ",\n  \"fixesApplied\": " << (o.apply_fixes ? "true" : "false")
-              << ",\n  \"fixes\": [";
-    for (size_t i = 0; i < report->fixes.size(); ++i) {
-      const auto& f = report->fixes[i];
-      std::cout << (i ? "," : "") << "\n    {\"kind\": \"" << f.kind << "\", \"count\": " << f.count
-                << "}";
+    nlohmann::json fixes = nlohmann::json::array();
+    for (const auto& f : report->fixes) {
+      fixes.push_back({{"kind", f.kind},
+                       {"count", f.count},
+                       {"message", f.message},
+                       {"exampleLines", f.example_lines},
+                       {"applied", o.apply_fixes && !f.advice_only}});
     }
-    std::cout << "\n  ]\n}\n";
+    nlohmann::json out = {{"inputExamples", report->input_examples},
+                          {"trainExamples", report->train_examples},
+                          {"validationExamples", report->validation_examples},
+                          {"stratified", report->stratified},
+                          {"format", std::string(dataset::FormatName(report->output_format))},
+                          {"trainPath", report->train_path},
+                          {"validationPath", report->validation_path},
+                          {"fixes", fixes},
+                          {"notes", report->notes}};
+    std::cout << out.dump(2) << "\n";
     return kExitOk;
   }
   std::cout << "read " << report->input_examples << " examples from " << flags.positional()[0]
@@ -261,8 +289,9 @@ int Prepare(const std::vector<std::string>& args) {
   for (const auto& f : report->fixes) {
     std::vector<std::string> lines;
     for (int64_t l : f.example_lines) lines.push_back(absl::StrCat(l));
-    std::cout << (o.apply_fixes ? "applied " : "suggested ") << f.kind << " (" << f.count
-              << " examples" << (lines.empty() ? "" : ", e.g. line " + absl::StrJoin(lines, ", "))
+    const char* verb = f.advice_only ? "advice " : o.apply_fixes ? "applied " : "suggested ";
+    std::cout << verb << f.kind << " (" << f.count << " examples"
+              << (lines.empty() ? "" : ", e.g. line " + absl::StrJoin(lines, ", "))
               << "): " << f.message << "\n";
   }
   if (!o.apply_fixes && !report->fixes.empty()) {
@@ -389,8 +418,7 @@ int Upload(const std::vector<std::string>& args, bool append) {
   } else {
     std::string id;
     int64_t ignored;
-    if (!ParseRef(flags.positional()[0], &id, &ignored)) {
-      std::cerr << "error: NAME must be a dataset id\n";
+    if (!ParseRef(flags.positional()[0], &id, &ignored, /*allow_version=*/false)) {
       return kExitUsage;
     }
     auto writer = stub->AppendExamples(&ctx, &response);
@@ -497,10 +525,7 @@ int ShowOrStats(const std::vector<std::string>& args, bool stats_only) {
   if (rc >= 0) return rc;
   std::string id;
   int64_t version;
-  if (!ParseRef(flags.positional()[0], &id, &version)) {
-    std::cerr << "error: expected NAME or NAME@VERSION, got " << flags.positional()[0] << "\n";
-    return kExitUsage;
-  }
+  if (!ParseRef(flags.positional()[0], &id, &version)) return kExitUsage;
   Client c;
   if ((rc = Connect(flags, &c)) >= 0) return rc;
   v1::Dataset dataset;
@@ -549,6 +574,9 @@ int Versions(const std::vector<std::string>& args) {
   AddClientFlags(&flags);
   int rc = ParseOrExit(&flags, args, 1, 1);
   if (rc >= 0) return rc;
+  std::string id;
+  int64_t ignored;
+  if (!ParseRef(flags.positional()[0], &id, &ignored, /*allow_version=*/false)) return kExitUsage;
   Client c;
   if ((rc = Connect(flags, &c)) >= 0) return rc;
   v1::ListDatasetVersionsResponse all;
@@ -557,7 +585,7 @@ int Versions(const std::vector<std::string>& args) {
     grpc::ClientContext ctx;
     c.Prepare(&ctx);
     v1::ListDatasetVersionsRequest req;
-    req.set_parent(absl::StrCat("datasets/", flags.positional()[0]));
+    req.set_parent(absl::StrCat("datasets/", id));
     req.set_page_token(token);
     v1::ListDatasetVersionsResponse resp;
     grpc::Status s = c.stub->ListDatasetVersions(&ctx, req, &resp);
@@ -590,17 +618,19 @@ int Delete(const std::vector<std::string>& args) {
   if (rc >= 0) return rc;
   std::string id;
   int64_t version;
-  if (!ParseRef(flags.positional()[0], &id, &version)) {
-    std::cerr << "error: expected NAME or NAME@VERSION\n";
-    return kExitUsage;
-  }
+  if (!ParseRef(flags.positional()[0], &id, &version)) return kExitUsage;
   Client c;
   if ((rc = Connect(flags, &c)) >= 0) return rc;
   grpc::ClientContext ctx;
   c.Prepare(&ctx);
   google::protobuf::Empty empty;
   grpc::Status s;
-  if (version == 0 && flags.positional()[0].find('@') == std::string::npos) {
+  const bool whole_dataset = flags.positional()[0].find('@') == std::string::npos;
+  if (!whole_dataset && version == 0) {
+    std::cerr << "error: delete one version by number (NAME@3), not @latest\n";
+    return kExitUsage;
+  }
+  if (whole_dataset) {
     v1::DeleteDatasetRequest req;
     req.set_name(absl::StrCat("datasets/", id));
     s = c.stub->DeleteDataset(&ctx, req, &empty);
@@ -629,10 +659,7 @@ int Export(const std::vector<std::string>& args) {
   if (rc >= 0) return rc;
   std::string id;
   int64_t version;
-  if (!ParseRef(flags.positional()[0], &id, &version)) {
-    std::cerr << "error: expected NAME or NAME@VERSION\n";
-    return kExitUsage;
-  }
+  if (!ParseRef(flags.positional()[0], &id, &version)) return kExitUsage;
   const std::string split = flags.GetString("split");
   if (split != "train" && split != "validation") {
     std::cerr << "error: --split must be train or validation\n";
@@ -675,6 +702,11 @@ int Export(const std::vector<std::string>& args) {
     return ReportError(s);
   }
   out.flush();
+  if (!out) {
+    std::cerr << "error: writing " << (out_path.empty() ? "stdout" : tmp_path) << " failed\n";
+    if (!tmp_path.empty()) std::remove(tmp_path.c_str());
+    return kExitError;
+  }
   if (hasher.HexDigest() != expected_sha) {
     std::cerr << "error: sha256 mismatch: the download is corrupt\n";
     if (!tmp_path.empty()) std::remove(tmp_path.c_str());
@@ -682,6 +714,11 @@ int Export(const std::vector<std::string>& args) {
   }
   if (!out_path.empty()) {
     file.close();
+    if (!file) {
+      std::cerr << "error: writing " << tmp_path << " failed (disk full?)\n";
+      std::remove(tmp_path.c_str());
+      return kExitError;
+    }
     if (std::rename(tmp_path.c_str(), out_path.c_str()) != 0) {
       std::cerr << "error: cannot rename " << tmp_path << " to " << out_path << "\n";
       return kExitError;

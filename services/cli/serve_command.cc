@@ -63,6 +63,17 @@ int RunServe(const std::vector<std::string>& args) {
     return kExitUsage;
   }
   SetMinLogLevel(level);
+  for (const char* name : {"max-message-bytes", "max-upload-bytes", "max-line-bytes",
+                           "max-listed-issues", "drain-seconds"}) {
+    if (flags.GetInt(name) <= 0) {
+      std::cerr << "error: --" << name << " must be positive, got " << flags.GetInt(name) << "\n";
+      return kExitUsage;
+    }
+  }
+  if (flags.GetInt("max-message-bytes") > INT32_MAX) {
+    std::cerr << "error: --max-message-bytes must be at most " << INT32_MAX << "\n";
+    return kExitUsage;
+  }
 
   const std::string target = flags.GetString("target");
   std::vector<std::string> targets;
@@ -130,6 +141,19 @@ int RunServe(const std::vector<std::string>& args) {
                           << " metrics_port=" << runner.metrics_port() << " data_dir=" << data_dir
                           << " tls=" << (server_options.tls_cert.empty() ? "off" : "on")
                           << " auth=" << (authorizer->enabled() ? "tokens" : "off");
+  const std::string host =
+      server_options.grpc_listen.substr(0, server_options.grpc_listen.rfind(':'));
+  const bool loopback = host == "127.0.0.1" || host == "localhost" || host == "[::1]";
+  if (!loopback && (server_options.tls_cert.empty() || !authorizer->enabled())) {
+    SY_LOG(kWarning, "server") << "listening on " << server_options.grpc_listen << " without "
+                               << (server_options.tls_cert.empty() ? "TLS" : "")
+                               << (server_options.tls_cert.empty() && !authorizer->enabled()
+                                       ? " and without "
+                                       : "")
+                               << (authorizer->enabled() ? "" : "--auth-tokens")
+                               << "; anyone who can reach the port can call it (see "
+                                  "docs/operations.md, Security)";
+  }
   if (target == "all") {
     SY_LOG(kInfo, "server") << "not built in this release (not served): "
                             << absl::StrJoin(kPlannedTargets, ",");

@@ -141,11 +141,9 @@ absl::Status SqliteDatasetCatalog::AddVersion(const DatasetRecord& dataset,
     return s;
   };
   absl::Status s = body();
-  if (!s.ok()) {
-    (void)db_->Exec("ROLLBACK");
-    return s;
-  }
-  return db_->Exec("COMMIT");
+  if (s.ok()) s = db_->Exec("COMMIT");
+  if (!s.ok()) (void)db_->Exec("ROLLBACK");  // never leave the connection in a transaction
+  return s;
 }
 
 absl::StatusOr<DatasetRecord> SqliteDatasetCatalog::GetDatasetLocked(

@@ -1,5 +1,9 @@
 #include "services/dataset/dataset_manager.h"
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -70,6 +74,13 @@ absl::Status UploadSession::Write(Split split, absl::string_view data) {
 
 absl::Status UploadSession::WriteImpl(Split split, absl::string_view data, bool counted) {
   if (done_) return absl::FailedPreconditionError("upload already finished");
+  if (!failed_.ok()) return failed_;
+  absl::Status s = WriteUnchecked(split, data, counted);
+  if (!s.ok()) failed_ = s;  // the session is unusable after a failed write
+  return s;
+}
+
+absl::Status UploadSession::WriteUnchecked(Split split, absl::string_view data, bool counted) {
   if (counted) bytes_ += static_cast<int64_t>(data.size());
   const int64_t limit = manager_->options().max_upload_bytes;
   if (bytes_ > limit) {
@@ -77,20 +88,24 @@ absl::Status UploadSession::WriteImpl(Split split, absl::string_view data, bool 
         absl::StrCat("upload is larger than the server's limit of ", limit,
                      " bytes (--max-upload-bytes); nothing was stored"));
   }
-  SY_RETURN_IF_ERROR(OpenFile(split));
   const int i = Index(split);
-  SY_RETURN_IF_ERROR(writers_[i].Append(data));
-  hashers_[i].Update(data);
+  if (!request_.validate_only) {  // validate-only stores nothing, so writes nothing
+    SY_RETURN_IF_ERROR(OpenFile(split));
+    SY_RETURN_IF_ERROR(writers_[i].Append(data));
+    hashers_[i].Update(data);
+  }
   validator_.Feed(split, data);
   return absl::OkStatus();
 }
 
 absl::StatusOr<UploadResult> UploadSession::Commit() {
   if (done_) return absl::FailedPreconditionError("upload already finished");
+  if (!failed_.ok()) return failed_;
   done_ = true;
-  SY_RETURN_IF_ERROR(OpenFile(Split::kTrain));  // an empty upload still validates
   UploadResult result;
   result.report = validator_.Finish();
+  if (!result.report.valid || request_.validate_only) return result;
+  SY_RETURN_IF_ERROR(OpenFile(Split::kTrain));  // an empty train file is still a file
   std::vector<FileRecord> files;
   for (Split split : {Split::kTrain, Split::kValidation}) {
     const int i = Index(split);
@@ -101,7 +116,6 @@ absl::StatusOr<UploadResult> UploadSession::Commit() {
     files.push_back(FileRecord{SplitName(split), writers_[i].bytes_written(),
                                hashers_[i].HexDigest(), stats.examples});
   }
-  if (!result.report.valid || request_.validate_only) return result;
   SY_ASSIGN_OR_RETURN(VersionRecord version,
                       manager_->CommitStaged(request_, staging_dir_, parent_version_, result.report,
                                              std::move(files)));
@@ -115,10 +129,24 @@ absl::StatusOr<UploadResult> UploadSession::Commit() {
 DatasetManager::DatasetManager(ManagerOptions options, std::unique_ptr<DatasetCatalog> catalog)
     : options_(std::move(options)), catalog_(std::move(catalog)) {}
 
+DatasetManager::~DatasetManager() {
+  if (lock_fd_ >= 0) ::close(lock_fd_);  // releases the flock
+}
+
 absl::StatusOr<std::unique_ptr<DatasetManager>> DatasetManager::Open(
     ManagerOptions options, std::unique_ptr<DatasetCatalog> catalog) {
   std::unique_ptr<DatasetManager> m(new DatasetManager(std::move(options), std::move(catalog)));
   SY_RETURN_IF_ERROR(MakeDirs(m->options_.data_dir + "/datasets/.staging"));
+  // One process per data dir: Recover() would otherwise delete another
+  // process's uploads in flight.
+  const std::string lock_path = m->options_.data_dir + "/datasets.lock";
+  m->lock_fd_ = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (m->lock_fd_ < 0) return absl::InternalError(absl::StrCat("cannot open ", lock_path));
+  if (::flock(m->lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+    return absl::FailedPreconditionError(absl::StrCat("another process is using ",
+                                                      m->options_.data_dir, " (", lock_path,
+                                                      " is locked); one server per --data-dir"));
+  }
   SY_RETURN_IF_ERROR(m->Recover());
   return m;
 }
@@ -163,13 +191,21 @@ absl::Status DatasetManager::Recover() {
   for (const auto& dataset_dir : fs::directory_iterator(root, ec)) {
     const std::string id = dataset_dir.path().filename().string();
     if (id.empty() || id[0] == '.' || !dataset_dir.is_directory()) continue;
-    bool known = catalog_->GetDataset(id).ok();
+    // Only NOT_FOUND means "never committed"; any other catalog error stops
+    // the start rather than deleting data that may be committed.
+    absl::StatusOr<DatasetRecord> dataset = catalog_->GetDataset(id);
+    if (!dataset.ok() && !absl::IsNotFound(dataset.status())) return dataset.status();
+    const bool known = dataset.ok();
     for (const auto& version_dir : fs::directory_iterator(dataset_dir.path(), ec)) {
       const std::string name = version_dir.path().filename().string();
       int64_t version = 0;
-      bool committed = known && name.size() > 1 && name[0] == 'v' &&
-                       absl::SimpleAtoi(name.substr(1), &version) &&
-                       catalog_->GetVersion(id, version).ok();
+      bool committed = false;
+      if (known && name.size() > 1 && name[0] == 'v' &&
+          absl::SimpleAtoi(name.substr(1), &version)) {
+        absl::StatusOr<VersionRecord> record = catalog_->GetVersion(id, version);
+        if (!record.ok() && !absl::IsNotFound(record.status())) return record.status();
+        committed = record.ok();
+      }
       if (!committed) {
         SY_LOG(kWarning, "dataset") << "removing uncommitted " << version_dir.path().string();
         SY_RETURN_IF_ERROR(RemoveAll(version_dir.path().string()));
@@ -230,6 +266,15 @@ absl::StatusOr<VersionRecord> DatasetManager::CommitStaged(const UploadRequest& 
                                                            const ValidationReport& report,
                                                            std::vector<FileRecord> files) {
   std::lock_guard<std::mutex> lock(commit_mu_);
+  if (parent_version > 0) {
+    // An append must not resurrect a dataset deleted while it streamed.
+    absl::Status exists = catalog_->GetDataset(request.dataset_id).status();
+    if (absl::IsNotFound(exists)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "datasets/", request.dataset_id, " was deleted during the append; nothing was stored"));
+    }
+    SY_RETURN_IF_ERROR(exists);
+  }
   SY_ASSIGN_OR_RETURN(int64_t number, catalog_->NextVersion(request.dataset_id));
   VersionRecord v;
   v.dataset_id = request.dataset_id;
@@ -249,6 +294,7 @@ absl::StatusOr<VersionRecord> DatasetManager::CommitStaged(const UploadRequest& 
                              {"create_time_ms", v.create_time_ms},
                              {"parent_version", v.parent_version},
                              {"train_stats", StatsToJson(v.train_stats)}};
+  if (v.validation_stats) manifest["validation_stats"] = StatsToJson(*v.validation_stats);
   nlohmann::json files_json = nlohmann::json::array();
   for (const FileRecord& f : v.files) {
     files_json.push_back({{"split", f.split},
@@ -259,7 +305,10 @@ absl::StatusOr<VersionRecord> DatasetManager::CommitStaged(const UploadRequest& 
   }
   manifest["files"] = files_json;
   SY_RETURN_IF_ERROR(WriteFileAtomic(staging_dir + "/manifest.json", manifest.dump(2) + "\n"));
-  SY_RETURN_IF_ERROR(MakeDirs(DatasetDir(v.dataset_id)));
+  if (!fs::exists(DatasetDir(v.dataset_id))) {
+    SY_RETURN_IF_ERROR(MakeDirs(DatasetDir(v.dataset_id)));
+    SY_RETURN_IF_ERROR(FsyncPath(options_.data_dir + "/datasets"));  // the new entry
+  }
   const std::string target = VersionDir(v.dataset_id, v.version);
   if (fs::exists(target)) SY_RETURN_IF_ERROR(RemoveAll(target));  // debris of a lost commit
   SY_RETURN_IF_ERROR(RenameDurably(staging_dir, target));

@@ -76,6 +76,7 @@ class UploadSession {
   // Write(); `counted` bytes count against max_upload_bytes (a replayed base
   // version does not).
   absl::Status WriteImpl(Split split, absl::string_view data, bool counted);
+  absl::Status WriteUnchecked(Split split, absl::string_view data, bool counted);
 
   DatasetManager* manager_;
   UploadRequest request_;
@@ -87,6 +88,7 @@ class UploadSession {
   bool opened_[2] = {false, false};
   int64_t bytes_ = 0;
   bool done_ = false;
+  absl::Status failed_;  // first write error; the session refuses more work
 };
 
 struct DatasetPage {
@@ -104,8 +106,10 @@ class DatasetManager {
  public:
   // Opens the store under options.data_dir (creating it) with `catalog`, and
   // removes leftovers of interrupted uploads.
+  // FAILED_PRECONDITION when another process holds the data dir.
   static absl::StatusOr<std::unique_ptr<DatasetManager>> Open(
       ManagerOptions options, std::unique_ptr<DatasetCatalog> catalog);
+  ~DatasetManager();
 
   // INVALID_ARGUMENT for a bad dataset id.
   absl::StatusOr<std::unique_ptr<UploadSession>> StartUpload(const UploadRequest& request);
@@ -149,6 +153,7 @@ class DatasetManager {
   ManagerOptions options_;
   std::unique_ptr<DatasetCatalog> catalog_;
   std::mutex commit_mu_;  // serializes version numbering, renames and deletes
+  int lock_fd_ = -1;      // flock on <data_dir>/datasets.lock while open
 };
 
 }  // namespace switchyard::dataset

@@ -371,7 +371,9 @@ bool ShareEnding(const std::vector<std::string*>& texts) {
          std::all_of(texts.begin(), texts.end(), [&](auto* t) { return Ending(*t) == first; });
 }
 
-// The most frequent non-empty ending and how many texts have it.
+// The ending at least half of the texts share (the data's convention) and how
+// many have it; empty when there is no such majority, so a stray trailing
+// space on one example is never taken for a separator or stop sequence.
 std::pair<std::string, int64_t> MostCommonEnding(const std::vector<std::string*>& texts) {
   std::map<std::string, int64_t> counts;
   for (const std::string* t : texts) {
@@ -382,6 +384,7 @@ std::pair<std::string, int64_t> MostCommonEnding(const std::vector<std::string*>
   for (const auto& [ending, count] : counts) {
     if (count > best.second) best = {ending, count};
   }
+  if (best.second * 2 < static_cast<int64_t>(texts.size())) return {};
   return best;
 }
 
@@ -525,7 +528,7 @@ std::vector<Example> RunFixes(std::vector<Example> examples, DatasetFormat forma
       texts[i]->append(suffix);
     }
     std::string seen_ending = common.empty()
-                                  ? "none has one"
+                                  ? "no ending is shared by most of them"
                                   : absl::StrCat("most common: \"", absl::CEscape(common), "\" in ",
                                                  common_count, " of ", texts.size());
     tally.Report(
@@ -544,6 +547,9 @@ std::vector<Example> RunFixes(std::vector<Example> examples, DatasetFormat forma
                               " completions do not start with a space, which "
                               "legacy base models tokenize better; advice only, never applied"),
                  report);
+  if (!report->fixes.empty() && report->fixes.back().kind == "completion_leading_space") {
+    report->fixes.back().advice_only = true;
+  }
   return examples;
 }
 
@@ -695,12 +701,40 @@ absl::StatusOr<PrepareReport> DatasetPreparer::Prepare(const std::string& input_
     report.stratified = true;
     std::map<std::string, std::vector<size_t>> by_label;  // ordered: deterministic
     for (size_t i = 0; i < labels.size(); ++i) by_label[labels[i]].push_back(i);
+    // The validation size is fixed for the whole set (as without labels) and
+    // shared out in proportion to the labels' sizes, largest remainder first;
+    // every label keeps at least one example in train.
+    const size_t total_val = ValidationCount(examples.size(), split);
+    struct Share {
+      std::vector<size_t>* indices;
+      size_t quota;
+      double remainder;
+    };
+    std::vector<Share> shares;
+    size_t assigned = 0;
     int64_t singletons = 0;
     for (auto& [label, indices] : by_label) {
       Shuffle(&indices, &rng);
-      const size_t n_val = ValidationCount(indices.size(), split);
-      for (size_t k = 0; k < n_val; ++k) in_validation[indices[k]] = true;
+      const double exact = static_cast<double>(indices.size()) * static_cast<double>(total_val) /
+                           static_cast<double>(examples.size());
+      const size_t quota = std::min(static_cast<size_t>(exact), indices.size() - 1);
+      shares.push_back(Share{&indices, quota, exact - static_cast<double>(quota)});
+      assigned += quota;
       if (indices.size() == 1) ++singletons;
+    }
+    std::vector<size_t> order(shares.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::stable_sort(order.begin(), order.end(),
+                     [&](size_t a, size_t b) { return shares[a].remainder > shares[b].remainder; });
+    for (size_t k = 0; assigned < total_val && k < order.size(); ++k) {
+      Share& share = shares[order[k]];
+      if (share.quota + 1 < share.indices->size()) {
+        ++share.quota;
+        ++assigned;
+      }
+    }
+    for (const Share& share : shares) {
+      for (size_t k = 0; k < share.quota; ++k) in_validation[(*share.indices)[k]] = true;
     }
     report.notes.push_back(absl::StrCat("looks like classification with ", by_label.size(),
                                         " labels; the split is stratified by label"));

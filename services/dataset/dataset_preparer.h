@@ -45,6 +45,7 @@ struct PrepareFix {
   int64_t count = 0;    // examples affected
   std::string message;  // what it does, for a person
   std::vector<int64_t> example_lines;  // up to 5 input line/record numbers (1-based)
+  bool advice_only = false;            // reported, never applied (completion_leading_space)
 };
 
 struct PrepareReport {

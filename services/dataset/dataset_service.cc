@@ -72,10 +72,23 @@ grpc::Status ValidationFailure(const v1::ValidationReport& report) {
                     issue.line() > 0 ? absl::StrCat("line ", issue.line(), " ") : "",
                     issue.field().empty() ? "" : issue.field() + ": ", issue.message());
   }
+  // The details travel in a trailer, base64-encoded, and gRPC clients accept
+  // 8 KiB of metadata by default: list issues up to a byte budget (counts by
+  // kind stay complete) rather than lose the whole report.
+  constexpr size_t kMaxDetailsBytes = 4000;
+  v1::ValidationReport trimmed = report;
+  while (trimmed.ByteSizeLong() > kMaxDetailsBytes && trimmed.issues_size() > 0) {
+    trimmed.mutable_issues()->RemoveLast();
+    trimmed.set_truncated(true);
+  }
+  for (v1::DatasetStats* stats :
+       {trimmed.mutable_train_stats(), trimmed.mutable_validation_stats()}) {
+    if (trimmed.ByteSizeLong() > kMaxDetailsBytes) stats->clear_labels();
+  }
   google::rpc::Status details;
   details.set_code(grpc::StatusCode::INVALID_ARGUMENT);
   details.set_message(msg);
-  details.add_details()->PackFrom(report);
+  details.add_details()->PackFrom(trimmed);
   return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, msg, details.SerializeAsString());
 }
 

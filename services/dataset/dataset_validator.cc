@@ -1,5 +1,6 @@
 #include "services/dataset/dataset_validator.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <simdjson.h>
 #include <sys/mman.h>
@@ -99,6 +100,16 @@ const char* TypeName(dom::element_type t) {
 // Debian's Abseil has its own string_view type; simdjson hands out std's.
 absl::string_view AV(std::string_view s) { return absl::string_view(s.data(), s.size()); }
 
+// A value from the user's file quoted in a message: at most 40 bytes (cut on a
+// UTF-8 boundary), so a hostile line cannot blow up the report.
+std::string Echo(std::string_view value) {
+  constexpr size_t kMax = 40;
+  if (value.size() <= kMax) return std::string(value);
+  size_t cut = kMax;
+  while (cut > 0 && (static_cast<unsigned char>(value[cut]) & 0xC0) == 0x80) --cut;
+  return absl::StrCat(AV(value.substr(0, cut)), "...");
+}
+
 std::string Field(absl::string_view prefix, int index, absl::string_view key) {
   std::string out(prefix);
   if (index >= 0) absl::StrAppend(&out, "[", index, "]");
@@ -119,6 +130,7 @@ class FileValidator {
   void Finish();
 
   int64_t examples() const { return examples_; }
+  bool is_train() const { return label_ == "train"; }
   int64_t bytes() const { return bytes_; }
   DatasetStats stats() const { return stats_.Build(); }
   const absl::flat_hash_map<uint64_t, int64_t>& normalized_index() const { return normalized_; }
@@ -319,8 +331,8 @@ bool FileValidator::CheckLine(dom::object obj, ExampleFacts* facts) {
   } else if (detected != format_->format) {
     if (format_->named) {
       Error("wrong_format", "",
-            absl::StrCat("line is ", FormatName(detected), " data but the format is ",
-                         FormatName(format_->format), " (--format)"));
+            absl::StrCat("line is ", FormatName(detected), " data but the dataset's format is ",
+                         FormatName(format_->format)));
     } else {
       Error("mixed_formats", "",
             absl::StrCat("line is ", FormatName(detected), " data but the file is ",
@@ -353,8 +365,8 @@ bool FileValidator::CheckKeys(dom::object obj, const std::string& path,
     if (std::find(allowed.begin(), allowed.end(), kv.key) != allowed.end()) continue;
     std::string list;
     for (std::string_view a : allowed) absl::StrAppend(&list, list.empty() ? "" : ", ", AV(a));
-    Error("unknown_key", Field(path, -1, AV(kv.key)),
-          absl::StrCat("unknown key \"", AV(kv.key), "\"; allowed: ", list));
+    Error("unknown_key", Field(path, -1, Echo(kv.key)),
+          absl::StrCat("unknown key \"", Echo(kv.key), "\"; allowed: ", list));
     ok = false;
   }
   return ok;
@@ -435,8 +447,8 @@ bool FileValidator::CheckMessages(dom::element value, const std::string& path,
       } else if (k == "tool_calls" || k == "function_call") {
         has_tool_calls = true;
       } else if (k != "name" && k != "tool_call_id" && k != "refusal") {
-        Error("unknown_key", Field(path, i, AV(k)),
-              absl::StrCat("unknown key \"", AV(k),
+        Error("unknown_key", Field(path, i, Echo(k)),
+              absl::StrCat("unknown key \"", Echo(k),
                            "\"; allowed: role, content, name, weight, tool_calls, tool_call_id, "
                            "function_call, refusal"));
         ok = false;
@@ -457,14 +469,14 @@ bool FileValidator::CheckMessages(dom::element value, const std::string& path,
     }
     if (!ParseRole(role_name, &role)) {
       Error("unknown_role", Field(path, i, "role"),
-            absl::StrCat("unknown role \"", AV(role_name),
+            absl::StrCat("unknown role \"", Echo(role_name),
                          "\"; expected system, user, assistant or tool"));
       ok = false;
       continue;
     }
     if (rules.assistant_only && role != Role::kAssistant) {
       Error("invalid_role", Field(path, i, "role"),
-            absl::StrCat("must be \"assistant\", found \"", AV(role_name), "\""));
+            absl::StrCat("must be \"assistant\", found \"", Echo(role_name), "\""));
       ok = false;
     }
     if (has_tool_calls && role != Role::kAssistant) {
@@ -513,7 +525,7 @@ bool FileValidator::CheckMessages(dom::element value, const std::string& path,
           any = true;
         } else {
           Error("invalid_value", Field(part_path, -1, "type"),
-                absl::StrCat("unknown content part type \"", AV(type),
+                absl::StrCat("unknown content part type \"", Echo(type),
                              "\"; expected text or image_url"));
           ok = false;
         }
@@ -703,6 +715,8 @@ void FileValidator::Finish() {
   const int64_t n = stats_.examples();
   if (examples_ == 0) {
     Issue(Severity::kError, "empty_file", 0, "", "file has no examples");
+  } else if (!is_train()) {
+    // Example-count rules are for training data; a validation file may be small.
   } else if (examples_ < options_.min_examples) {
     Issue(Severity::kError, "too_few_examples", 0, "",
           absl::StrCat("file has ", examples_, " examples; at least ", options_.min_examples,
@@ -790,14 +804,33 @@ absl::StatusOr<ValidationReport> DatasetValidator::ValidateFiles(
   for (auto [path, split] : {std::make_pair(train_path, Split::kTrain),
                              std::make_pair(validation_path, Split::kValidation)}) {
     if (path.empty()) continue;
-    // Mapped, not read: the validator parses lines in place, so the bytes are
-    // never copied (reading costs a copy per byte).
+    // Regular files are mapped, not read: the validator parses lines in place,
+    // so the bytes are never copied. Pipes and devices (/dev/stdin) are read.
     int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) return absl::NotFoundError(absl::StrCat("cannot open ", path));
     struct stat st;
     if (::fstat(fd, &st) != 0) {
       ::close(fd);
       return absl::InternalError(absl::StrCat("cannot stat ", path));
+    }
+    if (S_ISDIR(st.st_mode)) {
+      ::close(fd);
+      return absl::InvalidArgumentError(absl::StrCat(path, " is a directory, not a JSONL file"));
+    }
+    if (!S_ISREG(st.st_mode)) {
+      std::vector<char> buf(1 << 20);
+      while (true) {
+        ssize_t n = ::read(fd, buf.data(), buf.size());
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) {
+          ::close(fd);
+          return absl::InternalError(absl::StrCat("cannot read ", path));
+        }
+        if (n == 0) break;
+        v.Feed(split, absl::string_view(buf.data(), static_cast<size_t>(n)));
+      }
+      ::close(fd);
+      continue;
     }
     const size_t size = static_cast<size_t>(st.st_size);
     if (size == 0) {

@@ -2,12 +2,14 @@
 // does, and computes the dataset's statistics, in one streaming pass.
 //
 // Bytes arrive in chunks of any size (a file read, a gRPC upload stream); lines
-// may span chunks. Memory is constant in the file size except for 8-12 bytes
-// per example kept for duplicate detection and exact percentiles. Lines longer
-// than `max_line_bytes` are reported and skipped without being buffered.
+// may span chunks. Memory is constant in the file size except for about 60
+// bytes per example kept for duplicate detection (two hash tables) and exact
+// percentiles. Lines longer than `max_line_bytes` are reported and skipped
+// without being buffered.
 //
 // Every error names its 1-based line and the JSON field path. The first
-// `max_listed_issues` issues are listed; all are counted per kind.
+// `max_listed_issues` errors and as many warnings are listed; all are counted
+// per kind.
 //
 // Not thread-safe: one validator per upload.
 #ifndef SWITCHYARD_SERVICES_DATASET_DATASET_VALIDATOR_H_
@@ -29,6 +31,7 @@ struct ValidatorOptions {
   DatasetFormat format = DatasetFormat::kAuto;
   // Longer lines are an error ("line_too_long").
   int64_t max_line_bytes = 8 << 20;
+  // Errors listed, and warnings listed (each); all are counted.
   int max_listed_issues = 100;
   // Fewer examples than this is an error.
   int64_t min_examples = 10;

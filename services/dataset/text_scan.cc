@@ -81,8 +81,11 @@ size_t ScanSse2(const unsigned char* p, size_t i, size_t n, State* s) {
       }
     }
   }
-  s->continuation += _mm_cvtsi128_si64(cont_acc) + _mm_extract_epi16(cont_acc, 4);
-  s->words += _mm_cvtsi128_si64(word_acc) + _mm_extract_epi16(word_acc, 4);
+  // Both 64-bit lanes of each sum.
+  s->continuation +=
+      _mm_cvtsi128_si64(cont_acc) + _mm_cvtsi128_si64(_mm_unpackhi_epi64(cont_acc, cont_acc));
+  s->words +=
+      _mm_cvtsi128_si64(word_acc) + _mm_cvtsi128_si64(_mm_unpackhi_epi64(word_acc, word_acc));
   return i;
 }
 
@@ -133,9 +136,9 @@ __attribute__((target("avx2"))) size_t ScanAvx2(const unsigned char* p, size_t i
   return i;
 }
 
-// Read once at load time; checked for every string.
-const bool kHasAvx2 = __builtin_cpu_supports("avx2");
-inline bool HasAvx2() { return kHasAvx2; }
+// Read once at load time; checked for every string. Tests may turn it off.
+bool g_use_avx2 = __builtin_cpu_supports("avx2");
+inline bool HasAvx2() { return g_use_avx2; }
 #endif  // SY_X86
 
 // Vector loops over p[i, n); returns the first unprocessed index.
@@ -208,6 +211,14 @@ void CountText(absl::string_view text, int64_t* characters, int64_t* words) {
   TextScan s = ScanText(text);
   *characters += s.characters;
   *words += s.words;
+}
+
+void UseAvx2ForTesting(bool enable) {
+#ifdef SY_X86
+  g_use_avx2 = enable && __builtin_cpu_supports("avx2");
+#else
+  (void)enable;
+#endif
 }
 
 const char* TextScanPath() {

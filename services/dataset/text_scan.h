@@ -40,6 +40,10 @@ void CountText(absl::string_view text, int64_t* characters, int64_t* words);
 // Which vector path this CPU uses: "avx2", "sse2" or "scalar".
 const char* TextScanPath();
 
+// Tests: false forces the SSE2 path on an AVX2 machine; true restores AVX2
+// where the CPU has it. Not thread-safe.
+void UseAvx2ForTesting(bool enable);
+
 }  // namespace switchyard::dataset
 
 #endif  // SWITCHYARD_SERVICES_DATASET_TEXT_SCAN_H_

@@ -26,6 +26,8 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const ClientOptions& 
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(options.max_message_bytes);
   args.SetMaxSendMessageSize(options.max_message_bytes);
+  // Rich error details (a validation report) arrive as trailing metadata.
+  args.SetInt(GRPC_ARG_MAX_METADATA_SIZE, 1 << 20);
   return grpc::CreateCustomChannel(options.address, creds, args);
 }
 

@@ -95,6 +95,17 @@ expect_exit 3 "$SY" data validate "$TMP/nope.jsonl"
 check "data validate with an unknown flag is a usage error"
 expect_exit 2 "$SY" data validate "$DATA/chat_valid.jsonl" --no-such-flag
 
+check "data validate reads a pipe (/dev/stdin)"
+"$SY" data validate /dev/stdin < "$DATA/chat_valid.jsonl" > "$TMP/out" 2> "$TMP/err" \
+  || fail "validate from stdin exited $?"
+expect_in "$TMP/out" "VALID"
+
+check "malformed dataset names and versions are usage errors (exit 2), not invalid data"
+expect_exit 2 "$SY" data show Bad_Name --server 127.0.0.1:1
+expect_exit 2 "$SY" data versions good@1 --server 127.0.0.1:1
+expect_exit 2 "$SY" data delete good@latest --server 127.0.0.1:1
+expect_exit 2 "$SY" data export good@0 --server 127.0.0.1:1
+
 check "data prepare converts CSV, applies fixes and writes both split files"
 cp "$DATA/support.csv" "$TMP/support.csv"
 expect_exit 0 "$SY" data prepare "$TMP/support.csv" -o "$TMP/prepared.jsonl" --split 0.2 \

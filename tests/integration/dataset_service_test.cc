@@ -479,6 +479,31 @@ TEST_F(DatasetServiceTest, InvalidUploadIsInvalidArgumentWithReportInErrorDetail
             1);
 }
 
+TEST_F(DatasetServiceTest, HugeFailureReportStillReachesADefaultClientWithFullCounts) {
+  StartServer();  // stub_ uses a plain channel: the default 8 KiB metadata limit
+  std::string train = ChatLines(10);
+  for (int i = 0; i < 300; ++i) {
+    absl::StrAppend(&train, R"({"messages":[{"role":")", std::string(200, 'r'),
+                    R"(","content":"q"},{"role":"assistant","content":"a"}]})", "\n");
+  }
+  v1::UploadDatasetResponse response;
+  grpc::Status s = Upload("huge-report", train, &response);
+  ASSERT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+  google::rpc::Status details;
+  ASSERT_TRUE(details.ParseFromString(s.error_details()));
+  v1::ValidationReport report;
+  ASSERT_TRUE(details.details(0).UnpackTo(&report));
+  EXPECT_TRUE(report.truncated());
+  EXPECT_GT(report.issues_size(), 0);
+  EXPECT_LT(report.issues_size(), 100);
+  EXPECT_EQ(report.error_count(), 300);
+  ASSERT_EQ(report.counts_size(), 1);
+  EXPECT_EQ(report.counts(0).kind(), "unknown_role");
+  EXPECT_EQ(report.counts(0).count(), 300);
+  // The echoed role is cut short, not 200 bytes.
+  EXPECT_LT(report.issues(0).message().size(), 120u);
+}
+
 TEST_F(DatasetServiceTest, ValidateOnlyUploadStoresNothing) {
   StartServer();
   grpc::ClientContext ctx;

@@ -417,6 +417,14 @@ TEST_F(DatasetManagerTest, ListVersionsPagesOldestFirst) {
   EXPECT_EQ(manager_->ListVersions("missing", 2, "").status().code(), absl::StatusCode::kNotFound);
 }
 
+TEST_F(DatasetManagerTest, SecondManagerOnTheSameDataDirIsRefused) {
+  auto catalog = SqliteDatasetCatalog::Open(dir_ + "/switchyard.db");
+  ASSERT_TRUE(catalog.ok()) << catalog.status();
+  auto second = DatasetManager::Open(options_, std::move(*catalog));
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(second.status().message(), HasSubstr(dir_));
+}
+
 TEST_F(DatasetManagerTest, ReopenAfterCrashRemovesDebrisAndKeepsCommittedVersions) {
   const std::string train = ChatLines(3);
   ASSERT_TRUE(Upload("survivor", train)->version.has_value());

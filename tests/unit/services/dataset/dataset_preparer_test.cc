@@ -336,6 +336,24 @@ TEST_F(DatasetPreparerTest, CompletionStopIsReportedButNotAppliedWithoutApplyFix
   EXPECT_EQ(ReadJsonl(Out())[1]["completion"], " y");
 }
 
+TEST_F(DatasetPreparerTest, AStrayTrailingSpaceIsNotTakenForTheStopSequence) {
+  // One completion of four ends in a space: no convention, so "\n" is added
+  // (after stripping the space), never " ".
+  std::string in =
+      Write("d.jsonl",
+            CompletionJsonl({{"a ->", " w"}, {"b ->", " x"}, {"c ->", " y "}, {"d ->", " z"}}));
+  PrepareOptions options;
+  options.output_format = DatasetFormat::kCompletion;
+  options.apply_fixes = true;
+  auto report = Run(options, in, Out());
+  ASSERT_TRUE(report.ok()) << report.status();
+  std::vector<Json> records = ReadJsonl(Out());
+  ASSERT_EQ(records.size(), 4u);
+  for (const Json& r : records)
+    EXPECT_TRUE(absl::EndsWith(r["completion"].get<std::string>(), "\n"));
+  EXPECT_EQ(records[2]["completion"], " y\n");
+}
+
 TEST_F(DatasetPreparerTest, CompletionStopIsAppendedWithApplyFixes) {
   std::string in =
       Write("d.jsonl", CompletionJsonl({{"a ->", " x END"}, {"b ->", " y END"}, {"c ->", " z"}}));
@@ -453,9 +471,9 @@ TEST_F(DatasetPreparerTest, NoSplitWritesNoValidationFile) {
   EXPECT_FALSE(ReadFile(Out("out_validation.jsonl")).ok());
 }
 
-TEST_F(DatasetPreparerTest, StratifiedSplitKeepsEveryLabelInTrainAndInValidation) {
-  // 30 examples: 20 "spam", 8 "ham", 2 "unsure" (too few for a plain 10% split
-  // to be sure to reach validation), plus one label with a single example.
+TEST_F(DatasetPreparerTest, StratifiedSplitSharesTheValidationSizeInProportionToLabels) {
+  // 31 examples: 20 "spam", 8 "ham", 2 "unsure" and one "rare". A 10% split is
+  // round(3.1) = 3 examples, shared by largest remainder: spam 2, ham 1.
   std::string csv = "text,label\n";
   for (int i = 0; i < 20; ++i) absl::StrAppend(&csv, "spam text ", i, ",spam\n");
   for (int i = 0; i < 8; ++i) absl::StrAppend(&csv, "ham text ", i, ",ham\n");
@@ -476,14 +494,32 @@ TEST_F(DatasetPreparerTest, StratifiedSplitKeepsEveryLabelInTrainAndInValidation
   };
   std::multiset<std::string> train = labels(ReadJsonl(Out()));
   std::multiset<std::string> validation = labels(ReadJsonl(Out("out_validation.jsonl")));
-  for (const char* label : {"spam", "ham", "unsure"}) {
-    EXPECT_GE(train.count(label), 1u) << label;
-    EXPECT_GE(validation.count(label), 1u) << label;
+  EXPECT_EQ(validation.size(), 3u);
+  EXPECT_EQ(validation.count("spam"), 2u);
+  EXPECT_EQ(validation.count("ham"), 1u);
+  for (const char* label : {"spam", "ham", "unsure", "rare"}) {
+    EXPECT_GE(train.count(label), 1u) << label;  // every label keeps one in train
   }
-  EXPECT_EQ(train.count("rare"), 1u);
-  EXPECT_EQ(validation.count("rare"), 0u);
-  EXPECT_EQ(validation.count("spam"), 2u);  // round(20 * 0.1)
   EXPECT_EQ(report->train_examples + report->validation_examples, 31);
+}
+
+TEST_F(DatasetPreparerTest, StratifiedSplitWithManySmallLabelsKeepsTheRequestedFraction) {
+  // 12 labels x 4 examples at 10%: round(4.8) = 5 validation examples, not one
+  // per label (which would be 25%).
+  std::string csv = "text,label\n";
+  for (int label = 0; label < 12; ++label) {
+    for (int i = 0; i < 4; ++i)
+      absl::StrAppend(&csv, "text ", label, " ", i, ",label", label, "\n");
+  }
+  std::string in = Write("d.csv", csv);
+  PrepareOptions options;
+  options.validation_split = 0.1;
+  options.output_format = DatasetFormat::kCompletion;
+  auto report = Run(options, in, Out());
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_TRUE(report->stratified);
+  EXPECT_EQ(report->validation_examples, 5);
+  EXPECT_EQ(report->train_examples, 43);
 }
 
 TEST_F(DatasetPreparerTest, SplitOutsideUnitIntervalIsRejectedNamingTheFlag) {

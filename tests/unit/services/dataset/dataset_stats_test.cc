@@ -144,6 +144,32 @@ TEST(ScanAndNormalizeTest, CountsAndNormalizesInOnePassLikeTheSeparateCalls) {
   }
 }
 
+TEST(ScanAndNormalizeTest, Sse2PathMatchesTheReferenceIncludingLongStrings) {
+  UseAvx2ForTesting(false);
+  std::mt19937 rng(5);
+  const std::vector<std::string> pieces = {"a", "B", " ", "  ", "\n", "\xc3\xa9", "Word", "x"};
+  for (int iter = 0; iter < 2000; ++iter) {
+    std::string text = RandomText(&rng, 300, pieces);
+    std::string normalized;
+    AppendNormalized(text, &normalized);
+    TextScan got = ScanText(text);
+    TextScan want = RefScan(text);
+    ASSERT_EQ(got.characters, want.characters) << "\"" << text << "\"";
+    ASSERT_EQ(got.words, want.words) << "\"" << text << "\"";
+    ASSERT_EQ(normalized, RefNormalize(text)) << "\"" << text << "\"";
+  }
+  // Counts past 65,535 per string: both 64-bit lanes of the running sums.
+  std::string big;
+  for (int i = 0; i < 100000; ++i) big += "\xc3\xa9 ";  // 100k words, 200k characters
+  TextScan got = ScanText(big);
+  EXPECT_EQ(got.words, 100000);
+  EXPECT_EQ(got.characters, 200000);
+  UseAvx2ForTesting(true);
+  got = ScanText(big);
+  EXPECT_EQ(got.words, 100000);
+  EXPECT_EQ(got.characters, 200000);
+}
+
 TEST(CountTextTest, AddsToTheCounters) {
   int64_t characters = 10, words = 1;
   CountText("two words", &characters, &words);

@@ -649,6 +649,16 @@ TEST(DatasetValidatorTest, FewerThanMinExamplesIsAnError) {
   EXPECT_EQ(Find(r, "few_examples"), nullptr);
 }
 
+TEST(DatasetValidatorTest, ExampleCountRulesApplyToTheTrainFileOnly) {
+  ValidatorOptions o;  // min_examples 10, recommended 100
+  ValidationReport r = ValidateBoth(ChatLines(100), ChatLines(6, 101), o);
+  EXPECT_TRUE(r.valid) << Describe(r);
+  EXPECT_EQ(Find(r, "too_few_examples"), nullptr);
+  EXPECT_EQ(Find(r, "few_examples"), nullptr);
+  ASSERT_TRUE(r.validation_stats.has_value());
+  EXPECT_EQ(r.validation_stats->examples, 6);
+}
+
 TEST(DatasetValidatorTest, FewerThanRecommendedExamplesIsAWarning) {
   ValidatorOptions o;
   ValidationReport r = Validate(ChatLines(10), o);
@@ -829,7 +839,7 @@ TEST(DatasetValidatorTest, MaxListedIssuesTruncatesTheListButKeepsFullCounts) {
   for (int i = 0; i < 30; ++i) absl::StrAppend(&file, "{bad json\n");
   for (int i = 0; i < 4; ++i) absl::StrAppend(&file, "\n");
   ValidationReport r = Validate(file, o);
-  EXPECT_THAT(r.issues, SizeIs(5));
+  EXPECT_THAT(r.issues, SizeIs(5 + 4));  // the first 5 errors and all 4 warnings
   EXPECT_TRUE(r.truncated);
   EXPECT_EQ(r.error_count, 30);
   EXPECT_EQ(r.warning_count, 4);
@@ -840,6 +850,19 @@ TEST(DatasetValidatorTest, MaxListedIssuesTruncatesTheListButKeepsFullCounts) {
   // The listed ones are the first in file order.
   for (int i = 0; i < 5; ++i) EXPECT_EQ(r.issues[i].line, i + 2);
   EXPECT_FALSE(Validate(ChatLines(3), o).truncated);
+}
+
+TEST(DatasetValidatorTest, AFloodOfWarningsNeverHidesTheErrors) {
+  ValidatorOptions o = Lenient();
+  o.max_listed_issues = 5;
+  std::string file;
+  for (int i = 0; i < 20; ++i) absl::StrAppend(&file, ChatLine(1), "\n");  // 19 duplicates
+  absl::StrAppend(&file, "{bad json\n");                                   // line 21
+  ValidationReport r = Validate(file, o);
+  EXPECT_FALSE(r.valid);
+  EXPECT_EQ(r.warning_count, 19);
+  EXPECT_THAT(r.issues, Contains(ErrorIs("invalid_json", 21, "")));
+  EXPECT_THAT(r.issues, SizeIs(6));  // 5 warnings + the error
 }
 
 // A file with a bit of everything: valid lines, CRLF, unicode, errors,
