@@ -217,6 +217,30 @@ staged=$(find "$TMP/data/datasets/.staging" -mindepth 1 | wc -l)
 [[ $staged -eq 0 ]] || fail "staging holds $staged entries after a rejected upload"
 [[ ! -e $TMP/data/datasets/broken ]] || fail "a rejected upload left datasets/broken"
 
+check "a client killed with SIGKILL mid-upload leaves no version and no staged files"
+# The upload reads a FIFO, so the client is provably inside the stream when killed.
+mkfifo "$TMP/slow.jsonl"
+"$SY" data upload "$TMP/slow.jsonl" --name killed "$SERVER" >"$TMP/killed.out" 2>&1 &
+UPLOAD_PID=$!
+exec 3>"$TMP/slow.jsonl"  # blocks until the client opens the FIFO
+python3 -c 'import sys
+line = open(sys.argv[1], "rb").read()
+sys.stdout.buffer.write(line * 1000)' "$DATA/chat_valid.jsonl" >&3  # > 1 MiB: chunks flow
+for _ in $(seq 1 50); do
+  [[ -n $(ls -A "$TMP/data/datasets/.staging" 2>/dev/null) ]] && break
+  sleep 0.1
+done
+[[ -n $(ls -A "$TMP/data/datasets/.staging") ]] || fail "the upload never reached the server"
+kill -KILL "$UPLOAD_PID"
+wait "$UPLOAD_PID" 2>/dev/null || true
+exec 3>&-
+for _ in $(seq 1 50); do
+  [[ -z $(ls -A "$TMP/data/datasets/.staging") ]] && break
+  sleep 0.1
+done
+[[ -z $(ls -A "$TMP/data/datasets/.staging") ]] || fail "the killed upload left staged files"
+expect_exit 3 "$SY" data show killed "$SERVER"
+
 check "data delete NAME deletes the dataset"
 expect_exit 0 "$SY" data delete support-faq "$SERVER"
 expect_exit 3 "$SY" data show support-faq "$SERVER"
