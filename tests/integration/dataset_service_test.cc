@@ -39,9 +39,14 @@
 #include "shared/rpc/client_channel.h"
 #include "shared/rpc/server_runner.h"
 #include "switchyard/v1/dataset.grpc.pb.h"
+#include "tests/testing/dataset_fixtures.h"
 
 namespace switchyard::dataset {
 namespace {
+
+using ::switchyard::testing::ChatLine;
+using ::switchyard::testing::ChatLines;
+using ::switchyard::testing::Sha256Of;
 
 namespace fs = std::filesystem;
 using ::testing::ElementsAre;
@@ -52,25 +57,6 @@ using ::testing::UnorderedElementsAre;
 constexpr char kAdminToken[] = "admin-token-0123456789";
 constexpr char kUserToken[] = "user-token-0123456789";
 constexpr char kServiceName[] = "switchyard.v1.DatasetService";
-
-std::string ChatLine(int i) {
-  return absl::StrCat(R"({"messages":[{"role":"system","content":"You help with trains."},)",
-                      R"({"role":"user","content":"When does train )", i, R"( leave?"},)",
-                      R"({"role":"assistant","content":"Train )", i, R"( leaves at 9:)", i % 60,
-                      R"(."}]})");
-}
-
-std::string ChatLines(int n, int first = 1) {
-  std::string out;
-  for (int i = first; i < first + n; ++i) absl::StrAppend(&out, ChatLine(i), "\n");
-  return out;
-}
-
-std::string Sha256Of(absl::string_view data) {
-  Sha256 h;
-  h.Update(data);
-  return h.HexDigest();
-}
 
 // Polls `done` every 10 ms for up to 10 s; true once it holds.
 template <typename Predicate>

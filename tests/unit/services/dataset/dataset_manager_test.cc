@@ -12,32 +12,19 @@
 #include "services/dataset/dataset_catalog.h"
 #include "shared/core/file_util.h"
 #include "shared/core/sha256.h"
+#include "tests/testing/dataset_fixtures.h"
 
 namespace switchyard::dataset {
 namespace {
+
+using ::switchyard::testing::ChatLine;
+using ::switchyard::testing::ChatLines;
+using ::switchyard::testing::Sha256Of;
 
 namespace fs = std::filesystem;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
-
-std::string ChatLine(int i) {
-  return absl::StrCat(R"({"messages":[{"role":"system","content":"You help."},)",
-                      R"({"role":"user","content":"Question )", i, R"("},)",
-                      R"({"role":"assistant","content":"Answer )", i, R"("}]})");
-}
-
-std::string ChatLines(int n, int first = 1) {
-  std::string out;
-  for (int i = first; i < first + n; ++i) absl::StrAppend(&out, ChatLine(i), "\n");
-  return out;
-}
-
-std::string Sha256Of(absl::string_view data) {
-  Sha256 h;
-  h.Update(data);
-  return h.HexDigest();
-}
 
 class DatasetManagerTest : public ::testing::Test {
  protected:

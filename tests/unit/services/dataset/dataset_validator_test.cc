@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "shared/core/file_util.h"
+#include "tests/testing/dataset_fixtures.h"
 
 namespace switchyard::dataset {
 
@@ -22,6 +23,10 @@ void PrintTo(const ValidationIssue& i, std::ostream* os) {
 }
 
 namespace {
+
+using ::switchyard::testing::ChatLine;
+using ::switchyard::testing::ChatLines;
+using ::switchyard::testing::Sha256Of;
 
 using ::testing::AllOf;
 using ::testing::Contains;
@@ -43,20 +48,6 @@ ValidatorOptions Lenient() {
 }
 
 // One valid chat example (with a system message), distinct per `i`.
-std::string ChatLine(int i) {
-  return absl::StrCat(
-      R"({"messages":[{"role":"system","content":"You answer questions about trains."},)",
-      R"({"role":"user","content":"Question number )", i, R"("},)",
-      R"({"role":"assistant","content":"Answer number )", i, R"("}]})");
-}
-
-// `n` valid chat lines, numbered from `first`, each ending in "\n".
-std::string ChatLines(int n, int first = 1) {
-  std::string out;
-  for (int i = first; i < first + n; ++i) absl::StrAppend(&out, ChatLine(i), "\n");
-  return out;
-}
-
 std::string CompletionLine(int i) {
   return absl::StrCat(R"({"prompt":"What is )", i, R"( plus one?","completion":" )", i + 1,
                       R"("})");
