@@ -3,6 +3,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <random>
 #include <string>
 #include <vector>
@@ -249,6 +251,28 @@ TEST(SummarizeTest, NearestRankPercentilesOfUnsortedInput) {
   EXPECT_EQ(s.p50, 3);
   EXPECT_EQ(s.p90, 5);
   EXPECT_DOUBLE_EQ(s.mean, 3);
+}
+
+TEST(SummarizeTest, HistogramAndSelectionPathsMatchASortedReference) {
+  std::mt19937 rng(3);
+  for (int32_t max_value : {10, 5000, 1 << 19, 1 << 30}) {  // small ranges use a histogram
+    for (int iter = 0; iter < 20; ++iter) {
+      std::uniform_int_distribution<int32_t> value(0, max_value);
+      std::vector<int32_t> values(1 + rng() % 2000);
+      for (int32_t& v : values) v = value(rng);
+      std::vector<int32_t> sorted = values;
+      std::sort(sorted.begin(), sorted.end());
+      auto rank = [&](double q) {
+        size_t r = static_cast<size_t>(std::ceil(q * static_cast<double>(sorted.size())));
+        return sorted[r == 0 ? 0 : r - 1];
+      };
+      Summary s = Summarize(values);
+      ASSERT_EQ(s.p50, rank(0.5)) << max_value;
+      ASSERT_EQ(s.p90, rank(0.9)) << max_value;
+      ASSERT_EQ(s.min, sorted.front());
+      ASSERT_EQ(s.max, sorted.back());
+    }
+  }
 }
 
 TEST(SummarizeTest, NearestRankOnOneToN) {
