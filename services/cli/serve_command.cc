@@ -52,6 +52,7 @@ int RunServe(const std::vector<std::string>& args) {
   flags.AddInt("max-listed-issues", 100, "Validation issues listed per upload (all are counted).");
   flags.AddInt("min-examples", 10, "Fewer examples than this is a validation error.");
   flags.AddInt("drain-seconds", 30, "Time in-flight calls get to finish on SIGTERM.");
+  flags.AddInt("upload-workers", 2, "Threads that write and validate dataset uploads.");
   flags.AddString("log-level", "info", "debug | info | warning | error.");
   flags.AddConfigFlag();
   int rc = ParseOrExit(&flags, args, 0, 0);
@@ -64,7 +65,7 @@ int RunServe(const std::vector<std::string>& args) {
   }
   SetMinLogLevel(level);
   for (const char* name : {"max-message-bytes", "max-upload-bytes", "max-line-bytes",
-                           "max-listed-issues", "drain-seconds"}) {
+                           "max-listed-issues", "drain-seconds", "upload-workers"}) {
     if (flags.GetInt(name) <= 0) {
       std::cerr << "error: --" << name << " must be positive, got " << flags.GetInt(name) << "\n";
       return kExitUsage;
@@ -128,8 +129,8 @@ int RunServe(const std::vector<std::string>& args) {
     auto manager = dataset::DatasetManager::Open(options, std::move(*catalog));
     if (!manager.ok()) return ReportError(manager.status());
     datasets = std::move(*manager);
-    dataset_service =
-        std::make_unique<dataset::DatasetServiceImpl>(datasets.get(), authorizer, *registry);
+    dataset_service = std::make_unique<dataset::DatasetServiceImpl>(
+        datasets.get(), authorizer, *registry, static_cast<int>(flags.GetInt("upload-workers")));
     runner.AddService(dataset_service.get(), "switchyard.v1.DatasetService");
   }
 

@@ -112,7 +112,17 @@ class UploadReactor : public grpc::ServerReadReactor<Request> {
     this->StartRead(&request_);
   }
 
+  // Writing, hashing and validating a chunk (and the final fsync) run on the
+  // service's upload workers, not on gRPC's callback thread. The next read
+  // starts only when this chunk is done, so chunks stay in order.
   void OnReadDone(bool ok) override {
+    service_->upload_workers().Submit([this, ok] { Process(ok); });
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  void Process(bool ok) {
     if (!ok) {
       Complete();
       return;
@@ -124,10 +134,6 @@ class UploadReactor : public grpc::ServerReadReactor<Request> {
     }
     this->StartRead(&request_);
   }
-
-  void OnDone() override { delete this; }
-
- private:
   absl::Status Handle();
   absl::Status Open(const v1::UploadHeader& header);
   absl::Status Open(const v1::AppendHeader& header);
@@ -359,8 +365,11 @@ DatasetMetrics::DatasetMetrics(prometheus::Registry& registry)
 
 DatasetServiceImpl::DatasetServiceImpl(DatasetManager* manager,
                                        std::shared_ptr<const rpc::Authorizer> auth,
-                                       prometheus::Registry& registry)
-    : manager_(manager), auth_(std::move(auth)), metrics_(registry) {
+                                       prometheus::Registry& registry, int upload_workers)
+    : manager_(manager),
+      auth_(std::move(auth)),
+      metrics_(registry),
+      upload_workers_(upload_workers) {
   RefreshGauges();
 }
 

@@ -5,7 +5,8 @@
 //   switchyard_dataset_upload_bytes_total
 //   switchyard_dataset_validation_errors_total{kind}
 //   switchyard_dataset_datasets, switchyard_dataset_versions (gauges)
-// Thread-safe; the manager and authorizer must outlive it.
+// Thread-safe; the manager and authorizer must outlive it, and the gRPC server
+// must be shut down before it is destroyed.
 #ifndef SWITCHYARD_SERVICES_DATASET_DATASET_SERVICE_H_
 #define SWITCHYARD_SERVICES_DATASET_DATASET_SERVICE_H_
 
@@ -16,6 +17,7 @@
 #include <memory>
 
 #include "services/dataset/dataset_manager.h"
+#include "shared/core/thread_pool.h"
 #include "shared/rpc/auth.h"
 #include "switchyard/v1/dataset.grpc.pb.h"
 
@@ -32,8 +34,9 @@ struct DatasetMetrics {
 
 class DatasetServiceImpl final : public v1::DatasetService::CallbackService {
  public:
+  // `upload_workers` threads write and validate upload chunks.
   DatasetServiceImpl(DatasetManager* manager, std::shared_ptr<const rpc::Authorizer> auth,
-                     prometheus::Registry& registry);
+                     prometheus::Registry& registry, int upload_workers = 2);
 
   grpc::ServerReadReactor<v1::UploadDatasetRequest>* UploadDataset(
       grpc::CallbackServerContext* context, v1::UploadDatasetResponse* response) override;
@@ -64,12 +67,14 @@ class DatasetServiceImpl final : public v1::DatasetService::CallbackService {
   DatasetManager* manager() { return manager_; }
   const rpc::Authorizer& auth() const { return *auth_; }
   DatasetMetrics& metrics() { return metrics_; }
+  ThreadPool& upload_workers() { return upload_workers_; }
   void RefreshGauges();
 
  private:
   DatasetManager* manager_;
   std::shared_ptr<const rpc::Authorizer> auth_;
   DatasetMetrics metrics_;
+  ThreadPool upload_workers_;  // last: joined first, while the rest is alive
 };
 
 }  // namespace switchyard::dataset
