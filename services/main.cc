@@ -16,6 +16,8 @@ const char* kUsage =
     "  serve            Run services (--target=dataset|all); see `switchyard serve --help`.\n"
     "  data <verb>      Validate, prepare, upload, list, show, stats, versions, delete,\n"
     "                   export datasets; see `switchyard data --help`.\n"
+    "  text <verb>      Encode and decode with a model's tokenizer.json; see\n"
+    "                   `switchyard text --help`.\n"
     "  version          Print the version.\n\n"
     "Exit codes: 0 ok, 1 invalid data, 2 usage error, 3 not found, 4 server unavailable\n"
     "or deadline exceeded, 5 unauthenticated or permission denied, 6 other error.\n";
@@ -36,6 +38,7 @@ int main(int argc, char** argv) {
     return switchyard::cli::RunServe(rest);
   }
   if (command == "data") return switchyard::cli::RunData(rest);
+  if (command == "text") return switchyard::cli::RunText(rest);
   if (command == "version" || command == "--version") {
     std::cout << "switchyard " << SWITCHYARD_VERSION << "\n";
     return 0;

@@ -106,6 +106,27 @@ expect_exit 2 "$SY" data versions good@1 --server 127.0.0.1:1
 expect_exit 2 "$SY" data delete good@latest --server 127.0.0.1:1
 expect_exit 2 "$SY" data export good@0 --server 127.0.0.1:1
 
+check "text encode and decode match the Hugging Face fixtures (GPT-2)"
+TOK="$ROOT/tests/data/text/gpt2"
+python3 -c 'import json,sys
+for line in open(sys.argv[1]): print(json.dumps(json.loads(line)["text"]))' \
+  "$ROOT/tests/data/text/gpt2.fixtures.jsonl" > "$TMP/texts.jsonl"
+"$SY" text encode --tokenizer "$TOK" < "$TMP/texts.jsonl" > "$TMP/ids.jsonl" \
+  || fail "text encode exited $?"
+python3 -c 'import json,sys
+want=[json.loads(l)["ids"] for l in open(sys.argv[1])]
+got=[json.loads(l) for l in open(sys.argv[2])]
+sys.exit(0 if want == got else 1)' "$ROOT/tests/data/text/gpt2.fixtures.jsonl" "$TMP/ids.jsonl" \
+  || fail "text encode ids differ from the fixtures"
+"$SY" text decode --tokenizer "$TOK" < "$TMP/ids.jsonl" > "$TMP/decoded.jsonl" \
+  || fail "text decode exited $?"
+python3 -c 'import json,sys
+want=[json.loads(l)["decoded"] for l in open(sys.argv[1])]
+got=[json.loads(l) for l in open(sys.argv[2])]
+sys.exit(0 if want == got else 1)' "$ROOT/tests/data/text/gpt2.fixtures.jsonl" "$TMP/decoded.jsonl" \
+  || fail "text decode differs from the fixtures"
+echo '"not closed' | expect_exit 1 "$SY" text encode --tokenizer "$TOK"
+
 check "data prepare converts CSV, applies fixes and writes both split files"
 cp "$DATA/support.csv" "$TMP/support.csv"
 expect_exit 0 "$SY" data prepare "$TMP/support.csv" -o "$TMP/prepared.jsonl" --split 0.2 \

@@ -1,0 +1,95 @@
+// `switchyard text ...`: a model's tokenizer from the command line, one JSON
+// value per line on stdin and stdout, for scripts and parity checks.
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "services/cli/cli_common.h"
+#include "services/cli/commands.h"
+#include "shared/text/tokenizer.h"
+
+namespace switchyard::cli {
+namespace {
+
+const char* kTextUsage =
+    "Usage: switchyard text <verb> --tokenizer PATH [flags] < INPUT\n\n"
+    "  encode    Each input line is a JSON string; prints its token ids as a JSON array.\n"
+    "  decode    Each input line is a JSON array of ids; prints the text as a JSON string.\n\n"
+    "PATH is a model directory or its tokenizer.json. Run `switchyard text <verb> --help`.\n";
+
+int Run(const std::vector<std::string>& args, bool encode) {
+  FlagSet flags(encode ? "switchyard text encode --tokenizer PATH [--no-special] < FILE"
+                       : "switchyard text decode --tokenizer PATH [--skip-special] < FILE",
+                encode ? "Encodes each line (a JSON string) to a JSON array of token ids, as\n"
+                         "Hugging Face tokenizers' encode does."
+                       : "Decodes each line (a JSON array of ids) to a JSON string, as Hugging\n"
+                         "Face tokenizers' decode does.");
+  flags.AddString("tokenizer", "", "Model directory or tokenizer.json.");
+  if (encode) {
+    flags.AddBool("special", true, "Add the post-processor's special tokens (--no-special: not).");
+  } else {
+    flags.AddBool("skip-special", false, "Leave special tokens out of the text.");
+  }
+  int rc = ParseOrExit(&flags, args, 0, 0);
+  if (rc >= 0) return rc;
+  if (flags.GetString("tokenizer").empty()) {
+    std::cerr << "error: --tokenizer PATH is required\n";
+    return kExitUsage;
+  }
+  auto tokenizer = text::Tokenizer::FromFile(flags.GetString("tokenizer"));
+  if (!tokenizer.ok()) return ReportError(tokenizer.status());
+  std::string line;
+  int64_t line_no = 0;
+  while (std::getline(std::cin, line)) {
+    ++line_no;
+    nlohmann::json input = nlohmann::json::parse(line, nullptr, false);
+    if (encode) {
+      if (!input.is_string()) {
+        std::cerr << "error: line " << line_no << ": expected a JSON string\n";
+        return kExitInvalidData;
+      }
+      auto ids = (*tokenizer)->Encode(input.get<std::string>(), flags.GetBool("special"));
+      if (!ids.ok()) {
+        std::cerr << "error: line " << line_no << ": " << ids.status().message() << "\n";
+        return kExitInvalidData;
+      }
+      std::cout << nlohmann::json(*ids).dump() << "\n";
+    } else {
+      if (!input.is_array()) {
+        std::cerr << "error: line " << line_no << ": expected a JSON array of token ids\n";
+        return kExitInvalidData;
+      }
+      std::vector<int32_t> ids;
+      for (const auto& id : input) {
+        if (!id.is_number_integer()) {
+          std::cerr << "error: line " << line_no << ": ids must be integers\n";
+          return kExitInvalidData;
+        }
+        ids.push_back(id.get<int32_t>());
+      }
+      auto decoded = (*tokenizer)->Decode(ids, flags.GetBool("skip-special"));
+      if (!decoded.ok()) {
+        std::cerr << "error: line " << line_no << ": " << decoded.status().message() << "\n";
+        return kExitInvalidData;
+      }
+      std::cout << nlohmann::json(*decoded).dump() << "\n";
+    }
+  }
+  return kExitOk;
+}
+
+}  // namespace
+
+int RunText(const std::vector<std::string>& args) {
+  if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
+    std::cout << kTextUsage;
+    return args.empty() ? kExitUsage : kExitOk;
+  }
+  std::vector<std::string> rest(args.begin() + 1, args.end());
+  if (args[0] == "encode") return Run(rest, true);
+  if (args[0] == "decode") return Run(rest, false);
+  std::cerr << "error: unknown verb `text " << args[0] << "`\n\n" << kTextUsage;
+  return kExitUsage;
+}
+
+}  // namespace switchyard::cli

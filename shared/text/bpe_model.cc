@@ -1,0 +1,203 @@
+#include "shared/text/bpe_model.h"
+
+#include <mutex>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "shared/text/unicode.h"
+
+namespace switchyard::text {
+namespace {
+
+absl::Status FieldError(absl::string_view field, absl::string_view what) {
+  return absl::InvalidArgumentError(absl::StrCat("tokenizer.json: ", field, ": ", what));
+}
+
+uint64_t PairKey(int32_t a, int32_t b) {
+  return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b);
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::FromJson(const nlohmann::json& model) {
+  std::unique_ptr<BpeModel> m(new BpeModel());
+  auto vocab = model.find("vocab");
+  if (vocab == model.end() || !vocab->is_object()) {
+    return FieldError("model.vocab", "missing or not an object of token -> id");
+  }
+  int32_t max_id = -1;
+  for (auto it = vocab->begin(); it != vocab->end(); ++it) {
+    if (!it.value().is_number_integer() || it.value().get<int64_t>() < 0 ||
+        it.value().get<int64_t>() > INT32_MAX) {
+      return FieldError(absl::StrCat("model.vocab[\"", it.key(), "\"]"),
+                        "id must be a non-negative integer");
+    }
+    const int32_t id = it.value().get<int32_t>();
+    m->vocab_[it.key()] = id;
+    max_id = std::max(max_id, id);
+  }
+  m->id_to_token_.resize(static_cast<size_t>(max_id + 1));
+  for (const auto& [token, id] : m->vocab_) m->id_to_token_[static_cast<size_t>(id)] = token;
+
+  auto merges = model.find("merges");
+  if (merges != model.end() && !merges->is_null()) {
+    if (!merges->is_array()) return FieldError("model.merges", "must be an array");
+    int32_t rank = 0;
+    for (const auto& merge : *merges) {
+      std::string left, right;
+      const std::string field = absl::StrCat("model.merges[", rank, "]");
+      if (merge.is_string()) {  // "a b"
+        const std::string& s = merge.get_ref<const std::string&>();
+        size_t space = s.find(' ', 1);
+        if (space == std::string::npos || s.find(' ', space + 1) != std::string::npos) {
+          return FieldError(field,
+                            absl::StrCat("\"", s, "\" is not two tokens separated by a space"));
+        }
+        left = s.substr(0, space);
+        right = s.substr(space + 1);
+      } else if (merge.is_array() && merge.size() == 2 && merge[0].is_string() &&
+                 merge[1].is_string()) {  // ["a", "b"]
+        left = merge[0].get<std::string>();
+        right = merge[1].get<std::string>();
+      } else {
+        return FieldError(field, "must be \"a b\" or [\"a\", \"b\"]");
+      }
+      auto l = m->vocab_.find(left), r = m->vocab_.find(right);
+      auto merged = m->vocab_.find(left + right);
+      if (l == m->vocab_.end() || r == m->vocab_.end() || merged == m->vocab_.end()) {
+        return FieldError(field, absl::StrCat("\"", left, "\", \"", right, "\" or their merge \"",
+                                              left, right, "\" is not in model.vocab"));
+      }
+      m->merges_.try_emplace(PairKey(l->second, r->second), rank, merged->second);
+      ++rank;
+    }
+  }
+  auto get_bool = [&](const char* key) {
+    auto it = model.find(key);
+    return it != model.end() && it->is_boolean() && it->get<bool>();
+  };
+  auto get_string = [&](const char* key) {
+    auto it = model.find(key);
+    return it != model.end() && it->is_string() ? it->get<std::string>() : std::string();
+  };
+  m->byte_fallback_ = get_bool("byte_fallback");
+  m->fuse_unk_ = get_bool("fuse_unk");
+  m->ignore_merges_ = get_bool("ignore_merges");
+  m->continuing_subword_prefix_ = get_string("continuing_subword_prefix");
+  m->end_of_word_suffix_ = get_string("end_of_word_suffix");
+  const std::string unk = get_string("unk_token");
+  if (!unk.empty()) {
+    auto it = m->vocab_.find(unk);
+    if (it == m->vocab_.end()) {
+      return FieldError("model.unk_token", absl::StrCat("\"", unk, "\" is not in model.vocab"));
+    }
+    m->unk_id_ = it->second;
+  }
+  auto dropout = model.find("dropout");
+  if (dropout != model.end() && dropout->is_number() && dropout->get<double>() > 0) {
+    return FieldError("model.dropout", "BPE dropout is for training; set it to null to encode");
+  }
+  return m;
+}
+
+std::optional<int32_t> BpeModel::TokenToId(absl::string_view token) const {
+  auto it = vocab_.find(token);
+  if (it == vocab_.end()) return std::nullopt;
+  return it->second;
+}
+
+const std::string& BpeModel::IdToToken(int32_t id) const {
+  static const std::string* empty = new std::string();
+  if (id < 0 || id >= vocab_size()) return *empty;
+  return id_to_token_[static_cast<size_t>(id)];
+}
+
+void BpeModel::Tokenize(absl::string_view word, std::vector<int32_t>* ids) const {
+  if (word.empty()) return;
+  {
+    std::shared_lock<std::shared_mutex> lock(cache_mu_);
+    auto it = cache_.find(word);
+    if (it != cache_.end()) {
+      ids->insert(ids->end(), it->second.begin(), it->second.end());
+      return;
+    }
+  }
+  std::vector<int32_t> out;
+  TokenizeUncached(word, &out);
+  ids->insert(ids->end(), out.begin(), out.end());
+  if (word.size() <= 256) {
+    std::unique_lock<std::shared_mutex> lock(cache_mu_);
+    if (cache_.size() < kCacheCapacity) cache_.emplace(std::string(word), std::move(out));
+  }
+}
+
+void BpeModel::TokenizeUncached(absl::string_view word, std::vector<int32_t>* ids) const {
+  if (ignore_merges_) {
+    auto it = vocab_.find(word);
+    if (it != vocab_.end()) {
+      ids->push_back(it->second);
+      return;
+    }
+  }
+  // Initial symbols: one per character (with the subword prefix/suffix).
+  std::vector<int32_t> symbols;
+  std::vector<bool> is_unk;
+  const std::vector<absl::string_view> chars = Utf8Characters(word);
+  for (size_t i = 0; i < chars.size(); ++i) {
+    std::string piece;
+    if (i > 0) piece = continuing_subword_prefix_;
+    absl::StrAppend(&piece, chars[i]);
+    if (i + 1 == chars.size()) absl::StrAppend(&piece, end_of_word_suffix_);
+    auto it = vocab_.find(piece);
+    if (it != vocab_.end()) {
+      symbols.push_back(it->second);
+      is_unk.push_back(false);
+      continue;
+    }
+    if (byte_fallback_) {
+      bool all = true;
+      std::vector<int32_t> bytes;
+      for (unsigned char b : chars[i]) {
+        auto byte_token = vocab_.find(absl::StrFormat("<0x%02X>", b));
+        if (byte_token == vocab_.end()) {
+          all = false;
+          break;
+        }
+        bytes.push_back(byte_token->second);
+      }
+      if (all) {
+        for (int32_t id : bytes) {
+          symbols.push_back(id);
+          is_unk.push_back(false);
+        }
+        continue;
+      }
+    }
+    if (!unk_id_) continue;  // no unk token: the character is dropped, as HF does
+    if (fuse_unk_ && !is_unk.empty() && is_unk.back()) continue;
+    symbols.push_back(*unk_id_);
+    is_unk.push_back(true);
+  }
+  // Merge the lowest-ranked adjacent pair, leftmost first, until none merges.
+  while (symbols.size() > 1) {
+    int32_t best_rank = INT32_MAX;
+    size_t best = 0;
+    int32_t best_id = -1;
+    for (size_t i = 0; i + 1 < symbols.size(); ++i) {
+      if (is_unk[i] || is_unk[i + 1]) continue;
+      auto it = merges_.find(PairKey(symbols[i], symbols[i + 1]));
+      if (it != merges_.end() && it->second.first < best_rank) {
+        best_rank = it->second.first;
+        best = i;
+        best_id = it->second.second;
+      }
+    }
+    if (best_id < 0) break;
+    symbols[best] = best_id;
+    symbols.erase(symbols.begin() + static_cast<std::ptrdiff_t>(best) + 1);
+    is_unk.erase(is_unk.begin() + static_cast<std::ptrdiff_t>(best) + 1);
+  }
+  ids->insert(ids->end(), symbols.begin(), symbols.end());
+}
+
+}  // namespace switchyard::text

@@ -1,0 +1,844 @@
+#include "shared/text/tokenizer.h"
+
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+#include <unicode/unistr.h>
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+#include "shared/core/file_util.h"
+#include "shared/core/status_macros.h"
+#include "shared/text/bpe_model.h"
+#include "shared/text/unicode.h"
+
+namespace switchyard::text {
+namespace {
+
+using Json = nlohmann::json;
+
+// GPT-2's pre-tokenization regex, used by ByteLevel with use_regex.
+constexpr char kGpt2Pattern[] =
+    R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
+
+absl::Status FieldError(absl::string_view field, absl::string_view what) {
+  return absl::InvalidArgumentError(absl::StrCat("tokenizer.json: ", field, ": ", what));
+}
+
+std::string TypeOf(const Json& j) {
+  auto it = j.find("type");
+  return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+
+bool BoolField(const Json& j, const char* key, bool fallback) {
+  auto it = j.find(key);
+  return it != j.end() && it->is_boolean() ? it->get<bool>() : fallback;
+}
+
+// ---------------------------------------------------------------- normalizers
+
+class Normalizer {
+ public:
+  virtual ~Normalizer() = default;
+  virtual absl::StatusOr<std::string> Apply(std::string text) const = 0;
+};
+
+class UnicodeNormalizer : public Normalizer {
+ public:
+  explicit UnicodeNormalizer(NormalForm form) : form_(form) {}
+  absl::StatusOr<std::string> Apply(std::string text) const override {
+    return Normalize(text, form_);
+  }
+
+ private:
+  NormalForm form_;
+};
+
+class LowercaseNormalizer : public Normalizer {
+ public:
+  absl::StatusOr<std::string> Apply(std::string text) const override {
+    icu::UnicodeString s = icu::UnicodeString::fromUTF8(
+        icu::StringPiece(text.data(), static_cast<int32_t>(text.size())));
+    std::string out;
+    s.toLower().toUTF8String(out);
+    return out;
+  }
+};
+
+class PrependNormalizer : public Normalizer {
+ public:
+  explicit PrependNormalizer(std::string prefix) : prefix_(std::move(prefix)) {}
+  absl::StatusOr<std::string> Apply(std::string text) const override {
+    return text.empty() ? text : prefix_ + text;
+  }
+
+ private:
+  std::string prefix_;
+};
+
+class ReplaceNormalizer : public Normalizer {
+ public:
+  ReplaceNormalizer(std::string from, std::string to)
+      : from_(std::move(from)), to_(std::move(to)) {}
+  absl::StatusOr<std::string> Apply(std::string text) const override {
+    return absl::StrReplaceAll(text, {{from_, to_}});
+  }
+
+ private:
+  std::string from_, to_;
+};
+
+class SequenceNormalizer : public Normalizer {
+ public:
+  explicit SequenceNormalizer(std::vector<std::unique_ptr<Normalizer>> steps)
+      : steps_(std::move(steps)) {}
+  absl::StatusOr<std::string> Apply(std::string text) const override {
+    for (const auto& step : steps_) {
+      SY_ASSIGN_OR_RETURN(text, step->Apply(std::move(text)));
+    }
+    return text;
+  }
+
+ private:
+  std::vector<std::unique_ptr<Normalizer>> steps_;
+};
+
+absl::StatusOr<std::unique_ptr<Normalizer>> ParseNormalizer(const Json& j,
+                                                            const std::string& field) {
+  const std::string type = TypeOf(j);
+  if (type == "NFC") return std::make_unique<UnicodeNormalizer>(NormalForm::kNfc);
+  if (type == "NFD") return std::make_unique<UnicodeNormalizer>(NormalForm::kNfd);
+  if (type == "NFKC") return std::make_unique<UnicodeNormalizer>(NormalForm::kNfkc);
+  if (type == "NFKD") return std::make_unique<UnicodeNormalizer>(NormalForm::kNfkd);
+  if (type == "Lowercase") return std::make_unique<LowercaseNormalizer>();
+  if (type == "Prepend") {
+    auto it = j.find("prepend");
+    if (it == j.end() || !it->is_string()) return FieldError(field + ".prepend", "missing string");
+    return std::make_unique<PrependNormalizer>(it->get<std::string>());
+  }
+  if (type == "Replace") {
+    auto pattern = j.find("pattern");
+    auto content = j.find("content");
+    if (pattern == j.end() || !pattern->is_object() || !pattern->contains("String") ||
+        !(*pattern)["String"].is_string()) {
+      return FieldError(field + ".pattern", "only {\"String\": ...} patterns are supported yet");
+    }
+    if (content == j.end() || !content->is_string()) {
+      return FieldError(field + ".content", "missing string");
+    }
+    return std::make_unique<ReplaceNormalizer>((*pattern)["String"].get<std::string>(),
+                                               content->get<std::string>());
+  }
+  if (type == "Sequence") {
+    auto list = j.find("normalizers");
+    if (list == j.end() || !list->is_array()) {
+      return FieldError(field + ".normalizers", "missing array");
+    }
+    std::vector<std::unique_ptr<Normalizer>> steps;
+    for (size_t i = 0; i < list->size(); ++i) {
+      SY_ASSIGN_OR_RETURN(
+          auto step, ParseNormalizer((*list)[i], absl::StrCat(field, ".normalizers[", i, "]")));
+      steps.push_back(std::move(step));
+    }
+    return std::make_unique<SequenceNormalizer>(std::move(steps));
+  }
+  return FieldError(field + ".type",
+                    absl::StrCat("normalizer \"", type, "\" is not supported yet"));
+}
+
+// ------------------------------------------------------------ pre-tokenizers
+
+class PreTokenizer {
+ public:
+  virtual ~PreTokenizer() = default;
+  // Splits every piece further (or rewrites it).
+  virtual absl::Status Apply(std::vector<std::string>* pieces) const = 0;
+};
+
+// A compiled PCRE2 pattern (UTF, Unicode properties, JIT). Thread-safe: match
+// data is made per call.
+class Regex {
+ public:
+  static absl::StatusOr<std::unique_ptr<Regex>> Compile(const std::string& pattern, bool literal,
+                                                        const std::string& field) {
+    int error = 0;
+    PCRE2_SIZE offset = 0;
+    // PCRE2_LITERAL allows no Unicode-property option (nor needs one).
+    const uint32_t options = literal ? PCRE2_UTF | PCRE2_LITERAL : PCRE2_UTF | PCRE2_UCP;
+    pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
+                                     options, &error, &offset, nullptr);
+    if (code == nullptr) {
+      PCRE2_UCHAR message[256];
+      pcre2_get_error_message(error, message, sizeof(message));
+      return FieldError(field, absl::StrCat("regex does not compile at offset ", offset, ": ",
+                                            reinterpret_cast<const char*>(message)));
+    }
+    pcre2_jit_compile(code, PCRE2_JIT_COMPLETE);
+    return std::unique_ptr<Regex>(new Regex(code));
+  }
+  ~Regex() { pcre2_code_free(code_); }
+
+  // Calls fn(start, end) for each non-overlapping match in `text`.
+  template <typename Fn>
+  void ForEachMatch(absl::string_view text, Fn fn) const {
+    pcre2_match_data* md = pcre2_match_data_create_from_pattern(code_, nullptr);
+    size_t offset = 0;
+    while (offset <= text.size()) {
+      int rc = pcre2_match(code_, reinterpret_cast<PCRE2_SPTR>(text.data()), text.size(), offset,
+                           PCRE2_NO_UTF_CHECK, md, nullptr);
+      if (rc < 0) break;
+      const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md);
+      size_t start = ov[0], end = ov[1];
+      if (end == start) {  // empty match: step one character
+        if (start >= text.size()) break;
+        offset = start +
+                 static_cast<size_t>(Utf8SequenceLength(static_cast<unsigned char>(text[start])));
+        continue;
+      }
+      fn(start, end);
+      offset = end;
+    }
+    pcre2_match_data_free(md);
+  }
+
+ private:
+  explicit Regex(pcre2_code* code) : code_(code) {}
+  pcre2_code* code_;
+};
+
+enum class SplitBehavior { kRemoved, kIsolated, kMergedWithPrevious, kMergedWithNext, kContiguous };
+
+// Splits `text` by the matches of `regex` the way tokenizers' Split does.
+void SplitByRegex(const Regex& regex, absl::string_view text, SplitBehavior behavior, bool invert,
+                  std::vector<std::string>* out) {
+  // (start, end, is_match) spans covering the text.
+  std::vector<std::tuple<size_t, size_t, bool>> spans;
+  size_t last = 0;
+  regex.ForEachMatch(text, [&](size_t start, size_t end) {
+    if (start > last) spans.emplace_back(last, start, false);
+    spans.emplace_back(start, end, true);
+    last = end;
+  });
+  if (last < text.size()) spans.emplace_back(last, text.size(), false);
+  if (invert) {
+    for (auto& span : spans) std::get<2>(span) = !std::get<2>(span);
+  }
+  std::string pending;  // MergedWithNext: a delimiter waiting for the next piece
+  for (size_t k = 0; k < spans.size(); ++k) {
+    auto [start, end, is_match] = spans[k];
+    absl::string_view piece = text.substr(start, end - start);
+    switch (behavior) {
+      case SplitBehavior::kRemoved:
+        if (!is_match) out->emplace_back(piece);
+        break;
+      case SplitBehavior::kIsolated:
+        out->emplace_back(piece);
+        break;
+      case SplitBehavior::kMergedWithPrevious:
+        if (is_match && !out->empty() && k > 0) {
+          out->back().append(piece.data(), piece.size());
+        } else {
+          out->emplace_back(piece);
+        }
+        break;
+      case SplitBehavior::kMergedWithNext:
+        if (is_match) {
+          pending.append(piece.data(), piece.size());
+        } else {
+          out->push_back(pending + std::string(piece));
+          pending.clear();
+        }
+        break;
+      case SplitBehavior::kContiguous:
+        if (is_match && k > 0 && std::get<2>(spans[k - 1])) {
+          out->back().append(piece.data(), piece.size());
+        } else {
+          out->emplace_back(piece);
+        }
+        break;
+    }
+  }
+  if (!pending.empty()) out->push_back(pending);
+}
+
+class SplitPreTokenizer : public PreTokenizer {
+ public:
+  SplitPreTokenizer(std::unique_ptr<Regex> regex, SplitBehavior behavior, bool invert)
+      : regex_(std::move(regex)), behavior_(behavior), invert_(invert) {}
+  absl::Status Apply(std::vector<std::string>* pieces) const override {
+    std::vector<std::string> out;
+    for (const std::string& piece : *pieces) SplitByRegex(*regex_, piece, behavior_, invert_, &out);
+    *pieces = std::move(out);
+    return absl::OkStatus();
+  }
+
+ private:
+  std::unique_ptr<Regex> regex_;
+  SplitBehavior behavior_;
+  bool invert_;
+};
+
+class ByteLevelPreTokenizer : public PreTokenizer {
+ public:
+  ByteLevelPreTokenizer(bool add_prefix_space, std::unique_ptr<Regex> regex)
+      : add_prefix_space_(add_prefix_space), regex_(std::move(regex)) {}
+  absl::Status Apply(std::vector<std::string>* pieces) const override {
+    std::vector<std::string> split;
+    for (std::string& piece : *pieces) {
+      if (add_prefix_space_ && !absl::StartsWith(piece, " ")) piece.insert(0, " ");
+      if (regex_) {
+        SplitByRegex(*regex_, piece, SplitBehavior::kIsolated, false, &split);
+      } else {
+        split.push_back(std::move(piece));
+      }
+    }
+    const ByteLevelAlphabet& alphabet = ByteLevelAlphabet::Get();
+    pieces->clear();
+    for (const std::string& piece : split) {
+      std::string mapped;
+      alphabet.EncodeTo(piece, &mapped);
+      pieces->push_back(std::move(mapped));
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  bool add_prefix_space_;
+  std::unique_ptr<Regex> regex_;  // null without use_regex
+};
+
+class SequencePreTokenizer : public PreTokenizer {
+ public:
+  explicit SequencePreTokenizer(std::vector<std::unique_ptr<PreTokenizer>> steps)
+      : steps_(std::move(steps)) {}
+  absl::Status Apply(std::vector<std::string>* pieces) const override {
+    for (const auto& step : steps_) SY_RETURN_IF_ERROR(step->Apply(pieces));
+    return absl::OkStatus();
+  }
+
+ private:
+  std::vector<std::unique_ptr<PreTokenizer>> steps_;
+};
+
+absl::StatusOr<std::unique_ptr<PreTokenizer>> ParsePreTokenizer(const Json& j,
+                                                                const std::string& field) {
+  const std::string type = TypeOf(j);
+  if (type == "ByteLevel") {
+    std::unique_ptr<Regex> regex;
+    if (BoolField(j, "use_regex", true)) {
+      SY_ASSIGN_OR_RETURN(regex, Regex::Compile(kGpt2Pattern, false, field));
+    }
+    return std::make_unique<ByteLevelPreTokenizer>(BoolField(j, "add_prefix_space", false),
+                                                   std::move(regex));
+  }
+  if (type == "Split") {
+    auto pattern = j.find("pattern");
+    if (pattern == j.end() || !pattern->is_object()) {
+      return FieldError(field + ".pattern", "missing {\"Regex\": ...} or {\"String\": ...}");
+    }
+    std::unique_ptr<Regex> regex;
+    if (pattern->contains("Regex") && (*pattern)["Regex"].is_string()) {
+      SY_ASSIGN_OR_RETURN(regex, Regex::Compile((*pattern)["Regex"].get<std::string>(), false,
+                                                field + ".pattern.Regex"));
+    } else if (pattern->contains("String") && (*pattern)["String"].is_string()) {
+      SY_ASSIGN_OR_RETURN(regex, Regex::Compile((*pattern)["String"].get<std::string>(), true,
+                                                field + ".pattern.String"));
+    } else {
+      return FieldError(field + ".pattern", "needs a string \"Regex\" or \"String\"");
+    }
+    const std::string behavior = j.value("behavior", "Isolated");
+    SplitBehavior b;
+    if (behavior == "Removed")
+      b = SplitBehavior::kRemoved;
+    else if (behavior == "Isolated")
+      b = SplitBehavior::kIsolated;
+    else if (behavior == "MergedWithPrevious")
+      b = SplitBehavior::kMergedWithPrevious;
+    else if (behavior == "MergedWithNext")
+      b = SplitBehavior::kMergedWithNext;
+    else if (behavior == "Contiguous")
+      b = SplitBehavior::kContiguous;
+    else
+      return FieldError(field + ".behavior", absl::StrCat("unknown behavior \"", behavior, "\""));
+    return std::make_unique<SplitPreTokenizer>(std::move(regex), b, BoolField(j, "invert", false));
+  }
+  if (type == "Sequence") {
+    auto list = j.find("pretokenizers");
+    if (list == j.end() || !list->is_array()) {
+      return FieldError(field + ".pretokenizers", "missing array");
+    }
+    std::vector<std::unique_ptr<PreTokenizer>> steps;
+    for (size_t i = 0; i < list->size(); ++i) {
+      SY_ASSIGN_OR_RETURN(
+          auto step, ParsePreTokenizer((*list)[i], absl::StrCat(field, ".pretokenizers[", i, "]")));
+      steps.push_back(std::move(step));
+    }
+    return std::make_unique<SequencePreTokenizer>(std::move(steps));
+  }
+  return FieldError(field + ".type",
+                    absl::StrCat("pre-tokenizer \"", type, "\" is not supported yet"));
+}
+
+// ----------------------------------------------------------- post-processors
+
+// The ids the post-processor puts around a single sequence.
+struct Template {
+  std::vector<int32_t> before;
+  std::vector<int32_t> after;
+};
+
+absl::Status ParsePostProcessor(const Json& j, const std::string& field, Template* t) {
+  const std::string type = TypeOf(j);
+  if (type == "ByteLevel") return absl::OkStatus();  // offsets only
+  if (type == "Sequence") {
+    auto list = j.find("processors");
+    if (list == j.end() || !list->is_array()) return FieldError(field + ".processors", "missing");
+    for (size_t i = 0; i < list->size(); ++i) {
+      SY_RETURN_IF_ERROR(
+          ParsePostProcessor((*list)[i], absl::StrCat(field, ".processors[", i, "]"), t));
+    }
+    return absl::OkStatus();
+  }
+  if (type == "TemplateProcessing") {
+    auto single = j.find("single");
+    auto specials = j.find("special_tokens");
+    if (single == j.end() || !single->is_array()) return FieldError(field + ".single", "missing");
+    bool seen_sequence = false;
+    for (size_t i = 0; i < single->size(); ++i) {
+      const Json& item = (*single)[i];
+      const std::string item_field = absl::StrCat(field, ".single[", i, "]");
+      if (item.contains("Sequence")) {
+        seen_sequence = true;
+        continue;
+      }
+      if (!item.contains("SpecialToken") || !item["SpecialToken"].contains("id")) {
+        return FieldError(item_field, "must be {\"Sequence\": ...} or {\"SpecialToken\": ...}");
+      }
+      const std::string name = item["SpecialToken"]["id"].get<std::string>();
+      if (specials == j.end() || !specials->contains(name) || !(*specials)[name].contains("ids") ||
+          !(*specials)[name]["ids"].is_array()) {
+        return FieldError(field + ".special_tokens",
+                          absl::StrCat("no ids for special token \"", name, "\""));
+      }
+      for (const Json& id : (*specials)[name]["ids"]) {
+        (seen_sequence ? t->after : t->before).push_back(id.get<int32_t>());
+      }
+    }
+    return absl::OkStatus();
+  }
+  return FieldError(field + ".type",
+                    absl::StrCat("post-processor \"", type, "\" is not supported yet"));
+}
+
+// ------------------------------------------------------------------ decoders
+
+// Decoders rewrite the list of token strings, as tokenizers' decode_chain; the
+// text is their concatenation at the end.
+class Decoder {
+ public:
+  virtual ~Decoder() = default;
+  virtual void Apply(std::vector<std::string>* tokens) const = 0;
+};
+
+// Maps byte-level characters back to bytes; other characters keep their UTF-8.
+std::string ByteLevelDecode(absl::string_view text) {
+  const ByteLevelAlphabet& alphabet = ByteLevelAlphabet::Get();
+  std::string bytes;
+  size_t i = 0;
+  while (i < text.size()) {
+    int len = 1;
+    const uint32_t cp = DecodeUtf8(text.substr(i), &len);
+    const int b = alphabet.Decode(cp);
+    if (b >= 0) {
+      bytes.push_back(static_cast<char>(b));
+    } else {
+      bytes.append(text.data() + i, static_cast<size_t>(len));
+    }
+    i += static_cast<size_t>(len);
+  }
+  return bytes;
+}
+
+class ByteLevelDecoder : public Decoder {
+ public:
+  void Apply(std::vector<std::string>* tokens) const override {
+    std::string joined;
+    for (const std::string& t : *tokens) joined += t;
+    *tokens = {Utf8Lossy(ByteLevelDecode(joined))};
+  }
+};
+
+class ReplaceDecoder : public Decoder {
+ public:
+  ReplaceDecoder(std::string from, std::string to) : from_(std::move(from)), to_(std::move(to)) {}
+  void Apply(std::vector<std::string>* tokens) const override {
+    for (std::string& t : *tokens) t = absl::StrReplaceAll(t, {{from_, to_}});
+  }
+
+ private:
+  std::string from_, to_;
+};
+
+// "<0xE3>" tokens become bytes; a run of them that is not valid UTF-8 becomes
+// one U+FFFD per byte.
+class ByteFallbackDecoder : public Decoder {
+ public:
+  void Apply(std::vector<std::string>* tokens) const override {
+    std::vector<std::string> out;
+    std::string bytes;
+    size_t byte_tokens = 0;
+    auto flush = [&] {
+      if (byte_tokens == 0) return;
+      int len = 0;
+      bool valid = true;
+      for (size_t i = 0; i < bytes.size(); i += static_cast<size_t>(len)) {
+        DecodeUtf8(absl::string_view(bytes).substr(i), &len);
+        if (len == 1 && static_cast<unsigned char>(bytes[i]) >= 0x80) valid = false;
+      }
+      if (valid) {
+        out.push_back(bytes);
+      } else {
+        for (size_t k = 0; k < byte_tokens; ++k) out.push_back("\xEF\xBF\xBD");
+      }
+      bytes.clear();
+      byte_tokens = 0;
+    };
+    for (std::string& t : *tokens) {
+      unsigned value = 0;
+      if (t.size() == 6 && absl::StartsWith(t, "<0x") && t[5] == '>' &&
+          absl::SimpleHexAtoi(absl::string_view(t).substr(3, 2), &value)) {
+        bytes.push_back(static_cast<char>(value));
+        ++byte_tokens;
+        continue;
+      }
+      flush();
+      out.push_back(std::move(t));
+    }
+    flush();
+    *tokens = std::move(out);
+  }
+};
+
+class FuseDecoder : public Decoder {
+ public:
+  void Apply(std::vector<std::string>* tokens) const override {
+    std::string joined;
+    for (const std::string& t : *tokens) joined += t;
+    *tokens = {std::move(joined)};
+  }
+};
+
+// Removes up to `start` leading and `stop` trailing copies of `content` from
+// each token.
+class StripDecoder : public Decoder {
+ public:
+  StripDecoder(std::string content, int start, int stop)
+      : content_(std::move(content)), start_(start), stop_(stop) {}
+  void Apply(std::vector<std::string>* tokens) const override {
+    if (content_.empty()) return;
+    for (std::string& t : *tokens) {
+      for (int k = 0; k < start_ && absl::StartsWith(t, content_); ++k) t.erase(0, content_.size());
+      for (int k = 0; k < stop_ && absl::EndsWith(t, content_); ++k) {
+        t.resize(t.size() - content_.size());
+      }
+    }
+  }
+
+ private:
+  std::string content_;
+  int start_, stop_;
+};
+
+// "▁" back to spaces; the first token loses the space its pre-tokenizer added.
+class MetaspaceDecoder : public Decoder {
+ public:
+  MetaspaceDecoder(std::string replacement, bool strip_first)
+      : replacement_(std::move(replacement)), strip_first_(strip_first) {}
+  void Apply(std::vector<std::string>* tokens) const override {
+    for (size_t i = 0; i < tokens->size(); ++i) {
+      std::string& t = (*tokens)[i];
+      t = absl::StrReplaceAll(t, {{replacement_, " "}});
+      if (i == 0 && strip_first_ && absl::StartsWith(t, " ")) t.erase(0, 1);
+    }
+  }
+
+ private:
+  std::string replacement_;
+  bool strip_first_;
+};
+
+class SequenceDecoder : public Decoder {
+ public:
+  explicit SequenceDecoder(std::vector<std::unique_ptr<Decoder>> steps)
+      : steps_(std::move(steps)) {}
+  void Apply(std::vector<std::string>* tokens) const override {
+    for (const auto& step : steps_) step->Apply(tokens);
+  }
+
+ private:
+  std::vector<std::unique_ptr<Decoder>> steps_;
+};
+
+absl::StatusOr<std::string> StringPattern(const Json& j, const std::string& field) {
+  auto pattern = j.find("pattern");
+  if (pattern == j.end() || !pattern->is_object() || !pattern->contains("String") ||
+      !(*pattern)["String"].is_string()) {
+    return FieldError(field + ".pattern", "only {\"String\": ...} patterns are supported yet");
+  }
+  return (*pattern)["String"].get<std::string>();
+}
+
+absl::StatusOr<std::unique_ptr<Decoder>> ParseDecoder(const Json& j, const std::string& field) {
+  const std::string type = TypeOf(j);
+  if (type == "ByteLevel") return std::make_unique<ByteLevelDecoder>();
+  if (type == "ByteFallback") return std::make_unique<ByteFallbackDecoder>();
+  if (type == "Fuse") return std::make_unique<FuseDecoder>();
+  if (type == "Replace") {
+    SY_ASSIGN_OR_RETURN(std::string from, StringPattern(j, field));
+    auto content = j.find("content");
+    if (content == j.end() || !content->is_string()) {
+      return FieldError(field + ".content", "missing string");
+    }
+    return std::make_unique<ReplaceDecoder>(from, content->get<std::string>());
+  }
+  if (type == "Strip") {
+    return std::make_unique<StripDecoder>(j.value("content", std::string(" ")), j.value("start", 0),
+                                          j.value("stop", 0));
+  }
+  if (type == "Metaspace") {
+    const std::string scheme = j.value("prepend_scheme", std::string("always"));
+    const bool strip = BoolField(j, "add_prefix_space", scheme != "never");
+    return std::make_unique<MetaspaceDecoder>(j.value("replacement", std::string("\u2581")), strip);
+  }
+  if (type == "Sequence") {
+    auto list = j.find("decoders");
+    if (list == j.end() || !list->is_array()) return FieldError(field + ".decoders", "missing");
+    std::vector<std::unique_ptr<Decoder>> steps;
+    for (size_t i = 0; i < list->size(); ++i) {
+      SY_ASSIGN_OR_RETURN(auto step,
+                          ParseDecoder((*list)[i], absl::StrCat(field, ".decoders[", i, "]")));
+      steps.push_back(std::move(step));
+    }
+    return std::make_unique<SequenceDecoder>(std::move(steps));
+  }
+  return FieldError(field + ".type", absl::StrCat("decoder \"", type, "\" is not supported yet"));
+}
+
+bool IsWordByte(unsigned char c) { return c >= 0x80 || absl::ascii_isalnum(c) || c == '_'; }
+bool IsSpaceByte(unsigned char c) { return c == ' ' || (c >= '\t' && c <= '\r'); }
+
+}  // namespace
+
+struct Tokenizer::Impl {
+  std::unique_ptr<Normalizer> normalizer;
+  std::unique_ptr<PreTokenizer> pre_tokenizer;
+  std::unique_ptr<BpeModel> model;
+  Template post;
+  std::unique_ptr<Decoder> decoder;
+  std::vector<AddedToken> added;
+  absl::flat_hash_map<int32_t, size_t> added_by_id;  // id -> index in `added`
+  absl::flat_hash_map<std::string, int32_t> added_by_content;
+
+  // One span of input: an added token (id >= 0) or plain text (id < 0).
+  struct Segment {
+    int32_t id;
+    absl::string_view text;
+  };
+  std::vector<Segment> SplitOnAddedTokens(absl::string_view text) const;
+  absl::Status EncodePlain(absl::string_view text, std::vector<int32_t>* ids) const;
+};
+
+std::vector<Tokenizer::Impl::Segment> Tokenizer::Impl::SplitOnAddedTokens(
+    absl::string_view text) const {
+  std::vector<Segment> out;
+  size_t plain_start = 0, i = 0;
+  while (i < text.size()) {
+    // Longest added token starting at i.
+    const AddedToken* best = nullptr;
+    for (const AddedToken& t : added) {
+      if (t.content.empty() || (best && t.content.size() <= best->content.size())) continue;
+      if (text.compare(i, t.content.size(), t.content) != 0) continue;
+      if (t.single_word) {
+        const bool before_ok = i == 0 || !IsWordByte(static_cast<unsigned char>(text[i - 1]));
+        const size_t end = i + t.content.size();
+        const bool after_ok =
+            end >= text.size() || !IsWordByte(static_cast<unsigned char>(text[end]));
+        if (!before_ok || !after_ok) continue;
+      }
+      best = &t;
+    }
+    if (best == nullptr) {
+      ++i;
+      continue;
+    }
+    size_t start = i, end = i + best->content.size();
+    if (best->lstrip) {
+      while (start > plain_start && IsSpaceByte(static_cast<unsigned char>(text[start - 1])))
+        --start;
+    }
+    if (best->rstrip) {
+      while (end < text.size() && IsSpaceByte(static_cast<unsigned char>(text[end]))) ++end;
+    }
+    if (start > plain_start) out.push_back({-1, text.substr(plain_start, start - plain_start)});
+    out.push_back({best->id, text.substr(start, end - start)});
+    plain_start = i = end;
+  }
+  if (plain_start < text.size()) out.push_back({-1, text.substr(plain_start)});
+  return out;
+}
+
+absl::Status Tokenizer::Impl::EncodePlain(absl::string_view text, std::vector<int32_t>* ids) const {
+  std::string normalized(text);
+  if (normalizer) {
+    SY_ASSIGN_OR_RETURN(normalized, normalizer->Apply(std::move(normalized)));
+  }
+  std::vector<std::string> pieces = {std::move(normalized)};
+  if (pre_tokenizer) SY_RETURN_IF_ERROR(pre_tokenizer->Apply(&pieces));
+  for (const std::string& piece : pieces) model->Tokenize(piece, ids);
+  return absl::OkStatus();
+}
+
+Tokenizer::Tokenizer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Tokenizer::~Tokenizer() = default;
+
+absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromFile(const std::string& path) {
+  std::string file = path;
+  if (std::filesystem::is_directory(path)) file = path + "/tokenizer.json";
+  SY_ASSIGN_OR_RETURN(std::string json, ReadFile(file));
+  return FromJson(json, file);
+}
+
+absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJson(absl::string_view text,
+                                                               const std::string& origin) {
+  Json j = Json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object()) {
+    return absl::InvalidArgumentError(absl::StrCat(origin, ": not a JSON object"));
+  }
+  auto impl = std::make_unique<Impl>();
+  auto wrap = [&](absl::Status s) {
+    return s.ok() ? s : absl::Status(s.code(), absl::StrCat(origin, ": ", s.message()));
+  };
+  try {
+    auto model = j.find("model");
+    if (model == j.end() || !model->is_object()) {
+      return wrap(FieldError("model", "missing object"));
+    }
+    const std::string model_type = TypeOf(*model);
+    if (model_type != "BPE" && !(model_type.empty() && model->contains("merges"))) {
+      return wrap(FieldError("model.type",
+                             absl::StrCat("model \"", model_type, "\" is not supported yet")));
+    }
+    auto bpe = BpeModel::FromJson(*model);
+    if (!bpe.ok()) return wrap(bpe.status());
+    impl->model = std::move(*bpe);
+
+    if (auto n = j.find("normalizer"); n != j.end() && !n->is_null()) {
+      auto parsed = ParseNormalizer(*n, "normalizer");
+      if (!parsed.ok()) return wrap(parsed.status());
+      impl->normalizer = std::move(*parsed);
+    }
+    if (auto p = j.find("pre_tokenizer"); p != j.end() && !p->is_null()) {
+      auto parsed = ParsePreTokenizer(*p, "pre_tokenizer");
+      if (!parsed.ok()) return wrap(parsed.status());
+      impl->pre_tokenizer = std::move(*parsed);
+    }
+    if (auto p = j.find("post_processor"); p != j.end() && !p->is_null()) {
+      SY_RETURN_IF_ERROR(wrap(ParsePostProcessor(*p, "post_processor", &impl->post)));
+    }
+    if (auto d = j.find("decoder"); d != j.end() && !d->is_null()) {
+      auto parsed = ParseDecoder(*d, "decoder");
+      if (!parsed.ok()) return wrap(parsed.status());
+      impl->decoder = std::move(*parsed);
+    }
+    if (auto a = j.find("added_tokens"); a != j.end() && !a->is_null()) {
+      if (!a->is_array()) return wrap(FieldError("added_tokens", "must be an array"));
+      for (size_t i = 0; i < a->size(); ++i) {
+        const Json& t = (*a)[i];
+        if (!t.is_object() || !t.contains("id") || !t["id"].is_number_integer() ||
+            !t.contains("content") || !t["content"].is_string()) {
+          return wrap(FieldError(absl::StrCat("added_tokens[", i, "]"),
+                                 "needs an integer \"id\" and a string \"content\""));
+        }
+        AddedToken token;
+        token.id = t["id"].get<int32_t>();
+        token.content = t["content"].get<std::string>();
+        token.single_word = BoolField(t, "single_word", false);
+        token.lstrip = BoolField(t, "lstrip", false);
+        token.rstrip = BoolField(t, "rstrip", false);
+        token.normalized = BoolField(t, "normalized", false);
+        token.special = BoolField(t, "special", false);
+        impl->added_by_id[token.id] = impl->added.size();
+        impl->added_by_content[token.content] = token.id;
+        impl->added.push_back(std::move(token));
+      }
+    }
+  } catch (const Json::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(origin, ": unexpected value: ", e.what()));
+  }
+  return std::unique_ptr<Tokenizer>(new Tokenizer(std::move(impl)));
+}
+
+absl::StatusOr<std::vector<int32_t>> Tokenizer::Encode(absl::string_view text,
+                                                       bool add_special_tokens) const {
+  std::vector<int32_t> ids;
+  if (add_special_tokens) ids = impl_->post.before;
+  for (const Impl::Segment& segment : impl_->SplitOnAddedTokens(text)) {
+    if (segment.id >= 0) {
+      ids.push_back(segment.id);
+    } else {
+      SY_RETURN_IF_ERROR(impl_->EncodePlain(segment.text, &ids));
+    }
+  }
+  if (add_special_tokens) ids.insert(ids.end(), impl_->post.after.begin(), impl_->post.after.end());
+  return ids;
+}
+
+absl::StatusOr<std::string> Tokenizer::Decode(const std::vector<int32_t>& ids,
+                                              bool skip_special_tokens) const {
+  std::vector<std::string> tokens;
+  tokens.reserve(ids.size());
+  for (int32_t id : ids) {
+    auto added = impl_->added_by_id.find(id);
+    if (added != impl_->added_by_id.end()) {
+      const AddedToken& t = impl_->added[added->second];
+      if (skip_special_tokens && t.special) continue;
+      tokens.push_back(t.content);
+      continue;
+    }
+    const std::string& token = impl_->model->IdToToken(id);
+    if (token.empty()) return absl::InvalidArgumentError(absl::StrCat("unknown token id ", id));
+    tokens.push_back(token);
+  }
+  if (impl_->decoder) impl_->decoder->Apply(&tokens);
+  std::string text;
+  for (const std::string& t : tokens) text += t;
+  return Utf8Lossy(text);
+}
+
+std::optional<int32_t> Tokenizer::TokenToId(absl::string_view token) const {
+  auto it = impl_->added_by_content.find(token);
+  if (it != impl_->added_by_content.end()) return it->second;
+  return impl_->model->TokenToId(token);
+}
+
+std::string Tokenizer::IdToToken(int32_t id) const {
+  auto it = impl_->added_by_id.find(id);
+  if (it != impl_->added_by_id.end()) return impl_->added[it->second].content;
+  return impl_->model->IdToToken(id);
+}
+
+int32_t Tokenizer::vocab_size() const {
+  int32_t n = impl_->model->vocab_size();
+  for (const AddedToken& t : impl_->added) n = std::max(n, t.id + 1);
+  return n;
+}
+
+const std::vector<AddedToken>& Tokenizer::added_tokens() const { return impl_->added; }
+
+}  // namespace switchyard::text
