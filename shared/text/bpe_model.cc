@@ -1,6 +1,8 @@
 #include "shared/text/bpe_model.h"
 
+#include <functional>
 #include <mutex>
+#include <queue>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -178,25 +180,55 @@ void BpeModel::TokenizeUncached(absl::string_view word, std::vector<int32_t>* id
     symbols.push_back(*unk_id_);
     is_unk.push_back(true);
   }
-  // Merge the lowest-ranked adjacent pair, leftmost first, until none merges.
-  while (symbols.size() > 1) {
-    int32_t best_rank = INT32_MAX;
-    size_t best = 0;
-    int32_t best_id = -1;
-    for (size_t i = 0; i + 1 < symbols.size(); ++i) {
-      if (is_unk[i] || is_unk[i + 1]) continue;
-      auto it = merges_.find(PairKey(symbols[i], symbols[i + 1]));
-      if (it != merges_.end() && it->second.first < best_rank) {
-        best_rank = it->second.first;
-        best = i;
-        best_id = it->second.second;
-      }
-    }
-    if (best_id < 0) break;
-    symbols[best] = best_id;
-    symbols.erase(symbols.begin() + static_cast<std::ptrdiff_t>(best) + 1);
-    is_unk.erase(is_unk.begin() + static_cast<std::ptrdiff_t>(best) + 1);
+  // Merge the lowest-ranked adjacent pair, leftmost first, until none merges:
+  // a min-heap of candidate pairs over a linked list of symbols, O(n log n).
+  // Entries whose pair changed since they were pushed are skipped when popped.
+  const int n = static_cast<int>(symbols.size());
+  std::vector<int> prev(static_cast<size_t>(n)), next(static_cast<size_t>(n));
+  for (int i = 0; i < n; ++i) {
+    prev[i] = i - 1;
+    next[i] = i + 1 < n ? i + 1 : -1;
   }
+  struct Candidate {
+    int32_t rank;
+    int pos;  // index of the left symbol
+    int32_t merged_id;
+    bool operator>(const Candidate& o) const {
+      return rank != o.rank ? rank > o.rank : pos > o.pos;
+    }
+  };
+  std::priority_queue<Candidate, std::vector<Candidate>, std::greater<Candidate>> heap;
+  auto push = [&](int left) {
+    const int right = next[left];
+    if (left < 0 || right < 0 || is_unk[left] || is_unk[right]) return;
+    auto it = merges_.find(PairKey(symbols[left], symbols[right]));
+    if (it != merges_.end()) heap.push({it->second.first, left, it->second.second});
+  };
+  for (int i = 0; i + 1 < n; ++i) push(i);
+  std::vector<bool> alive(static_cast<size_t>(n), true);
+  while (!heap.empty()) {
+    const Candidate top = heap.top();
+    heap.pop();
+    const int left = top.pos;
+    if (!alive[left] || next[left] < 0) continue;
+    const int right = next[left];
+    auto it = merges_.find(PairKey(symbols[left], symbols[right]));
+    if (it == merges_.end() || it->second.second != top.merged_id || it->second.first != top.rank) {
+      continue;  // stale: the pair changed since this entry was pushed
+    }
+    symbols[left] = top.merged_id;
+    alive[right] = false;
+    next[left] = next[right];
+    if (next[right] >= 0) prev[next[right]] = left;
+    push(prev[left]);
+    push(left);
+  }
+  std::vector<int32_t> merged;
+  merged.reserve(static_cast<size_t>(n));
+  for (int i = 0; i < n; ++i) {
+    if (alive[i]) merged.push_back(symbols[i]);
+  }
+  symbols = std::move(merged);
   ids->insert(ids->end(), symbols.begin(), symbols.end());
 }
 
