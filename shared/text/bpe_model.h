@@ -19,22 +19,22 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "shared/text/model.h"
 
 namespace switchyard::text {
 
-class BpeModel {
+class BpeModel : public Model {
  public:
   // Parses tokenizer.json's "model" object (type "BPE"); errors name the
   // field, e.g. "model.merges[12]".
   static absl::StatusOr<std::unique_ptr<BpeModel>> FromJson(const nlohmann::json& model);
 
   // Appends the ids of one pre-tokenized word.
-  void Tokenize(absl::string_view word, std::vector<int32_t>* ids) const;
+  void Tokenize(absl::string_view word, std::vector<int32_t>* ids) const override;
 
-  std::optional<int32_t> TokenToId(absl::string_view token) const;
-  // Empty for ids outside the vocabulary.
-  const std::string& IdToToken(int32_t id) const;
-  int32_t vocab_size() const { return static_cast<int32_t>(id_to_token_.size()); }
+  std::optional<int32_t> TokenToId(absl::string_view token) const override;
+  const std::string& IdToToken(int32_t id) const override;
+  int32_t vocab_size() const override { return static_cast<int32_t>(id_to_token_.size()); }
 
  private:
   BpeModel() = default;

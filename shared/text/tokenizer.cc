@@ -2,6 +2,7 @@
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
+#include <unicode/uchar.h>
 #include <unicode/unistr.h>
 
 #include <filesystem>
@@ -17,6 +18,7 @@
 #include "shared/core/status_macros.h"
 #include "shared/text/bpe_model.h"
 #include "shared/text/unicode.h"
+#include "shared/text/wordpiece_model.h"
 
 namespace switchyard::text {
 namespace {
@@ -109,6 +111,103 @@ class SequenceNormalizer : public Normalizer {
   std::vector<std::unique_ptr<Normalizer>> steps_;
 };
 
+// Character classes as BERT and tokenizers define them.
+bool IsBertWhitespace(uint32_t c) {
+  return c == '\t' || c == '\n' || c == '\r' || u_isUWhiteSpace(static_cast<UChar32>(c));
+}
+bool IsBertControl(uint32_t c) {
+  if (c == '\t' || c == '\n' || c == '\r') return false;
+  switch (u_charType(static_cast<UChar32>(c))) {
+    case U_CONTROL_CHAR:
+    case U_FORMAT_CHAR:
+    case U_UNASSIGNED:
+    case U_PRIVATE_USE_CHAR:
+    case U_SURROGATE:
+      return true;
+    default:
+      return false;
+  }
+}
+bool IsChineseChar(uint32_t c) {
+  return (c >= 0x4E00 && c <= 0x9FFF) || (c >= 0x3400 && c <= 0x4DBF) ||
+         (c >= 0x20000 && c <= 0x2A6DF) || (c >= 0x2A700 && c <= 0x2B73F) ||
+         (c >= 0x2B740 && c <= 0x2B81F) || (c >= 0x2B920 && c <= 0x2CEAF) ||
+         (c >= 0xF900 && c <= 0xFAFF) || (c >= 0x2F800 && c <= 0x2FA1F);
+}
+bool IsBertPunctuation(uint32_t c) {
+  if (c < 0x80)
+    return (c >= 33 && c <= 47) || (c >= 58 && c <= 64) || (c >= 91 && c <= 96) ||
+           (c >= 123 && c <= 126);
+  switch (u_charType(static_cast<UChar32>(c))) {
+    case U_CONNECTOR_PUNCTUATION:
+    case U_DASH_PUNCTUATION:
+    case U_END_PUNCTUATION:
+    case U_FINAL_PUNCTUATION:
+    case U_INITIAL_PUNCTUATION:
+    case U_OTHER_PUNCTUATION:
+    case U_START_PUNCTUATION:
+      return true;
+    default:
+      return false;
+  }
+}
+
+// Calls fn(code point) for each character of UTF-8 text.
+template <typename Fn>
+void ForEachCodePoint(absl::string_view text, Fn fn) {
+  size_t i = 0;
+  while (i < text.size()) {
+    int len = 1;
+    const uint32_t cp = DecodeUtf8(text.substr(i), &len);
+    fn(cp, text.substr(i, static_cast<size_t>(len)));
+    i += static_cast<size_t>(len);
+  }
+}
+
+// BERT's normalizer: drop control characters, whitespace to ' ', spaces
+// around CJK ideographs, strip accents (NFD, drop Mn), lowercase.
+class BertNormalizer : public Normalizer {
+ public:
+  BertNormalizer(bool clean_text, bool chinese, bool strip_accents, bool lowercase)
+      : clean_text_(clean_text),
+        chinese_(chinese),
+        strip_accents_(strip_accents),
+        lowercase_(lowercase) {}
+  absl::StatusOr<std::string> Apply(std::string text) const override {
+    std::string out;
+    out.reserve(text.size());
+    ForEachCodePoint(text, [&](uint32_t cp, absl::string_view ch) {
+      if (clean_text_) {
+        if (cp == 0 || cp == 0xFFFD || IsBertControl(cp)) return;
+        if (IsBertWhitespace(cp)) {
+          out.push_back(' ');
+          return;
+        }
+      }
+      if (chinese_ && IsChineseChar(cp)) {
+        out.push_back(' ');
+        out.append(ch.data(), ch.size());
+        out.push_back(' ');
+        return;
+      }
+      out.append(ch.data(), ch.size());
+    });
+    if (strip_accents_) {
+      SY_ASSIGN_OR_RETURN(std::string nfd, Normalize(out, NormalForm::kNfd));
+      out.clear();
+      ForEachCodePoint(nfd, [&](uint32_t cp, absl::string_view ch) {
+        if (u_charType(static_cast<UChar32>(cp)) != U_NON_SPACING_MARK)
+          out.append(ch.data(), ch.size());
+      });
+    }
+    if (lowercase_) return LowercaseNormalizer().Apply(std::move(out));
+    return out;
+  }
+
+ private:
+  bool clean_text_, chinese_, strip_accents_, lowercase_;
+};
+
 absl::StatusOr<std::unique_ptr<Normalizer>> ParseNormalizer(const Json& j,
                                                             const std::string& field) {
   const std::string type = TypeOf(j);
@@ -117,6 +216,15 @@ absl::StatusOr<std::unique_ptr<Normalizer>> ParseNormalizer(const Json& j,
   if (type == "NFKC") return std::make_unique<UnicodeNormalizer>(NormalForm::kNfkc);
   if (type == "NFKD") return std::make_unique<UnicodeNormalizer>(NormalForm::kNfkd);
   if (type == "Lowercase") return std::make_unique<LowercaseNormalizer>();
+  if (type == "BertNormalizer") {
+    const bool lowercase = BoolField(j, "lowercase", true);
+    auto strip = j.find("strip_accents");
+    const bool strip_accents =
+        strip != j.end() && strip->is_boolean() ? strip->get<bool>() : lowercase;
+    return std::make_unique<BertNormalizer>(BoolField(j, "clean_text", true),
+                                            BoolField(j, "handle_chinese_chars", true),
+                                            strip_accents, lowercase);
+  }
   if (type == "Prepend") {
     auto it = j.find("prepend");
     if (it == j.end() || !it->is_string()) return FieldError(field + ".prepend", "missing string");
@@ -157,8 +265,9 @@ absl::StatusOr<std::unique_ptr<Normalizer>> ParseNormalizer(const Json& j,
 class PreTokenizer {
  public:
   virtual ~PreTokenizer() = default;
-  // Splits every piece further (or rewrites it).
-  virtual absl::Status Apply(std::vector<std::string>* pieces) const = 0;
+  // Splits every piece further (or rewrites it). `at_start`: the pieces come
+  // from the very start of the input (not after an added token).
+  virtual absl::Status Apply(std::vector<std::string>* pieces, bool at_start) const = 0;
 };
 
 // A compiled PCRE2 pattern (UTF, Unicode properties, JIT). Thread-safe: match
@@ -271,7 +380,7 @@ class SplitPreTokenizer : public PreTokenizer {
  public:
   SplitPreTokenizer(std::unique_ptr<Regex> regex, SplitBehavior behavior, bool invert)
       : regex_(std::move(regex)), behavior_(behavior), invert_(invert) {}
-  absl::Status Apply(std::vector<std::string>* pieces) const override {
+  absl::Status Apply(std::vector<std::string>* pieces, bool at_start) const override {
     std::vector<std::string> out;
     for (const std::string& piece : *pieces) SplitByRegex(*regex_, piece, behavior_, invert_, &out);
     *pieces = std::move(out);
@@ -288,7 +397,7 @@ class ByteLevelPreTokenizer : public PreTokenizer {
  public:
   ByteLevelPreTokenizer(bool add_prefix_space, std::unique_ptr<Regex> regex)
       : add_prefix_space_(add_prefix_space), regex_(std::move(regex)) {}
-  absl::Status Apply(std::vector<std::string>* pieces) const override {
+  absl::Status Apply(std::vector<std::string>* pieces, bool at_start) const override {
     std::vector<std::string> split;
     for (std::string& piece : *pieces) {
       if (add_prefix_space_ && !absl::StartsWith(piece, " ")) piece.insert(0, " ");
@@ -317,13 +426,76 @@ class SequencePreTokenizer : public PreTokenizer {
  public:
   explicit SequencePreTokenizer(std::vector<std::unique_ptr<PreTokenizer>> steps)
       : steps_(std::move(steps)) {}
-  absl::Status Apply(std::vector<std::string>* pieces) const override {
-    for (const auto& step : steps_) SY_RETURN_IF_ERROR(step->Apply(pieces));
+  absl::Status Apply(std::vector<std::string>* pieces, bool at_start) const override {
+    for (const auto& step : steps_) SY_RETURN_IF_ERROR(step->Apply(pieces, at_start));
     return absl::OkStatus();
   }
 
  private:
   std::vector<std::unique_ptr<PreTokenizer>> steps_;
+};
+
+// Splits on whitespace (dropped) and isolates each punctuation character.
+class BertPreTokenizer : public PreTokenizer {
+ public:
+  absl::Status Apply(std::vector<std::string>* pieces, bool at_start) const override {
+    std::vector<std::string> out;
+    for (const std::string& piece : *pieces) {
+      std::string word;
+      ForEachCodePoint(piece, [&](uint32_t cp, absl::string_view ch) {
+        if (IsBertWhitespace(cp)) {
+          if (!word.empty()) out.push_back(std::move(word));
+          word.clear();
+        } else if (IsBertPunctuation(cp)) {
+          if (!word.empty()) out.push_back(std::move(word));
+          word.clear();
+          out.emplace_back(ch);
+        } else {
+          word.append(ch.data(), ch.size());
+        }
+      });
+      if (!word.empty()) out.push_back(std::move(word));
+    }
+    *pieces = std::move(out);
+    return absl::OkStatus();
+  }
+};
+
+// SentencePiece style: spaces become "▁", a "▁" is prepended (always, or only
+// at the start of the input), and with `split` each "▁" starts a new piece.
+class MetaspacePreTokenizer : public PreTokenizer {
+ public:
+  enum class Prepend { kAlways, kFirst, kNever };
+  MetaspacePreTokenizer(std::string replacement, Prepend prepend, bool split)
+      : replacement_(std::move(replacement)), prepend_(prepend), split_(split) {}
+  absl::Status Apply(std::vector<std::string>* pieces, bool at_start) const override {
+    std::vector<std::string> out;
+    for (size_t k = 0; k < pieces->size(); ++k) {
+      std::string piece = absl::StrReplaceAll((*pieces)[k], {{" ", replacement_}});
+      const bool prepend =
+          prepend_ == Prepend::kAlways || (prepend_ == Prepend::kFirst && at_start && k == 0);
+      if (prepend && !absl::StartsWith(piece, replacement_)) piece.insert(0, replacement_);
+      if (!split_) {
+        out.push_back(std::move(piece));
+        continue;
+      }
+      // MergedWithNext on the replacement: each "▁" begins a piece.
+      size_t start = 0;
+      for (size_t pos = piece.find(replacement_, 1); pos != std::string::npos;
+           pos = piece.find(replacement_, pos + replacement_.size())) {
+        if (pos > start) out.push_back(piece.substr(start, pos - start));
+        start = pos;
+      }
+      if (start < piece.size()) out.push_back(piece.substr(start));
+    }
+    *pieces = std::move(out);
+    return absl::OkStatus();
+  }
+
+ private:
+  std::string replacement_;
+  Prepend prepend_;
+  bool split_;
 };
 
 absl::StatusOr<std::unique_ptr<PreTokenizer>> ParsePreTokenizer(const Json& j,
@@ -336,6 +508,22 @@ absl::StatusOr<std::unique_ptr<PreTokenizer>> ParsePreTokenizer(const Json& j,
     }
     return std::make_unique<ByteLevelPreTokenizer>(BoolField(j, "add_prefix_space", false),
                                                    std::move(regex));
+  }
+  if (type == "BertPreTokenizer") return std::make_unique<BertPreTokenizer>();
+  if (type == "Metaspace") {
+    const std::string scheme = j.value(
+        "prepend_scheme", std::string(BoolField(j, "add_prefix_space", true) ? "always" : "never"));
+    MetaspacePreTokenizer::Prepend prepend;
+    if (scheme == "always")
+      prepend = MetaspacePreTokenizer::Prepend::kAlways;
+    else if (scheme == "first")
+      prepend = MetaspacePreTokenizer::Prepend::kFirst;
+    else if (scheme == "never")
+      prepend = MetaspacePreTokenizer::Prepend::kNever;
+    else
+      return FieldError(field + ".prepend_scheme", absl::StrCat("unknown scheme \"", scheme, "\""));
+    return std::make_unique<MetaspacePreTokenizer>(j.value("replacement", std::string("\u2581")),
+                                                   prepend, BoolField(j, "split", true));
   }
   if (type == "Split") {
     auto pattern = j.find("pattern");
@@ -403,6 +591,17 @@ absl::Status ParsePostProcessor(const Json& j, const std::string& field, Templat
       SY_RETURN_IF_ERROR(
           ParsePostProcessor((*list)[i], absl::StrCat(field, ".processors[", i, "]"), t));
     }
+    return absl::OkStatus();
+  }
+  if (type == "BertProcessing" || type == "RobertaProcessing") {
+    for (const char* key : {"cls", "sep"}) {
+      auto it = j.find(key);
+      if (it == j.end() || !it->is_array() || it->size() != 2 || !(*it)[1].is_number_integer()) {
+        return FieldError(absl::StrCat(field, ".", key), "must be [token, id]");
+      }
+    }
+    t->before.push_back(j["cls"][1].get<int32_t>());
+    t->after.push_back(j["sep"][1].get<int32_t>());
     return absl::OkStatus();
   }
   if (type == "TemplateProcessing") {
@@ -555,7 +754,8 @@ class StripDecoder : public Decoder {
   int start_, stop_;
 };
 
-// "▁" back to spaces; the first token loses the space its pre-tokenizer added.
+// "▁" back to spaces; in the first token, where the pre-tokenizer prepended
+// one, every "▁" is dropped instead (as tokenizers does).
 class MetaspaceDecoder : public Decoder {
  public:
   MetaspaceDecoder(std::string replacement, bool strip_first)
@@ -563,14 +763,50 @@ class MetaspaceDecoder : public Decoder {
   void Apply(std::vector<std::string>* tokens) const override {
     for (size_t i = 0; i < tokens->size(); ++i) {
       std::string& t = (*tokens)[i];
-      t = absl::StrReplaceAll(t, {{replacement_, " "}});
-      if (i == 0 && strip_first_ && absl::StartsWith(t, " ")) t.erase(0, 1);
+      t = absl::StrReplaceAll(t, {{replacement_, i == 0 && strip_first_ ? "" : " "}});
     }
   }
 
  private:
   std::string replacement_;
   bool strip_first_;
+};
+
+// WordPiece: "##" continuations join the previous token, other tokens get a
+// space before them; `cleanup` undoes BERT's spacing around punctuation.
+class WordPieceDecoder : public Decoder {
+ public:
+  WordPieceDecoder(std::string prefix, bool cleanup)
+      : prefix_(std::move(prefix)), cleanup_(cleanup) {}
+  void Apply(std::vector<std::string>* tokens) const override {
+    for (size_t i = 0; i < tokens->size(); ++i) {
+      std::string& t = (*tokens)[i];
+      if (i != 0) {
+        if (!prefix_.empty() && absl::StartsWith(t, prefix_)) {
+          t.erase(0, prefix_.size());
+        } else {
+          t.insert(0, " ");
+        }
+      }
+      if (cleanup_) {
+        t = absl::StrReplaceAll(t, {{" .", "."},
+                                    {" ?", "?"},
+                                    {" !", "!"},
+                                    {" ,", ","},
+                                    {" ' ", "'"},
+                                    {" n't", "n't"},
+                                    {" 'm", "'m"},
+                                    {" do not", " don't"},
+                                    {" 's", "'s"},
+                                    {" 've", "'ve"},
+                                    {" 're", "'re"}});
+      }
+    }
+  }
+
+ private:
+  std::string prefix_;
+  bool cleanup_;
 };
 
 class SequenceDecoder : public Decoder {
@@ -611,6 +847,10 @@ absl::StatusOr<std::unique_ptr<Decoder>> ParseDecoder(const Json& j, const std::
     return std::make_unique<StripDecoder>(j.value("content", std::string(" ")), j.value("start", 0),
                                           j.value("stop", 0));
   }
+  if (type == "WordPiece") {
+    return std::make_unique<WordPieceDecoder>(j.value("prefix", std::string("##")),
+                                              BoolField(j, "cleanup", true));
+  }
   if (type == "Metaspace") {
     const std::string scheme = j.value("prepend_scheme", std::string("always"));
     const bool strip = BoolField(j, "add_prefix_space", scheme != "never");
@@ -638,10 +878,13 @@ bool IsSpaceByte(unsigned char c) { return c == ' ' || (c >= '\t' && c <= '\r');
 struct Tokenizer::Impl {
   std::unique_ptr<Normalizer> normalizer;
   std::unique_ptr<PreTokenizer> pre_tokenizer;
-  std::unique_ptr<BpeModel> model;
+  std::unique_ptr<Model> model;
   Template post;
   std::unique_ptr<Decoder> decoder;
   std::vector<AddedToken> added;
+  // What each added token matches: its content, normalized when it is a
+  // `normalized` token (those match the normalized text).
+  std::vector<std::string> added_match;
   absl::flat_hash_map<int32_t, size_t> added_by_id;  // id -> index in `added`
   absl::flat_hash_map<std::string, int32_t> added_by_content;
 
@@ -650,34 +893,41 @@ struct Tokenizer::Impl {
     int32_t id;
     absl::string_view text;
   };
-  std::vector<Segment> SplitOnAddedTokens(absl::string_view text) const;
-  absl::Status EncodePlain(absl::string_view text, std::vector<int32_t>* ids) const;
+  // Splits on the added tokens whose `normalized` flag equals `normalized`.
+  std::vector<Segment> SplitOnAddedTokens(absl::string_view text, bool normalized) const;
+  // Pre-tokenizes normalized text and runs the model.
+  absl::Status EncodeNormalized(absl::string_view text, bool at_start,
+                                std::vector<int32_t>* ids) const;
 };
 
-std::vector<Tokenizer::Impl::Segment> Tokenizer::Impl::SplitOnAddedTokens(
-    absl::string_view text) const {
+std::vector<Tokenizer::Impl::Segment> Tokenizer::Impl::SplitOnAddedTokens(absl::string_view text,
+                                                                          bool normalized) const {
   std::vector<Segment> out;
   size_t plain_start = 0, i = 0;
   while (i < text.size()) {
     // Longest added token starting at i.
     const AddedToken* best = nullptr;
-    for (const AddedToken& t : added) {
-      if (t.content.empty() || (best && t.content.size() <= best->content.size())) continue;
-      if (text.compare(i, t.content.size(), t.content) != 0) continue;
+    size_t best_size = 0;
+    for (size_t k = 0; k < added.size(); ++k) {
+      const AddedToken& t = added[k];
+      const std::string& match = added_match[k];
+      if (t.normalized != normalized || match.empty() || match.size() <= best_size) continue;
+      if (text.compare(i, match.size(), match) != 0) continue;
       if (t.single_word) {
         const bool before_ok = i == 0 || !IsWordByte(static_cast<unsigned char>(text[i - 1]));
-        const size_t end = i + t.content.size();
+        const size_t end = i + match.size();
         const bool after_ok =
             end >= text.size() || !IsWordByte(static_cast<unsigned char>(text[end]));
         if (!before_ok || !after_ok) continue;
       }
       best = &t;
+      best_size = match.size();
     }
     if (best == nullptr) {
       ++i;
       continue;
     }
-    size_t start = i, end = i + best->content.size();
+    size_t start = i, end = i + best_size;
     if (best->lstrip) {
       while (start > plain_start && IsSpaceByte(static_cast<unsigned char>(text[start - 1])))
         --start;
@@ -693,13 +943,10 @@ std::vector<Tokenizer::Impl::Segment> Tokenizer::Impl::SplitOnAddedTokens(
   return out;
 }
 
-absl::Status Tokenizer::Impl::EncodePlain(absl::string_view text, std::vector<int32_t>* ids) const {
-  std::string normalized(text);
-  if (normalizer) {
-    SY_ASSIGN_OR_RETURN(normalized, normalizer->Apply(std::move(normalized)));
-  }
-  std::vector<std::string> pieces = {std::move(normalized)};
-  if (pre_tokenizer) SY_RETURN_IF_ERROR(pre_tokenizer->Apply(&pieces));
+absl::Status Tokenizer::Impl::EncodeNormalized(absl::string_view text, bool at_start,
+                                               std::vector<int32_t>* ids) const {
+  std::vector<std::string> pieces = {std::string(text)};
+  if (pre_tokenizer) SY_RETURN_IF_ERROR(pre_tokenizer->Apply(&pieces, at_start));
   for (const std::string& piece : pieces) model->Tokenize(piece, ids);
   return absl::OkStatus();
 }
@@ -730,13 +977,18 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJson(absl::string_view
       return wrap(FieldError("model", "missing object"));
     }
     const std::string model_type = TypeOf(*model);
-    if (model_type != "BPE" && !(model_type.empty() && model->contains("merges"))) {
+    if (model_type == "BPE" || (model_type.empty() && model->contains("merges"))) {
+      auto bpe = BpeModel::FromJson(*model);
+      if (!bpe.ok()) return wrap(bpe.status());
+      impl->model = std::move(*bpe);
+    } else if (model_type == "WordPiece") {
+      auto wordpiece = WordPieceModel::FromJson(*model);
+      if (!wordpiece.ok()) return wrap(wordpiece.status());
+      impl->model = std::move(*wordpiece);
+    } else {
       return wrap(FieldError("model.type",
                              absl::StrCat("model \"", model_type, "\" is not supported yet")));
     }
-    auto bpe = BpeModel::FromJson(*model);
-    if (!bpe.ok()) return wrap(bpe.status());
-    impl->model = std::move(*bpe);
 
     if (auto n = j.find("normalizer"); n != j.end() && !n->is_null()) {
       auto parsed = ParseNormalizer(*n, "normalizer");
@@ -773,9 +1025,16 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJson(absl::string_view
         token.rstrip = BoolField(t, "rstrip", false);
         token.normalized = BoolField(t, "normalized", false);
         token.special = BoolField(t, "special", false);
+        std::string match = token.content;
+        if (token.normalized && impl->normalizer) {
+          auto normalized = impl->normalizer->Apply(match);
+          if (!normalized.ok()) return wrap(normalized.status());
+          match = *normalized;
+        }
         impl->added_by_id[token.id] = impl->added.size();
         impl->added_by_content[token.content] = token.id;
         impl->added.push_back(std::move(token));
+        impl->added_match.push_back(std::move(match));
       }
     }
   } catch (const Json::exception& e) {
@@ -788,11 +1047,25 @@ absl::StatusOr<std::vector<int32_t>> Tokenizer::Encode(absl::string_view text,
                                                        bool add_special_tokens) const {
   std::vector<int32_t> ids;
   if (add_special_tokens) ids = impl_->post.before;
-  for (const Impl::Segment& segment : impl_->SplitOnAddedTokens(text)) {
+  // As tokenizers: split on raw added tokens, normalize the rest, split that
+  // on normalized added tokens, then pre-tokenize and run the model.
+  for (const Impl::Segment& segment : impl_->SplitOnAddedTokens(text, /*normalized=*/false)) {
     if (segment.id >= 0) {
       ids.push_back(segment.id);
-    } else {
-      SY_RETURN_IF_ERROR(impl_->EncodePlain(segment.text, &ids));
+      continue;
+    }
+    std::string normalized(segment.text);
+    if (impl_->normalizer) {
+      SY_ASSIGN_OR_RETURN(normalized, impl_->normalizer->Apply(std::move(normalized)));
+    }
+    for (const Impl::Segment& part : impl_->SplitOnAddedTokens(normalized, /*normalized=*/true)) {
+      if (part.id >= 0) {
+        ids.push_back(part.id);
+        continue;
+      }
+      const bool at_start =
+          segment.text.data() == text.data() && part.text.data() == normalized.data();
+      SY_RETURN_IF_ERROR(impl_->EncodeNormalized(part.text, at_start, &ids));
     }
   }
   if (add_special_tokens) ids.insert(ids.end(), impl_->post.after.begin(), impl_->post.after.end());

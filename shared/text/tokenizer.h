@@ -3,12 +3,15 @@
 // run through the model, and wrapped by the post-processor; decoding runs the
 // decoder over the tokens.
 //
-// Supported so far: the BPE model (byte-level as GPT-2 / Llama-3 / Qwen, with
-// byte_fallback, unk, ignore_merges); normalizers NFC/NFD/NFKC/NFKD, Lowercase,
-// Prepend, Replace (string pattern), Sequence; pre-tokenizers ByteLevel, Split
-// (PCRE2 regex or string), Sequence; post-processors TemplateProcessing,
-// ByteLevel, Sequence; decoders ByteLevel, Sequence. Anything else is refused
-// at load with an error naming the field and type.
+// Supported: the BPE model (byte-level as GPT-2 / Llama-3 / Qwen, with
+// byte_fallback, unk, ignore_merges) and WordPiece (BERT); normalizers
+// NFC/NFD/NFKC/NFKD, Lowercase, BertNormalizer, Prepend, Replace (string
+// pattern), Sequence; pre-tokenizers ByteLevel, Split (PCRE2 regex or string),
+// Metaspace, BertPreTokenizer, Sequence; post-processors TemplateProcessing
+// (single sequences), BertProcessing, RobertaProcessing, ByteLevel, Sequence;
+// decoders ByteLevel, ByteFallback, Fuse, Strip, Replace, Metaspace, WordPiece,
+// Sequence; added tokens with lstrip, rstrip, single_word, normalized, special.
+// Anything else is refused at load with an error naming the field and type.
 //
 // Thread-safe after construction: Encode and Decode may run concurrently.
 #ifndef SWITCHYARD_SHARED_TEXT_TOKENIZER_H_
