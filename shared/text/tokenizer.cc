@@ -5,6 +5,8 @@
 #include <unicode/uchar.h>
 #include <unicode/unistr.h>
 
+#include <algorithm>
+#include <array>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
@@ -885,6 +887,9 @@ struct Tokenizer::Impl {
   // What each added token matches: its content, normalized when it is a
   // `normalized` token (those match the normalized text).
   std::vector<std::string> added_match;
+  // Added tokens by the first byte they match, longest first, per stage
+  // ([0]: raw text, [1]: normalized text): each position checks only those.
+  std::array<std::vector<size_t>, 256> added_by_first_byte[2];
   absl::flat_hash_map<int32_t, size_t> added_by_id;  // id -> index in `added`
   absl::flat_hash_map<std::string, int32_t> added_by_content;
 
@@ -908,10 +913,10 @@ std::vector<Tokenizer::Impl::Segment> Tokenizer::Impl::SplitOnAddedTokens(absl::
     // Longest added token starting at i.
     const AddedToken* best = nullptr;
     size_t best_size = 0;
-    for (size_t k = 0; k < added.size(); ++k) {
+    for (size_t k : added_by_first_byte[normalized ? 1 : 0][static_cast<unsigned char>(text[i])]) {
       const AddedToken& t = added[k];
       const std::string& match = added_match[k];
-      if (t.normalized != normalized || match.empty() || match.size() <= best_size) continue;
+      if (match.size() <= best_size) continue;
       if (text.compare(i, match.size(), match) != 0) continue;
       if (t.single_word) {
         const bool before_ok = i == 0 || !IsWordByte(static_cast<unsigned char>(text[i - 1]));
@@ -1033,8 +1038,19 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJson(absl::string_view
         }
         impl->added_by_id[token.id] = impl->added.size();
         impl->added_by_content[token.content] = token.id;
+        if (!match.empty()) {
+          impl->added_by_first_byte[token.normalized ? 1 : 0][static_cast<unsigned char>(match[0])]
+              .push_back(impl->added.size());
+        }
         impl->added.push_back(std::move(token));
         impl->added_match.push_back(std::move(match));
+      }
+    }
+    for (auto& stage : impl->added_by_first_byte) {
+      for (auto& candidates : stage) {
+        std::stable_sort(candidates.begin(), candidates.end(), [&](size_t a, size_t b) {
+          return impl->added_match[a].size() > impl->added_match[b].size();
+        });
       }
     }
   } catch (const Json::exception& e) {
