@@ -1130,4 +1130,26 @@ int32_t Tokenizer::vocab_size() const {
 
 const std::vector<AddedToken>& Tokenizer::added_tokens() const { return impl_->added; }
 
+DecodeStream::DecodeStream(const Tokenizer* tokenizer, bool skip_special_tokens)
+    : tokenizer_(tokenizer), skip_special_tokens_(skip_special_tokens) {}
+
+absl::StatusOr<std::string> DecodeStream::Step(int32_t id) {
+  ids_.push_back(id);
+  const std::vector<int32_t> context(ids_.begin() + static_cast<std::ptrdiff_t>(prefix_),
+                                     ids_.begin() + static_cast<std::ptrdiff_t>(read_));
+  const std::vector<int32_t> window(ids_.begin() + static_cast<std::ptrdiff_t>(prefix_),
+                                    ids_.end());
+  SY_ASSIGN_OR_RETURN(std::string before, tokenizer_->Decode(context, skip_special_tokens_));
+  SY_ASSIGN_OR_RETURN(std::string after, tokenizer_->Decode(window, skip_special_tokens_));
+  // A trailing U+FFFD is an incomplete character: wait for the next token.
+  if (after.size() <= before.size() || absl::EndsWith(after, "\xEF\xBF\xBD") ||
+      !absl::StartsWith(after, before)) {
+    return std::string();
+  }
+  std::string delta = after.substr(before.size());
+  prefix_ = read_;
+  read_ = ids_.size();
+  return delta;
+}
+
 }  // namespace switchyard::text

@@ -67,6 +67,26 @@ class Tokenizer {
   std::unique_ptr<Impl> impl_;
 };
 
+// Decodes ids one at a time as a model generates them, for streaming. Text is
+// released only when it is final: bytes of a character split over several
+// tokens wait for the rest, so no chunk ends in a broken UTF-8 sequence, and
+// decoders that treat the first token specially (Metaspace, Strip) see the
+// same context as a full decode. The chunks concatenate to Decode(all ids).
+// Not thread-safe: one stream per sequence. The tokenizer must outlive it.
+class DecodeStream {
+ public:
+  DecodeStream(const Tokenizer* tokenizer, bool skip_special_tokens);
+  // The text `id` completes; empty while it is still incomplete.
+  absl::StatusOr<std::string> Step(int32_t id);
+
+ private:
+  const Tokenizer* tokenizer_;
+  bool skip_special_tokens_;
+  std::vector<int32_t> ids_;
+  size_t prefix_ = 0;  // start of the context window
+  size_t read_ = 0;    // ids before this are already released
+};
+
 }  // namespace switchyard::text
 
 #endif  // SWITCHYARD_SHARED_TEXT_TOKENIZER_H_

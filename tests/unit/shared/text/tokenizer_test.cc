@@ -12,7 +12,9 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "shared/text/unicode.h"
 
 namespace switchyard::text {
 namespace {
@@ -56,6 +58,41 @@ INSTANTIATE_TEST_SUITE_P(RealTokenizers, TokenizerParityTest,
                          ::testing::Values("gpt2", "mistral", "qwen3", "bert-uncased",
                                            "bert-variant", "mistral-metaspace",
                                            "mistral-metaspace-split", "gpt2-added"),
+                         [](const auto& info) {
+                           std::string name = info.param;
+                           std::replace(name.begin(), name.end(), '-', '_');
+                           return name;
+                         });
+
+class DecodeStreamTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(DecodeStreamTest, ChunksConcatenateToTheFullDecodeAndNeverSplitACharacter) {
+  auto tokenizer = Tokenizer::FromFile(TokenizerDir(GetParam()));
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+  for (const nlohmann::json& f : Fixtures(GetParam())) {
+    const std::vector<int32_t> ids = f["ids"].get<std::vector<int32_t>>();
+    DecodeStream stream(tokenizer->get(), /*skip_special_tokens=*/false);
+    std::string streamed;
+    for (int32_t id : ids) {
+      auto chunk = stream.Step(id);
+      ASSERT_TRUE(chunk.ok()) << chunk.status();
+      int length = 0;
+      for (size_t i = 0; i < chunk->size(); i += static_cast<size_t>(length)) {
+        DecodeUtf8(absl::string_view(*chunk).substr(i), &length);
+        ASSERT_FALSE(length == 1 && static_cast<unsigned char>((*chunk)[i]) >= 0x80)
+            << "broken UTF-8 in a chunk of: " << f["text"];
+      }
+      streamed += *chunk;
+    }
+    const std::string full = *(*tokenizer)->Decode(ids);
+    // What is still held back at the end is an incomplete character or nothing.
+    EXPECT_TRUE(absl::StartsWith(full, streamed)) << f["text"];
+    if (!absl::EndsWith(full, "\xEF\xBF\xBD")) EXPECT_EQ(streamed, full) << f["text"];
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(RealTokenizers, DecodeStreamTest,
+                         ::testing::Values("gpt2", "mistral", "qwen3", "mistral-metaspace-split"),
                          [](const auto& info) {
                            std::string name = info.param;
                            std::replace(name.begin(), name.end(), '-', '_');
