@@ -17,7 +17,10 @@
 #include "services/dataset/dataset_preparer.h"
 #include "services/dataset/dataset_proto.h"
 #include "services/dataset/dataset_validator.h"
+#include "services/dataset/token_counter.h"
+#include "shared/core/file_util.h"
 #include "shared/core/sha256.h"
+#include "shared/text/tokenizer.h"
 #include "switchyard/v1/dataset.grpc.pb.h"
 
 namespace switchyard::cli {
@@ -104,6 +107,10 @@ std::string StatsTable(const v1::DatasetStats& s) {
   rows.push_back({"messages/example", Dist(s.messages_per_example())});
   rows.push_back({"characters/example", Dist(s.characters_per_example())});
   rows.push_back({"words/example", Dist(s.words_per_example())});
+  if (s.total_tokens() > 0) {
+    rows.push_back({"tokens/example", Dist(s.tokens_per_example())});
+    rows.push_back({"tokens (one epoch)", absl::StrCat(s.total_tokens())});
+  }
   std::vector<std::string> roles;
   for (const char* r : {"system", "user", "assistant", "tool"}) {
     auto it = s.role_counts().find(r);
@@ -191,8 +198,16 @@ int Validate(const std::vector<std::string>& args) {
   flags.AddInt("max-listed-issues", 100, "Issues listed; all are counted.");
   flags.AddInt("max-line-bytes", 8 << 20, "Longest allowed line, in bytes.");
   flags.AddInt("min-examples", 10, "Fewer examples than this is an error.");
+  flags.AddString("tokenizer", "",
+                  "Model directory or tokenizer.json: count tokens per example and per epoch.");
+  flags.AddInt("max-seq-len", 0,
+               "With --tokenizer: examples with more tokens are an error (0: no limit).");
   int rc = ParseOrExit(&flags, args, 1, 1);
   if (rc >= 0) return rc;
+  if (flags.GetInt("max-seq-len") > 0 && flags.GetString("tokenizer").empty()) {
+    std::cerr << "error: --max-seq-len needs --tokenizer\n";
+    return kExitUsage;
+  }
   for (const char* name : {"max-listed-issues", "max-line-bytes"}) {
     if (flags.GetInt(name) <= 0) {
       std::cerr << "error: --" << name << " must be positive\n";
@@ -205,6 +220,16 @@ int Validate(const std::vector<std::string>& args) {
   options.max_listed_issues = static_cast<int>(flags.GetInt("max-listed-issues"));
   options.max_line_bytes = flags.GetInt("max-line-bytes");
   options.min_examples = flags.GetInt("min-examples");
+  std::unique_ptr<text::Tokenizer> tokenizer;
+  std::unique_ptr<dataset::TokenizerTokenCounter> counter;
+  if (!flags.GetString("tokenizer").empty()) {
+    auto loaded = text::Tokenizer::FromFile(flags.GetString("tokenizer"));
+    if (!loaded.ok()) return ReportError(loaded.status());
+    tokenizer = std::move(*loaded);
+    counter = std::make_unique<dataset::TokenizerTokenCounter>(tokenizer.get());
+    options.token_counter = counter.get();
+    options.max_seq_len = flags.GetInt("max-seq-len");
+  }
   auto report = dataset::DatasetValidator::ValidateFiles(options, flags.positional()[0],
                                                          flags.GetString("validation-file"));
   if (!report.ok()) return ReportError(report.status());
@@ -471,6 +496,79 @@ int Connect(const FlagSet& flags, Client* client) {
   return -1;
 }
 
+// Streams one file of a version into `out`, checking its sha256 (DATA_LOSS on
+// a mismatch). With `progress`, draws a bar on a terminal.
+grpc::Status Download(const Client& c, const std::string& name, v1::DatasetSplit split,
+                      std::ostream& out, bool progress, std::string* sha256) {
+  grpc::ClientContext ctx;
+  c.Prepare(&ctx);
+  v1::ExportDatasetRequest req;
+  req.set_name(name);
+  req.set_split(split);
+  auto reader = c.stub->ExportDataset(&ctx, req);
+  v1::ExportDatasetResponse msg;
+  Sha256 hasher;
+  std::unique_ptr<ProgressBar> bar;
+  while (reader->Read(&msg)) {
+    if (!bar && progress) bar = std::make_unique<ProgressBar>("export", msg.total_bytes());
+    out.write(msg.data().data(), static_cast<std::streamsize>(msg.data().size()));
+    hasher.Update(msg.data());
+    *sha256 = msg.sha256();
+    if (bar) bar->Update(msg.offset() + static_cast<int64_t>(msg.data().size()));
+  }
+  if (bar) bar->Done();
+  grpc::Status s = reader->Finish();
+  if (!s.ok()) return s;
+  if (hasher.HexDigest() != *sha256) {
+    return grpc::Status(grpc::StatusCode::DATA_LOSS, "sha256 mismatch: the download is corrupt");
+  }
+  return grpc::Status::OK;
+}
+
+// Token statistics of a stored version: downloads its files and counts them
+// with `tokenizer` locally, filling tokens_per_example and total_tokens.
+int AddTokenStats(const Client& c, const std::string& tokenizer_path, v1::DatasetVersion* v) {
+  auto tokenizer = text::Tokenizer::FromFile(tokenizer_path);
+  if (!tokenizer.ok()) return ReportError(tokenizer.status());
+  std::string paths[2];
+  for (const v1::DatasetFile& f : v->files()) {
+    const int i = f.split() == v1::DATASET_SPLIT_VALIDATION ? 1 : 0;
+    paths[i] = absl::StrCat("/tmp/switchyard-stats-", RandomHex(6), i ? "-validation" : "-train",
+                            ".jsonl");
+    std::ofstream out(paths[i], std::ios::binary);
+    std::string sha;
+    grpc::Status s = Download(c, v->name(), f.split(), out, false, &sha);
+    out.close();
+    if (!s.ok()) {
+      for (const std::string& p : paths) {
+        if (!p.empty()) std::remove(p.c_str());
+      }
+      return ReportError(s);
+    }
+  }
+  dataset::TokenizerTokenCounter counter(tokenizer->get());
+  dataset::ValidatorOptions options;
+  options.format = dataset::FromProto(v->format());
+  options.min_examples = 0;
+  options.token_counter = &counter;
+  auto report = dataset::DatasetValidator::ValidateFiles(options, paths[0], paths[1]);
+  for (const std::string& p : paths) {
+    if (!p.empty()) std::remove(p.c_str());
+  }
+  if (!report.ok()) return ReportError(report.status());
+  v1::ValidationReport proto;
+  dataset::ToProto(*report, &proto);
+  *v->mutable_train_stats()->mutable_tokens_per_example() =
+      proto.train_stats().tokens_per_example();
+  v->mutable_train_stats()->set_total_tokens(proto.train_stats().total_tokens());
+  if (v->has_validation_stats()) {
+    *v->mutable_validation_stats()->mutable_tokens_per_example() =
+        proto.validation_stats().tokens_per_example();
+    v->mutable_validation_stats()->set_total_tokens(proto.validation_stats().total_tokens());
+  }
+  return -1;
+}
+
 int List(const std::vector<std::string>& args) {
   FlagSet flags("switchyard data list [flags]", "Lists datasets with their newest version.");
   flags.AddInt("page-size", 0, "Datasets per page; 0 = server default (50).");
@@ -520,6 +618,11 @@ int ShowOrStats(const std::vector<std::string>& args, bool stats_only) {
                 stats_only ? "Prints the statistics of a version (the latest by default)."
                            : "Shows a dataset and a version (the latest by default).");
   flags.AddBool("json", false, "Print the response as JSON.");
+  if (stats_only) {
+    flags.AddString("tokenizer", "",
+                    "Model directory or tokenizer.json: add token counts (downloads the files "
+                    "and counts locally).");
+  }
   AddClientFlags(&flags);
   int rc = ParseOrExit(&flags, args, 1, 1);
   if (rc >= 0) return rc;
@@ -544,6 +647,9 @@ int ShowOrStats(const std::vector<std::string>& args, bool stats_only) {
   v1::DatasetVersion v;
   grpc::Status s = c.stub->GetDatasetVersion(&ctx, req, &v);
   if (!s.ok()) return ReportError(s);
+  if (stats_only && !flags.GetString("tokenizer").empty()) {
+    if ((rc = AddTokenStats(c, flags.GetString("tokenizer"), &v)) >= 0) return rc;
+  }
   if (flags.GetBool("json")) {
     if (stats_only) {
       std::cout << ToJson(v);
@@ -667,12 +773,6 @@ int Export(const std::vector<std::string>& args) {
   }
   Client c;
   if ((rc = Connect(flags, &c)) >= 0) return rc;
-  grpc::ClientContext ctx;
-  c.Prepare(&ctx);
-  v1::ExportDatasetRequest req;
-  req.set_name(VersionName(id, version));
-  req.set_split(split == "train" ? v1::DATASET_SPLIT_TRAIN : v1::DATASET_SPLIT_VALIDATION);
-  auto reader = c.stub->ExportDataset(&ctx, req);
   const std::string out_path = flags.GetString("output");
   std::string tmp_path = out_path.empty() ? "" : out_path + ".part";
   std::ofstream file;
@@ -684,19 +784,11 @@ int Export(const std::vector<std::string>& args) {
     }
   }
   std::ostream& out = out_path.empty() ? std::cout : file;
-  v1::ExportDatasetResponse msg;
   std::string expected_sha;
-  Sha256 hasher;
-  std::unique_ptr<ProgressBar> bar;
-  while (reader->Read(&msg)) {
-    if (!bar && !out_path.empty()) bar = std::make_unique<ProgressBar>("export", msg.total_bytes());
-    out.write(msg.data().data(), static_cast<std::streamsize>(msg.data().size()));
-    hasher.Update(msg.data());
-    expected_sha = msg.sha256();
-    if (bar) bar->Update(msg.offset() + static_cast<int64_t>(msg.data().size()));
-  }
-  if (bar) bar->Done();
-  grpc::Status s = reader->Finish();
+  grpc::Status s =
+      Download(c, VersionName(id, version),
+               split == "train" ? v1::DATASET_SPLIT_TRAIN : v1::DATASET_SPLIT_VALIDATION, out,
+               !out_path.empty(), &expected_sha);
   if (!s.ok()) {
     if (!tmp_path.empty()) std::remove(tmp_path.c_str());
     return ReportError(s);
@@ -704,11 +796,6 @@ int Export(const std::vector<std::string>& args) {
   out.flush();
   if (!out) {
     std::cerr << "error: writing " << (out_path.empty() ? "stdout" : tmp_path) << " failed\n";
-    if (!tmp_path.empty()) std::remove(tmp_path.c_str());
-    return kExitError;
-  }
-  if (hasher.HexDigest() != expected_sha) {
-    std::cerr << "error: sha256 mismatch: the download is corrupt\n";
     if (!tmp_path.empty()) std::remove(tmp_path.c_str());
     return kExitError;
   }

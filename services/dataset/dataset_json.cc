@@ -34,7 +34,10 @@ nlohmann::json StatsToJson(const DatasetStats& s) {
           {"examplesWithoutSystemMessage", s.examples_without_system_message},
           {"trainedAssistantMessages", s.trained_assistant_messages},
           {"looksLikeClassification", s.looks_like_classification},
-          {"labels", labels}};
+          {"labels", labels},
+          {"hasTokens", s.has_tokens},
+          {"tokensPerExample", SummaryToJson(s.tokens_per_example)},
+          {"totalTokens", s.total_tokens}};
 }
 
 DatasetStats StatsFromJson(const nlohmann::json& j) {
@@ -51,6 +54,9 @@ DatasetStats StatsFromJson(const nlohmann::json& j) {
   s.examples_without_system_message = j.value("examplesWithoutSystemMessage", int64_t{0});
   s.trained_assistant_messages = j.value("trainedAssistantMessages", int64_t{0});
   s.looks_like_classification = j.value("looksLikeClassification", false);
+  s.has_tokens = j.value("hasTokens", false);
+  s.tokens_per_example = SummaryFromJson(j.value("tokensPerExample", nlohmann::json::object()));
+  s.total_tokens = j.value("totalTokens", int64_t{0});
   for (const auto& l : j.value("labels", nlohmann::json::array())) {
     s.labels.emplace_back(l.value("label", ""), l.value("count", int64_t{0}));
   }

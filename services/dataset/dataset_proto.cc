@@ -73,6 +73,10 @@ void ToProto(const DatasetStats& s, v1::DatasetStats* out) {
   out->set_examples_without_system_message(s.examples_without_system_message);
   out->set_trained_assistant_messages(s.trained_assistant_messages);
   out->set_looks_like_classification(s.looks_like_classification);
+  if (s.has_tokens) {
+    ToProto(s.tokens_per_example, out->mutable_tokens_per_example());
+    out->set_total_tokens(s.total_tokens);
+  }
   for (const auto& [label, count] : s.labels) {
     v1::LabelCount* l = out->add_labels();
     l->set_label(label);

@@ -61,6 +61,10 @@ void DatasetStatsAccumulator::AddExample(const ExampleFacts& f) {
   messages_.push_back(f.messages);
   characters_.push_back(static_cast<int32_t>(std::min<int64_t>(f.characters, INT32_MAX)));
   words_.push_back(static_cast<int32_t>(std::min<int64_t>(f.words, INT32_MAX)));
+  if (f.tokens >= 0) {
+    tokens_.push_back(static_cast<int32_t>(std::min<int64_t>(f.tokens, INT32_MAX)));
+    total_tokens_ += f.tokens;
+  }
   for (int r = 0; r < static_cast<int>(Role::kCount); ++r) roles_[r] += f.roles[r];
   if (f.roles[static_cast<int>(Role::kSystem)] == 0) ++without_system_;
   trained_assistant_ += f.trained_assistant_messages;
@@ -111,6 +115,11 @@ DatasetStats DatasetStatsAccumulator::Build() const {
   s.messages_per_example = Summarize(messages_);
   s.characters_per_example = Summarize(characters_);
   s.words_per_example = Summarize(words_);
+  if (!tokens_.empty()) {
+    s.has_tokens = true;
+    s.tokens_per_example = Summarize(tokens_);
+    s.total_tokens = total_tokens_;
+  }
   for (int r = 0; r < static_cast<int>(Role::kCount); ++r) {
     if (roles_[r] > 0) s.role_counts[kRoleNames[r]] = roles_[r];
   }

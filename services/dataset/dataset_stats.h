@@ -29,6 +29,7 @@ struct ExampleFacts {
   int32_t trained_assistant_messages = 0;
   bool has_label = false;
   absl::string_view label;  // the final answer, valid only during AddExample
+  int64_t tokens = -1;      // with a token counter; -1 when not counted
 };
 
 class DatasetStatsAccumulator {
@@ -54,6 +55,8 @@ class DatasetStatsAccumulator {
   std::vector<int32_t> messages_;
   std::vector<int32_t> characters_;
   std::vector<int32_t> words_;
+  std::vector<int32_t> tokens_;  // only when counted
+  int64_t total_tokens_ = 0;
   std::array<int64_t, static_cast<int>(Role::kCount)> roles_{};
   int64_t without_system_ = 0;
   int64_t trained_assistant_ = 0;

@@ -54,6 +54,10 @@ struct DatasetStats {
   bool looks_like_classification = false;
   // Most frequent first; only when looks_like_classification.
   std::vector<std::pair<std::string, int64_t>> labels;
+  // Only when counted with a tokenizer (has_tokens).
+  bool has_tokens = false;
+  Summary tokens_per_example;
+  int64_t total_tokens = 0;  // one epoch
 };
 
 struct IssueCount {

@@ -186,8 +186,9 @@ class FileValidator {
   int64_t line_no_ = 0;
   int64_t examples_ = 0;
   int64_t bytes_ = 0;
-  std::string normalized_text_;  // scratch for the normalized hash
-  size_t normalized_size_ = 0;   // bytes of normalized_text_ in use
+  std::string normalized_text_;     // scratch for the normalized hash
+  std::vector<ExampleText> texts_;  // the example's texts, when counting tokens
+  size_t normalized_size_ = 0;      // bytes of normalized_text_ in use
 
   DatasetStatsAccumulator stats_;
   absl::flat_hash_map<uint64_t, int64_t> exact_;       // line hash -> first line
@@ -275,6 +276,7 @@ void FileValidator::ProcessLine(const char* p, size_t n) {
   }
   ExampleFacts facts;
   normalized_size_ = 0;
+  texts_.clear();
   if (!CheckLine(obj, &facts)) return;
 
   uint64_t exact_hash = absl::Hash<absl::string_view>{}(absl::string_view(p, n));
@@ -296,6 +298,20 @@ void FileValidator::ProcessLine(const char* p, size_t n) {
           absl::StrCat("example has ", facts.characters, " characters (over ",
                        options_.long_example_chars,
                        "); it may exceed the model's context and be truncated"));
+  }
+  if (options_.token_counter != nullptr) {
+    absl::StatusOr<int64_t> tokens = options_.token_counter->Count(texts_);
+    if (!tokens.ok()) {
+      Error("tokenizer_error", "", absl::StrCat("cannot tokenize: ", tokens.status().message()));
+      return;
+    }
+    facts.tokens = *tokens;
+    if (options_.max_seq_len > 0 && *tokens > options_.max_seq_len) {
+      Error("too_many_tokens", "",
+            absl::StrCat("example has ", *tokens, " tokens, over --max-seq-len=",
+                         options_.max_seq_len, "; training would truncate it"));
+      return;
+    }
   }
   stats_.AddExample(facts);
 }
@@ -385,6 +401,11 @@ void FileValidator::AddText(absl::string_view text, char role_tag, ExampleFacts*
   normalized_size_ += written;
   facts->characters += scan.characters;
   facts->words += scan.words;
+  if (options_.token_counter != nullptr) {
+    static constexpr const char* kRoles[] = {"system", "user", "assistant", "tool"};
+    const int role = role_tag - '0';
+    texts_.push_back(ExampleText{role >= 0 && role < 4 ? kRoles[role] : "", text});
+  }
 }
 
 bool FileValidator::CheckText(dom::element value, const std::string& path, ExampleFacts* facts,

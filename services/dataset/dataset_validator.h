@@ -23,6 +23,7 @@
 #include "absl/strings/string_view.h"
 #include "services/dataset/dataset_types.h"
 #include "services/dataset/issue_collector.h"
+#include "services/dataset/token_counter.h"
 
 namespace switchyard::dataset {
 
@@ -41,6 +42,12 @@ struct ValidatorOptions {
   int64_t long_example_chars = 32768;
   // Warnings make the report invalid too.
   bool strict = false;
+  // When set, tokens are counted per example (statistics and max_seq_len).
+  // Not owned; must outlive the validator.
+  const TokenCounter* token_counter = nullptr;
+  // With a token counter: examples with more tokens are an error
+  // ("too_many_tokens"); 0 means no limit.
+  int64_t max_seq_len = 0;
 };
 
 enum class Split { kTrain, kValidation };

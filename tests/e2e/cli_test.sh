@@ -95,6 +95,14 @@ expect_exit 3 "$SY" data validate "$TMP/nope.jsonl"
 check "data validate with an unknown flag is a usage error"
 expect_exit 2 "$SY" data validate "$DATA/chat_valid.jsonl" --no-such-flag
 
+check "data validate --tokenizer counts tokens and --max-seq-len flags long examples"
+expect_exit 0 "$SY" data validate "$DATA/chat_valid.jsonl" --tokenizer "$ROOT/tests/data/text/gpt2" --json
+python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); sys.exit(0 if int(d["trainStats"]["totalTokens"]) > 0 else 1)' "$TMP/out" \
+  || fail "no token counts in the report"
+expect_exit 1 "$SY" data validate "$DATA/chat_valid.jsonl" --tokenizer "$ROOT/tests/data/text/gpt2" --max-seq-len 5
+expect_in "$TMP/out" "too_many_tokens"
+expect_exit 2 "$SY" data validate "$DATA/chat_valid.jsonl" --max-seq-len 5
+
 check "data validate reads a pipe (/dev/stdin)"
 "$SY" data validate /dev/stdin < "$DATA/chat_valid.jsonl" > "$TMP/out" 2> "$TMP/err" \
   || fail "validate from stdin exited $?"

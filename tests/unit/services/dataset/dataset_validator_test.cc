@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <sys/resource.h>
 
+#include <nlohmann/json.hpp>
 #include <ostream>
 #include <string>
 #include <vector>
@@ -11,7 +12,9 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
+#include "services/dataset/token_counter.h"
 #include "shared/core/file_util.h"
+#include "shared/text/tokenizer.h"
 #include "tests/testing/dataset_fixtures.h"
 
 namespace switchyard::dataset {
@@ -638,6 +641,47 @@ TEST(DatasetValidatorTest, FewerThanMinExamplesIsAnError) {
   EXPECT_THAT(Find(r, "too_few_examples")->message, HasSubstr("9 examples"));
   EXPECT_THAT(Find(r, "too_few_examples")->message, HasSubstr("10"));
   EXPECT_EQ(Find(r, "few_examples"), nullptr);
+}
+
+TEST(DatasetValidatorTest, CountsTokensPerExampleAndPerEpochWithATokenizer) {
+  auto tokenizer = text::Tokenizer::FromFile(absl::StrCat(SWITCHYARD_TEST_DATA_DIR, "/text/gpt2"));
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+  TokenizerTokenCounter counter(tokenizer->get());
+  ValidatorOptions o = Lenient();
+  o.token_counter = &counter;
+  ValidationReport r = Validate(ChatLines(20), o);
+  EXPECT_TRUE(r.valid) << Describe(r);
+  ASSERT_TRUE(r.train_stats.has_tokens);
+  // Each line's tokens are its three contents' tokens.
+  int64_t expected = 0;
+  for (int i = 1; i <= 20; ++i) {
+    nlohmann::json line = nlohmann::json::parse(ChatLine(i));
+    for (const auto& m : line["messages"]) {
+      expected += static_cast<int64_t>(
+          (*tokenizer)->Encode(m["content"].get<std::string>(), false)->size());
+    }
+  }
+  EXPECT_EQ(r.train_stats.total_tokens, expected);
+  EXPECT_GT(r.train_stats.tokens_per_example.max, 0);
+  EXPECT_FALSE(Validate(ChatLines(20), Lenient()).train_stats.has_tokens);
+}
+
+TEST(DatasetValidatorTest, ExamplesOverMaxSeqLenAreErrorsNamingTheLine) {
+  auto tokenizer = text::Tokenizer::FromFile(absl::StrCat(SWITCHYARD_TEST_DATA_DIR, "/text/gpt2"));
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+  TokenizerTokenCounter counter(tokenizer->get());
+  ValidatorOptions o = Lenient();
+  o.token_counter = &counter;
+  o.max_seq_len = 20;
+  std::string file = ChatLines(2) +
+                     Chat(R"({"role":"user","content":"q"},)"
+                          R"({"role":"assistant","content":")" +
+                          std::string(400, 'x') + R"( y z"})") +
+                     "\n";
+  ValidationReport r = Validate(file, o);
+  EXPECT_FALSE(r.valid);
+  EXPECT_THAT(r.issues, Contains(ErrorIs("too_many_tokens", 3, "")));
+  EXPECT_THAT(Find(r, "too_many_tokens")->message, HasSubstr("--max-seq-len=20"));
 }
 
 TEST(DatasetValidatorTest, ExampleCountRulesApplyToTheTrainFileOnly) {
