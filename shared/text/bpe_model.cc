@@ -6,14 +6,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "shared/core/status_macros.h"
 #include "shared/text/unicode.h"
 
 namespace switchyard::text {
 namespace {
-
-absl::Status FieldError(absl::string_view field, absl::string_view what) {
-  return absl::InvalidArgumentError(absl::StrCat("tokenizer.json: ", field, ": ", what));
-}
 
 uint64_t PairKey(int32_t a, int32_t b) {
   return (static_cast<uint64_t>(static_cast<uint32_t>(a)) << 32) | static_cast<uint32_t>(b);
@@ -23,27 +20,11 @@ uint64_t PairKey(int32_t a, int32_t b) {
 
 absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::FromJson(const nlohmann::json& model) {
   std::unique_ptr<BpeModel> m(new BpeModel());
-  auto vocab = model.find("vocab");
-  if (vocab == model.end() || !vocab->is_object()) {
-    return FieldError("model.vocab", "missing or not an object of token -> id");
-  }
-  int32_t max_id = -1;
-  for (auto it = vocab->begin(); it != vocab->end(); ++it) {
-    if (!it.value().is_number_integer() || it.value().get<int64_t>() < 0 ||
-        it.value().get<int64_t>() > INT32_MAX) {
-      return FieldError(absl::StrCat("model.vocab[\"", it.key(), "\"]"),
-                        "id must be a non-negative integer");
-    }
-    const int32_t id = it.value().get<int32_t>();
-    m->vocab_[it.key()] = id;
-    max_id = std::max(max_id, id);
-  }
-  m->id_to_token_.resize(static_cast<size_t>(max_id + 1));
-  for (const auto& [token, id] : m->vocab_) m->id_to_token_[static_cast<size_t>(id)] = token;
+  SY_RETURN_IF_ERROR(ParseVocabulary(model, &m->vocab_));
 
   auto merges = model.find("merges");
   if (merges != model.end() && !merges->is_null()) {
-    if (!merges->is_array()) return FieldError("model.merges", "must be an array");
+    if (!merges->is_array()) return TokenizerJsonError("model.merges", "must be an array");
     int32_t rank = 0;
     for (const auto& merge : *merges) {
       std::string left, right;
@@ -52,8 +33,8 @@ absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::FromJson(const nlohmann::jso
         const std::string& s = merge.get_ref<const std::string&>();
         size_t space = s.find(' ', 1);
         if (space == std::string::npos || s.find(' ', space + 1) != std::string::npos) {
-          return FieldError(field,
-                            absl::StrCat("\"", s, "\" is not two tokens separated by a space"));
+          return TokenizerJsonError(
+              field, absl::StrCat("\"", s, "\" is not two tokens separated by a space"));
         }
         left = s.substr(0, space);
         right = s.substr(space + 1);
@@ -62,13 +43,14 @@ absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::FromJson(const nlohmann::jso
         left = merge[0].get<std::string>();
         right = merge[1].get<std::string>();
       } else {
-        return FieldError(field, "must be \"a b\" or [\"a\", \"b\"]");
+        return TokenizerJsonError(field, "must be \"a b\" or [\"a\", \"b\"]");
       }
-      auto l = m->vocab_.find(left), r = m->vocab_.find(right);
-      auto merged = m->vocab_.find(left + right);
-      if (l == m->vocab_.end() || r == m->vocab_.end() || merged == m->vocab_.end()) {
-        return FieldError(field, absl::StrCat("\"", left, "\", \"", right, "\" or their merge \"",
-                                              left, right, "\" is not in model.vocab"));
+      auto l = m->vocab_.ids.find(left), r = m->vocab_.ids.find(right);
+      auto merged = m->vocab_.ids.find(left + right);
+      if (l == m->vocab_.ids.end() || r == m->vocab_.ids.end() || merged == m->vocab_.ids.end()) {
+        return TokenizerJsonError(
+            field, absl::StrCat("\"", left, "\", \"", right, "\" or their merge \"", left, right,
+                                "\" is not in model.vocab"));
       }
       m->merges_.try_emplace(PairKey(l->second, r->second), rank, merged->second);
       ++rank;
@@ -89,29 +71,31 @@ absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::FromJson(const nlohmann::jso
   m->end_of_word_suffix_ = get_string("end_of_word_suffix");
   const std::string unk = get_string("unk_token");
   if (!unk.empty()) {
-    auto it = m->vocab_.find(unk);
-    if (it == m->vocab_.end()) {
-      return FieldError("model.unk_token", absl::StrCat("\"", unk, "\" is not in model.vocab"));
+    auto it = m->vocab_.ids.find(unk);
+    if (it == m->vocab_.ids.end()) {
+      return TokenizerJsonError("model.unk_token",
+                                absl::StrCat("\"", unk, "\" is not in model.vocab"));
     }
     m->unk_id_ = it->second;
   }
   auto dropout = model.find("dropout");
   if (dropout != model.end() && dropout->is_number() && dropout->get<double>() > 0) {
-    return FieldError("model.dropout", "BPE dropout is for training; set it to null to encode");
+    return TokenizerJsonError("model.dropout",
+                              "BPE dropout is for training; set it to null to encode");
   }
   return m;
 }
 
 std::optional<int32_t> BpeModel::TokenToId(absl::string_view token) const {
-  auto it = vocab_.find(token);
-  if (it == vocab_.end()) return std::nullopt;
+  auto it = vocab_.ids.find(token);
+  if (it == vocab_.ids.end()) return std::nullopt;
   return it->second;
 }
 
 const std::string& BpeModel::IdToToken(int32_t id) const {
   static const std::string* empty = new std::string();
   if (id < 0 || id >= vocab_size()) return *empty;
-  return id_to_token_[static_cast<size_t>(id)];
+  return vocab_.tokens[static_cast<size_t>(id)];
 }
 
 void BpeModel::Tokenize(absl::string_view word, std::vector<int32_t>* ids) const {
@@ -135,8 +119,8 @@ void BpeModel::Tokenize(absl::string_view word, std::vector<int32_t>* ids) const
 
 void BpeModel::TokenizeUncached(absl::string_view word, std::vector<int32_t>* ids) const {
   if (ignore_merges_) {
-    auto it = vocab_.find(word);
-    if (it != vocab_.end()) {
+    auto it = vocab_.ids.find(word);
+    if (it != vocab_.ids.end()) {
       ids->push_back(it->second);
       return;
     }
@@ -150,8 +134,8 @@ void BpeModel::TokenizeUncached(absl::string_view word, std::vector<int32_t>* id
     if (i > 0) piece = continuing_subword_prefix_;
     absl::StrAppend(&piece, chars[i]);
     if (i + 1 == chars.size()) absl::StrAppend(&piece, end_of_word_suffix_);
-    auto it = vocab_.find(piece);
-    if (it != vocab_.end()) {
+    auto it = vocab_.ids.find(piece);
+    if (it != vocab_.ids.end()) {
       symbols.push_back(it->second);
       is_unk.push_back(false);
       continue;
@@ -160,8 +144,8 @@ void BpeModel::TokenizeUncached(absl::string_view word, std::vector<int32_t>* id
       bool all = true;
       std::vector<int32_t> bytes;
       for (unsigned char b : chars[i]) {
-        auto byte_token = vocab_.find(absl::StrFormat("<0x%02X>", b));
-        if (byte_token == vocab_.end()) {
+        auto byte_token = vocab_.ids.find(absl::StrFormat("<0x%02X>", b));
+        if (byte_token == vocab_.ids.end()) {
           all = false;
           break;
         }

@@ -34,14 +34,13 @@ class BpeModel : public Model {
 
   std::optional<int32_t> TokenToId(absl::string_view token) const override;
   const std::string& IdToToken(int32_t id) const override;
-  int32_t vocab_size() const override { return static_cast<int32_t>(id_to_token_.size()); }
+  int32_t vocab_size() const override { return static_cast<int32_t>(vocab_.tokens.size()); }
 
  private:
   BpeModel() = default;
   void TokenizeUncached(absl::string_view word, std::vector<int32_t>* ids) const;
 
-  absl::flat_hash_map<std::string, int32_t> vocab_;
-  std::vector<std::string> id_to_token_;
+  Vocabulary vocab_;
   // (left id << 32 | right id) -> (rank, merged id)
   absl::flat_hash_map<uint64_t, std::pair<int32_t, int32_t>> merges_;
   std::optional<int32_t> unk_id_;

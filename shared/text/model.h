@@ -4,13 +4,29 @@
 #define SWITCHYARD_SHARED_TEXT_MODEL_H_
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 
 namespace switchyard::text {
+
+// A model's token <-> id table, read from tokenizer.json's "model.vocab".
+struct Vocabulary {
+  absl::flat_hash_map<std::string, int32_t> ids;
+  std::vector<std::string> tokens;  // by id; empty where an id is unused
+};
+
+// Parses `model["vocab"]` (an object of token -> non-negative id); errors name
+// the field.
+absl::Status ParseVocabulary(const nlohmann::json& model, Vocabulary* vocab);
+
+// INVALID_ARGUMENT "tokenizer.json: <field>: <what>".
+absl::Status TokenizerJsonError(absl::string_view field, absl::string_view what);
 
 class Model {
  public:

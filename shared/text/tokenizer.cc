@@ -19,6 +19,7 @@
 #include "shared/core/file_util.h"
 #include "shared/core/status_macros.h"
 #include "shared/text/bpe_model.h"
+#include "shared/text/model.h"
 #include "shared/text/unicode.h"
 #include "shared/text/wordpiece_model.h"
 
@@ -30,10 +31,6 @@ using Json = nlohmann::json;
 // GPT-2's pre-tokenization regex, used by ByteLevel with use_regex.
 constexpr char kGpt2Pattern[] =
     R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
-
-absl::Status FieldError(absl::string_view field, absl::string_view what) {
-  return absl::InvalidArgumentError(absl::StrCat("tokenizer.json: ", field, ": ", what));
-}
 
 std::string TypeOf(const Json& j) {
   auto it = j.find("type");
@@ -229,7 +226,8 @@ absl::StatusOr<std::unique_ptr<Normalizer>> ParseNormalizer(const Json& j,
   }
   if (type == "Prepend") {
     auto it = j.find("prepend");
-    if (it == j.end() || !it->is_string()) return FieldError(field + ".prepend", "missing string");
+    if (it == j.end() || !it->is_string())
+      return TokenizerJsonError(field + ".prepend", "missing string");
     return std::make_unique<PrependNormalizer>(it->get<std::string>());
   }
   if (type == "Replace") {
@@ -237,10 +235,11 @@ absl::StatusOr<std::unique_ptr<Normalizer>> ParseNormalizer(const Json& j,
     auto content = j.find("content");
     if (pattern == j.end() || !pattern->is_object() || !pattern->contains("String") ||
         !(*pattern)["String"].is_string()) {
-      return FieldError(field + ".pattern", "only {\"String\": ...} patterns are supported yet");
+      return TokenizerJsonError(field + ".pattern",
+                                "only {\"String\": ...} patterns are supported yet");
     }
     if (content == j.end() || !content->is_string()) {
-      return FieldError(field + ".content", "missing string");
+      return TokenizerJsonError(field + ".content", "missing string");
     }
     return std::make_unique<ReplaceNormalizer>((*pattern)["String"].get<std::string>(),
                                                content->get<std::string>());
@@ -248,7 +247,7 @@ absl::StatusOr<std::unique_ptr<Normalizer>> ParseNormalizer(const Json& j,
   if (type == "Sequence") {
     auto list = j.find("normalizers");
     if (list == j.end() || !list->is_array()) {
-      return FieldError(field + ".normalizers", "missing array");
+      return TokenizerJsonError(field + ".normalizers", "missing array");
     }
     std::vector<std::unique_ptr<Normalizer>> steps;
     for (size_t i = 0; i < list->size(); ++i) {
@@ -258,8 +257,8 @@ absl::StatusOr<std::unique_ptr<Normalizer>> ParseNormalizer(const Json& j,
     }
     return std::make_unique<SequenceNormalizer>(std::move(steps));
   }
-  return FieldError(field + ".type",
-                    absl::StrCat("normalizer \"", type, "\" is not supported yet"));
+  return TokenizerJsonError(field + ".type",
+                            absl::StrCat("normalizer \"", type, "\" is not supported yet"));
 }
 
 // ------------------------------------------------------------ pre-tokenizers
@@ -287,8 +286,8 @@ class Regex {
     if (code == nullptr) {
       PCRE2_UCHAR message[256];
       pcre2_get_error_message(error, message, sizeof(message));
-      return FieldError(field, absl::StrCat("regex does not compile at offset ", offset, ": ",
-                                            reinterpret_cast<const char*>(message)));
+      return TokenizerJsonError(field, absl::StrCat("regex does not compile at offset ", offset,
+                                                    ": ", reinterpret_cast<const char*>(message)));
     }
     pcre2_jit_compile(code, PCRE2_JIT_COMPLETE);
     return std::unique_ptr<Regex>(new Regex(code));
@@ -523,14 +522,16 @@ absl::StatusOr<std::unique_ptr<PreTokenizer>> ParsePreTokenizer(const Json& j,
     else if (scheme == "never")
       prepend = MetaspacePreTokenizer::Prepend::kNever;
     else
-      return FieldError(field + ".prepend_scheme", absl::StrCat("unknown scheme \"", scheme, "\""));
+      return TokenizerJsonError(field + ".prepend_scheme",
+                                absl::StrCat("unknown scheme \"", scheme, "\""));
     return std::make_unique<MetaspacePreTokenizer>(j.value("replacement", std::string("\u2581")),
                                                    prepend, BoolField(j, "split", true));
   }
   if (type == "Split") {
     auto pattern = j.find("pattern");
     if (pattern == j.end() || !pattern->is_object()) {
-      return FieldError(field + ".pattern", "missing {\"Regex\": ...} or {\"String\": ...}");
+      return TokenizerJsonError(field + ".pattern",
+                                "missing {\"Regex\": ...} or {\"String\": ...}");
     }
     std::unique_ptr<Regex> regex;
     if (pattern->contains("Regex") && (*pattern)["Regex"].is_string()) {
@@ -540,7 +541,7 @@ absl::StatusOr<std::unique_ptr<PreTokenizer>> ParsePreTokenizer(const Json& j,
       SY_ASSIGN_OR_RETURN(regex, Regex::Compile((*pattern)["String"].get<std::string>(), true,
                                                 field + ".pattern.String"));
     } else {
-      return FieldError(field + ".pattern", "needs a string \"Regex\" or \"String\"");
+      return TokenizerJsonError(field + ".pattern", "needs a string \"Regex\" or \"String\"");
     }
     const std::string behavior = j.value("behavior", "Isolated");
     SplitBehavior b;
@@ -555,13 +556,14 @@ absl::StatusOr<std::unique_ptr<PreTokenizer>> ParsePreTokenizer(const Json& j,
     else if (behavior == "Contiguous")
       b = SplitBehavior::kContiguous;
     else
-      return FieldError(field + ".behavior", absl::StrCat("unknown behavior \"", behavior, "\""));
+      return TokenizerJsonError(field + ".behavior",
+                                absl::StrCat("unknown behavior \"", behavior, "\""));
     return std::make_unique<SplitPreTokenizer>(std::move(regex), b, BoolField(j, "invert", false));
   }
   if (type == "Sequence") {
     auto list = j.find("pretokenizers");
     if (list == j.end() || !list->is_array()) {
-      return FieldError(field + ".pretokenizers", "missing array");
+      return TokenizerJsonError(field + ".pretokenizers", "missing array");
     }
     std::vector<std::unique_ptr<PreTokenizer>> steps;
     for (size_t i = 0; i < list->size(); ++i) {
@@ -571,8 +573,8 @@ absl::StatusOr<std::unique_ptr<PreTokenizer>> ParsePreTokenizer(const Json& j,
     }
     return std::make_unique<SequencePreTokenizer>(std::move(steps));
   }
-  return FieldError(field + ".type",
-                    absl::StrCat("pre-tokenizer \"", type, "\" is not supported yet"));
+  return TokenizerJsonError(field + ".type",
+                            absl::StrCat("pre-tokenizer \"", type, "\" is not supported yet"));
 }
 
 // ----------------------------------------------------------- post-processors
@@ -588,7 +590,8 @@ absl::Status ParsePostProcessor(const Json& j, const std::string& field, Templat
   if (type == "ByteLevel") return absl::OkStatus();  // offsets only
   if (type == "Sequence") {
     auto list = j.find("processors");
-    if (list == j.end() || !list->is_array()) return FieldError(field + ".processors", "missing");
+    if (list == j.end() || !list->is_array())
+      return TokenizerJsonError(field + ".processors", "missing");
     for (size_t i = 0; i < list->size(); ++i) {
       SY_RETURN_IF_ERROR(
           ParsePostProcessor((*list)[i], absl::StrCat(field, ".processors[", i, "]"), t));
@@ -599,7 +602,7 @@ absl::Status ParsePostProcessor(const Json& j, const std::string& field, Templat
     for (const char* key : {"cls", "sep"}) {
       auto it = j.find(key);
       if (it == j.end() || !it->is_array() || it->size() != 2 || !(*it)[1].is_number_integer()) {
-        return FieldError(absl::StrCat(field, ".", key), "must be [token, id]");
+        return TokenizerJsonError(absl::StrCat(field, ".", key), "must be [token, id]");
       }
     }
     t->before.push_back(j["cls"][1].get<int32_t>());
@@ -609,7 +612,8 @@ absl::Status ParsePostProcessor(const Json& j, const std::string& field, Templat
   if (type == "TemplateProcessing") {
     auto single = j.find("single");
     auto specials = j.find("special_tokens");
-    if (single == j.end() || !single->is_array()) return FieldError(field + ".single", "missing");
+    if (single == j.end() || !single->is_array())
+      return TokenizerJsonError(field + ".single", "missing");
     bool seen_sequence = false;
     for (size_t i = 0; i < single->size(); ++i) {
       const Json& item = (*single)[i];
@@ -619,13 +623,14 @@ absl::Status ParsePostProcessor(const Json& j, const std::string& field, Templat
         continue;
       }
       if (!item.contains("SpecialToken") || !item["SpecialToken"].contains("id")) {
-        return FieldError(item_field, "must be {\"Sequence\": ...} or {\"SpecialToken\": ...}");
+        return TokenizerJsonError(item_field,
+                                  "must be {\"Sequence\": ...} or {\"SpecialToken\": ...}");
       }
       const std::string name = item["SpecialToken"]["id"].get<std::string>();
       if (specials == j.end() || !specials->contains(name) || !(*specials)[name].contains("ids") ||
           !(*specials)[name]["ids"].is_array()) {
-        return FieldError(field + ".special_tokens",
-                          absl::StrCat("no ids for special token \"", name, "\""));
+        return TokenizerJsonError(field + ".special_tokens",
+                                  absl::StrCat("no ids for special token \"", name, "\""));
       }
       for (const Json& id : (*specials)[name]["ids"]) {
         (seen_sequence ? t->after : t->before).push_back(id.get<int32_t>());
@@ -633,8 +638,8 @@ absl::Status ParsePostProcessor(const Json& j, const std::string& field, Templat
     }
     return absl::OkStatus();
   }
-  return FieldError(field + ".type",
-                    absl::StrCat("post-processor \"", type, "\" is not supported yet"));
+  return TokenizerJsonError(field + ".type",
+                            absl::StrCat("post-processor \"", type, "\" is not supported yet"));
 }
 
 // ------------------------------------------------------------------ decoders
@@ -827,7 +832,8 @@ absl::StatusOr<std::string> StringPattern(const Json& j, const std::string& fiel
   auto pattern = j.find("pattern");
   if (pattern == j.end() || !pattern->is_object() || !pattern->contains("String") ||
       !(*pattern)["String"].is_string()) {
-    return FieldError(field + ".pattern", "only {\"String\": ...} patterns are supported yet");
+    return TokenizerJsonError(field + ".pattern",
+                              "only {\"String\": ...} patterns are supported yet");
   }
   return (*pattern)["String"].get<std::string>();
 }
@@ -841,7 +847,7 @@ absl::StatusOr<std::unique_ptr<Decoder>> ParseDecoder(const Json& j, const std::
     SY_ASSIGN_OR_RETURN(std::string from, StringPattern(j, field));
     auto content = j.find("content");
     if (content == j.end() || !content->is_string()) {
-      return FieldError(field + ".content", "missing string");
+      return TokenizerJsonError(field + ".content", "missing string");
     }
     return std::make_unique<ReplaceDecoder>(from, content->get<std::string>());
   }
@@ -860,7 +866,8 @@ absl::StatusOr<std::unique_ptr<Decoder>> ParseDecoder(const Json& j, const std::
   }
   if (type == "Sequence") {
     auto list = j.find("decoders");
-    if (list == j.end() || !list->is_array()) return FieldError(field + ".decoders", "missing");
+    if (list == j.end() || !list->is_array())
+      return TokenizerJsonError(field + ".decoders", "missing");
     std::vector<std::unique_ptr<Decoder>> steps;
     for (size_t i = 0; i < list->size(); ++i) {
       SY_ASSIGN_OR_RETURN(auto step,
@@ -869,7 +876,8 @@ absl::StatusOr<std::unique_ptr<Decoder>> ParseDecoder(const Json& j, const std::
     }
     return std::make_unique<SequenceDecoder>(std::move(steps));
   }
-  return FieldError(field + ".type", absl::StrCat("decoder \"", type, "\" is not supported yet"));
+  return TokenizerJsonError(field + ".type",
+                            absl::StrCat("decoder \"", type, "\" is not supported yet"));
 }
 
 bool IsWordByte(unsigned char c) { return c >= 0x80 || absl::ascii_isalnum(c) || c == '_'; }
@@ -979,7 +987,7 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJson(absl::string_view
   try {
     auto model = j.find("model");
     if (model == j.end() || !model->is_object()) {
-      return wrap(FieldError("model", "missing object"));
+      return wrap(TokenizerJsonError("model", "missing object"));
     }
     const std::string model_type = TypeOf(*model);
     if (model_type == "BPE" || (model_type.empty() && model->contains("merges"))) {
@@ -991,8 +999,8 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJson(absl::string_view
       if (!wordpiece.ok()) return wrap(wordpiece.status());
       impl->model = std::move(*wordpiece);
     } else {
-      return wrap(FieldError("model.type",
-                             absl::StrCat("model \"", model_type, "\" is not supported yet")));
+      return wrap(TokenizerJsonError(
+          "model.type", absl::StrCat("model \"", model_type, "\" is not supported yet")));
     }
 
     if (auto n = j.find("normalizer"); n != j.end() && !n->is_null()) {
@@ -1014,13 +1022,13 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJson(absl::string_view
       impl->decoder = std::move(*parsed);
     }
     if (auto a = j.find("added_tokens"); a != j.end() && !a->is_null()) {
-      if (!a->is_array()) return wrap(FieldError("added_tokens", "must be an array"));
+      if (!a->is_array()) return wrap(TokenizerJsonError("added_tokens", "must be an array"));
       for (size_t i = 0; i < a->size(); ++i) {
         const Json& t = (*a)[i];
         if (!t.is_object() || !t.contains("id") || !t["id"].is_number_integer() ||
             !t.contains("content") || !t["content"].is_string()) {
-          return wrap(FieldError(absl::StrCat("added_tokens[", i, "]"),
-                                 "needs an integer \"id\" and a string \"content\""));
+          return wrap(TokenizerJsonError(absl::StrCat("added_tokens[", i, "]"),
+                                         "needs an integer \"id\" and a string \"content\""));
         }
         AddedToken token;
         token.id = t["id"].get<int32_t>();

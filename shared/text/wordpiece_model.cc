@@ -1,40 +1,19 @@
 #include "shared/text/wordpiece_model.h"
 
 #include "absl/strings/str_cat.h"
+#include "shared/core/status_macros.h"
 #include "shared/text/unicode.h"
 
 namespace switchyard::text {
-namespace {
-
-absl::Status FieldError(absl::string_view field, absl::string_view what) {
-  return absl::InvalidArgumentError(absl::StrCat("tokenizer.json: ", field, ": ", what));
-}
-
-}  // namespace
-
 absl::StatusOr<std::unique_ptr<WordPieceModel>> WordPieceModel::FromJson(
     const nlohmann::json& model) {
   std::unique_ptr<WordPieceModel> m(new WordPieceModel());
-  auto vocab = model.find("vocab");
-  if (vocab == model.end() || !vocab->is_object()) {
-    return FieldError("model.vocab", "missing or not an object of token -> id");
-  }
-  int32_t max_id = -1;
-  for (auto it = vocab->begin(); it != vocab->end(); ++it) {
-    if (!it.value().is_number_integer() || it.value().get<int64_t>() < 0 ||
-        it.value().get<int64_t>() > INT32_MAX) {
-      return FieldError(absl::StrCat("model.vocab[\"", it.key(), "\"]"),
-                        "id must be a non-negative integer");
-    }
-    m->vocab_[it.key()] = it.value().get<int32_t>();
-    max_id = std::max(max_id, it.value().get<int32_t>());
-  }
-  m->id_to_token_.resize(static_cast<size_t>(max_id + 1));
-  for (const auto& [token, id] : m->vocab_) m->id_to_token_[static_cast<size_t>(id)] = token;
+  SY_RETURN_IF_ERROR(ParseVocabulary(model, &m->vocab_));
   const std::string unk = model.value("unk_token", std::string("[UNK]"));
-  auto it = m->vocab_.find(unk);
-  if (it == m->vocab_.end()) {
-    return FieldError("model.unk_token", absl::StrCat("\"", unk, "\" is not in model.vocab"));
+  auto it = m->vocab_.ids.find(unk);
+  if (it == m->vocab_.ids.end()) {
+    return TokenizerJsonError("model.unk_token",
+                              absl::StrCat("\"", unk, "\" is not in model.vocab"));
   }
   m->unk_id_ = it->second;
   if (auto p = model.find("continuing_subword_prefix"); p != model.end() && p->is_string()) {
@@ -42,7 +21,7 @@ absl::StatusOr<std::unique_ptr<WordPieceModel>> WordPieceModel::FromJson(
   }
   if (auto n = model.find("max_input_chars_per_word"); n != model.end()) {
     if (!n->is_number_unsigned()) {
-      return FieldError("model.max_input_chars_per_word", "must be a positive integer");
+      return TokenizerJsonError("model.max_input_chars_per_word", "must be a positive integer");
     }
     m->max_chars_ = n->get<size_t>();
   }
@@ -67,8 +46,8 @@ void WordPieceModel::Tokenize(absl::string_view word, std::vector<int32_t>* ids)
       const char* begin = chars[start].data();
       const char* stop = chars[end - 1].data() + chars[end - 1].size();
       candidate.append(begin, static_cast<size_t>(stop - begin));
-      auto it = vocab_.find(candidate);
-      if (it != vocab_.end()) {
+      auto it = vocab_.ids.find(candidate);
+      if (it != vocab_.ids.end()) {
         found = it->second;
         break;
       }
@@ -85,15 +64,15 @@ void WordPieceModel::Tokenize(absl::string_view word, std::vector<int32_t>* ids)
 }
 
 std::optional<int32_t> WordPieceModel::TokenToId(absl::string_view token) const {
-  auto it = vocab_.find(token);
-  if (it == vocab_.end()) return std::nullopt;
+  auto it = vocab_.ids.find(token);
+  if (it == vocab_.ids.end()) return std::nullopt;
   return it->second;
 }
 
 const std::string& WordPieceModel::IdToToken(int32_t id) const {
   static const std::string* empty = new std::string();
   if (id < 0 || id >= vocab_size()) return *empty;
-  return id_to_token_[static_cast<size_t>(id)];
+  return vocab_.tokens[static_cast<size_t>(id)];
 }
 
 }  // namespace switchyard::text

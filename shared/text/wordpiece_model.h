@@ -24,12 +24,11 @@ class WordPieceModel : public Model {
   void Tokenize(absl::string_view word, std::vector<int32_t>* ids) const override;
   std::optional<int32_t> TokenToId(absl::string_view token) const override;
   const std::string& IdToToken(int32_t id) const override;
-  int32_t vocab_size() const override { return static_cast<int32_t>(id_to_token_.size()); }
+  int32_t vocab_size() const override { return static_cast<int32_t>(vocab_.tokens.size()); }
 
  private:
   WordPieceModel() = default;
-  absl::flat_hash_map<std::string, int32_t> vocab_;
-  std::vector<std::string> id_to_token_;
+  Vocabulary vocab_;
   int32_t unk_id_ = 0;
   std::string prefix_ = "##";
   size_t max_chars_ = 100;
