@@ -12,7 +12,7 @@ int RunServe(const std::vector<std::string>& args);
 // args[0] is the verb: validate, prepare, upload, append, list, show, stats, versions,
 // delete, export.
 int RunData(const std::vector<std::string>& args);
-// args[0] is the verb: encode, decode.
+// args[0] is the verb: encode, decode, chat.
 int RunText(const std::vector<std::string>& args);
 
 }  // namespace switchyard::cli

@@ -1,11 +1,15 @@
 // `switchyard text ...`: a model's tokenizer from the command line, one JSON
 // value per line on stdin and stdout, for scripts and parity checks.
+#include <filesystem>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "absl/strings/match.h"
 #include "services/cli/cli_common.h"
 #include "services/cli/commands.h"
+#include "shared/core/file_util.h"
+#include "shared/text/chat_template.h"
 #include "shared/text/tokenizer.h"
 
 namespace switchyard::cli {
@@ -14,8 +18,11 @@ namespace {
 const char* kTextUsage =
     "Usage: switchyard text <verb> --tokenizer PATH [flags] < INPUT\n\n"
     "  encode    Each input line is a JSON string; prints its token ids as a JSON array.\n"
-    "  decode    Each input line is a JSON array of ids; prints the text as a JSON string.\n\n"
-    "PATH is a model directory or its tokenizer.json. Run `switchyard text <verb> --help`.\n";
+    "  decode    Each input line is a JSON array of ids; prints the text as a JSON string.\n"
+    "  chat      Each input line is a JSON object with `messages` (and optional `tools`);\n"
+    "            prints the prompt the model's chat template renders, as a JSON string.\n\n"
+    "PATH is a model directory, its tokenizer.json or its tokenizer_config.json.\n"
+    "Run `switchyard text <verb> --help`.\n";
 
 int Run(const std::vector<std::string>& args, bool encode) {
   FlagSet flags(encode ? "switchyard text encode --tokenizer PATH [--no-special] < FILE"
@@ -78,6 +85,76 @@ int Run(const std::vector<std::string>& args, bool encode) {
   return kExitOk;
 }
 
+// The tokenizer_config.json that belongs to PATH (a model directory, its
+// tokenizer.json or the config itself).
+std::string ConfigPath(const std::string& path) {
+  if (std::filesystem::is_directory(path)) return path + "/tokenizer_config.json";
+  if (absl::EndsWith(path, "tokenizer_config.json")) return path;
+  return (std::filesystem::path(path).parent_path() / "tokenizer_config.json").string();
+}
+
+// A special token from tokenizer_config.json: a string or {"content": ...}.
+void AddSpecialToken(const nlohmann::json& config, const char* key, nlohmann::ordered_json* ctx) {
+  auto it = config.find(key);
+  if (it == config.end()) return;
+  if (it->is_string())
+    (*ctx)[key] = it->get<std::string>();
+  else if (it->is_object() && it->contains("content"))
+    (*ctx)[key] = (*it)["content"];
+}
+
+int Chat(const std::vector<std::string>& args) {
+  FlagSet flags("switchyard text chat --tokenizer PATH [--add-generation-prompt] < FILE",
+                "Renders each line (a JSON object with \"messages\" and optional \"tools\" and\n"
+                "template variables) with the model's own chat_template, as Hugging Face's\n"
+                "apply_chat_template(tokenize=False) does, and prints it as a JSON string.");
+  flags.AddString("tokenizer", "", "Model directory, tokenizer.json or tokenizer_config.json.");
+  flags.AddBool("add-generation-prompt", false, "End with the assistant turn's header.");
+  flags.AddString("template", "default", "Name of the template when the config has several.");
+  int rc = ParseOrExit(&flags, args, 0, 0);
+  if (rc >= 0) return rc;
+  if (flags.GetString("tokenizer").empty()) {
+    std::cerr << "error: --tokenizer PATH is required\n";
+    return kExitUsage;
+  }
+  const std::string config_path = ConfigPath(flags.GetString("tokenizer"));
+  auto text = ReadFile(config_path);
+  if (!text.ok()) return ReportError(text.status());
+  nlohmann::json config = nlohmann::json::parse(*text, nullptr, false);
+  if (config.is_discarded() || !config.is_object()) {
+    std::cerr << "error: " << config_path << " is not a JSON object\n";
+    return kExitInvalidData;
+  }
+  auto source = text::ChatTemplateFromConfig(config, flags.GetString("template"));
+  if (!source.ok()) return ReportError(source.status());
+  auto chat_template = text::ChatTemplate::Parse(*source);
+  if (!chat_template.ok()) return ReportError(chat_template.status());
+  std::string line;
+  int64_t line_no = 0;
+  while (std::getline(std::cin, line)) {
+    ++line_no;
+    nlohmann::ordered_json input = nlohmann::ordered_json::parse(line, nullptr, false);
+    if (!input.is_object() || !input.contains("messages")) {
+      std::cerr << "error: line " << line_no << ": expected a JSON object with \"messages\"\n";
+      return kExitInvalidData;
+    }
+    nlohmann::ordered_json context = input;  // extra keys are template variables
+    for (const char* key : {"bos_token", "eos_token", "unk_token", "pad_token"}) {
+      if (!context.contains(key)) AddSpecialToken(config, key, &context);
+    }
+    if (!context.contains("add_generation_prompt")) {
+      context["add_generation_prompt"] = flags.GetBool("add-generation-prompt");
+    }
+    auto rendered = (*chat_template)->Render(context);
+    if (!rendered.ok()) {
+      std::cerr << "error: line " << line_no << ": " << rendered.status().message() << "\n";
+      return kExitInvalidData;
+    }
+    std::cout << nlohmann::json(*rendered).dump() << "\n";
+  }
+  return kExitOk;
+}
+
 }  // namespace
 
 int RunText(const std::vector<std::string>& args) {
@@ -88,6 +165,7 @@ int RunText(const std::vector<std::string>& args) {
   std::vector<std::string> rest(args.begin() + 1, args.end());
   if (args[0] == "encode") return Run(rest, true);
   if (args[0] == "decode") return Run(rest, false);
+  if (args[0] == "chat") return Chat(rest);
   std::cerr << "error: unknown verb `text " << args[0] << "`\n\n" << kTextUsage;
   return kExitUsage;
 }

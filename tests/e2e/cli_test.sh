@@ -135,6 +135,20 @@ sys.exit(0 if want == got else 1)' "$ROOT/tests/data/text/gpt2.fixtures.jsonl" "
   || fail "text decode differs from the fixtures"
 echo '"not closed' | expect_exit 1 "$SY" text encode --tokenizer "$TOK"
 
+check "text chat renders Qwen3's own chat template like Hugging Face"
+python3 -c 'import json,sys
+for line in open(sys.argv[1]):
+    row = json.loads(line)
+    if "rendered" in row: print(json.dumps(row["context"], ensure_ascii=False))' \
+  "$ROOT/tests/data/text/qwen3.templates.jsonl" > "$TMP/contexts.jsonl"
+"$SY" text chat --tokenizer "$ROOT/tests/data/text/qwen3" < "$TMP/contexts.jsonl" > "$TMP/rendered.jsonl" \
+  || fail "text chat exited $?"
+python3 -c 'import json,sys
+want=[json.loads(l)["rendered"] for l in open(sys.argv[1]) if "rendered" in json.loads(l)]
+got=[json.loads(l) for l in open(sys.argv[2])]
+sys.exit(0 if want == got and want else 1)' "$ROOT/tests/data/text/qwen3.templates.jsonl" "$TMP/rendered.jsonl" \
+  || fail "text chat output differs from the fixtures"
+
 check "data prepare converts CSV, applies fixes and writes both split files"
 cp "$DATA/support.csv" "$TMP/support.csv"
 expect_exit 0 "$SY" data prepare "$TMP/support.csv" -o "$TMP/prepared.jsonl" --split 0.2 \
