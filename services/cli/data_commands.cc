@@ -20,7 +20,7 @@
 #include "services/dataset/token_counter.h"
 #include "shared/core/file_util.h"
 #include "shared/core/sha256.h"
-#include "shared/text/tokenizer.h"
+#include "shared/text/model_text.h"
 #include "switchyard/v1/dataset.grpc.pb.h"
 
 namespace switchyard::cli {
@@ -199,7 +199,8 @@ int Validate(const std::vector<std::string>& args) {
   flags.AddInt("max-line-bytes", 8 << 20, "Longest allowed line, in bytes.");
   flags.AddInt("min-examples", 10, "Fewer examples than this is an error.");
   flags.AddString("tokenizer", "",
-                  "Model directory or tokenizer.json: count tokens per example and per epoch.");
+                  "Model directory or tokenizer.json: count tokens per example and per epoch "
+                  "(chat examples through the model's chat template when it has one).");
   flags.AddInt("max-seq-len", 0,
                "With --tokenizer: examples with more tokens are an error (0: no limit).");
   int rc = ParseOrExit(&flags, args, 1, 1);
@@ -220,13 +221,14 @@ int Validate(const std::vector<std::string>& args) {
   options.max_listed_issues = static_cast<int>(flags.GetInt("max-listed-issues"));
   options.max_line_bytes = flags.GetInt("max-line-bytes");
   options.min_examples = flags.GetInt("min-examples");
-  std::unique_ptr<text::Tokenizer> tokenizer;
+  text::ModelText model;
   std::unique_ptr<dataset::TokenizerTokenCounter> counter;
   if (!flags.GetString("tokenizer").empty()) {
-    auto loaded = text::Tokenizer::FromFile(flags.GetString("tokenizer"));
+    auto loaded = text::LoadModelText(flags.GetString("tokenizer"));
     if (!loaded.ok()) return ReportError(loaded.status());
-    tokenizer = std::move(*loaded);
-    counter = std::make_unique<dataset::TokenizerTokenCounter>(tokenizer.get());
+    model = std::move(*loaded);
+    counter = std::make_unique<dataset::TokenizerTokenCounter>(
+        model.tokenizer.get(), model.chat_template.get(), model.template_variables);
     options.token_counter = counter.get();
     options.max_seq_len = flags.GetInt("max-seq-len");
   }
@@ -528,8 +530,8 @@ grpc::Status Download(const Client& c, const std::string& name, v1::DatasetSplit
 // Token statistics of a stored version: downloads its files and counts them
 // with `tokenizer` locally, filling tokens_per_example and total_tokens.
 int AddTokenStats(const Client& c, const std::string& tokenizer_path, v1::DatasetVersion* v) {
-  auto tokenizer = text::Tokenizer::FromFile(tokenizer_path);
-  if (!tokenizer.ok()) return ReportError(tokenizer.status());
+  auto model = text::LoadModelText(tokenizer_path);
+  if (!model.ok()) return ReportError(model.status());
   std::string paths[2];
   for (const v1::DatasetFile& f : v->files()) {
     const int i = f.split() == v1::DATASET_SPLIT_VALIDATION ? 1 : 0;
@@ -546,7 +548,8 @@ int AddTokenStats(const Client& c, const std::string& tokenizer_path, v1::Datase
       return ReportError(s);
     }
   }
-  dataset::TokenizerTokenCounter counter(tokenizer->get());
+  dataset::TokenizerTokenCounter counter(model->tokenizer.get(), model->chat_template.get(),
+                                         model->template_variables);
   dataset::ValidatorOptions options;
   options.format = dataset::FromProto(v->format());
   options.min_examples = 0;

@@ -1,15 +1,12 @@
 // `switchyard text ...`: a model's tokenizer from the command line, one JSON
 // value per line on stdin and stdout, for scripts and parity checks.
-#include <filesystem>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "absl/strings/match.h"
 #include "services/cli/cli_common.h"
 #include "services/cli/commands.h"
-#include "shared/core/file_util.h"
-#include "shared/text/chat_template.h"
+#include "shared/text/model_text.h"
 #include "shared/text/tokenizer.h"
 
 namespace switchyard::cli {
@@ -85,24 +82,6 @@ int Run(const std::vector<std::string>& args, bool encode) {
   return kExitOk;
 }
 
-// The tokenizer_config.json that belongs to PATH (a model directory, its
-// tokenizer.json or the config itself).
-std::string ConfigPath(const std::string& path) {
-  if (std::filesystem::is_directory(path)) return path + "/tokenizer_config.json";
-  if (absl::EndsWith(path, "tokenizer_config.json")) return path;
-  return (std::filesystem::path(path).parent_path() / "tokenizer_config.json").string();
-}
-
-// A special token from tokenizer_config.json: a string or {"content": ...}.
-void AddSpecialToken(const nlohmann::json& config, const char* key, nlohmann::ordered_json* ctx) {
-  auto it = config.find(key);
-  if (it == config.end()) return;
-  if (it->is_string())
-    (*ctx)[key] = it->get<std::string>();
-  else if (it->is_object() && it->contains("content"))
-    (*ctx)[key] = (*it)["content"];
-}
-
 int Chat(const std::vector<std::string>& args) {
   FlagSet flags("switchyard text chat --tokenizer PATH [--add-generation-prompt] < FILE",
                 "Renders each line (a JSON object with \"messages\" and optional \"tools\" and\n"
@@ -117,18 +96,12 @@ int Chat(const std::vector<std::string>& args) {
     std::cerr << "error: --tokenizer PATH is required\n";
     return kExitUsage;
   }
-  const std::string config_path = ConfigPath(flags.GetString("tokenizer"));
-  auto text = ReadFile(config_path);
-  if (!text.ok()) return ReportError(text.status());
-  nlohmann::json config = nlohmann::json::parse(*text, nullptr, false);
-  if (config.is_discarded() || !config.is_object()) {
-    std::cerr << "error: " << config_path << " is not a JSON object\n";
-    return kExitInvalidData;
-  }
-  auto source = text::ChatTemplateFromConfig(config, flags.GetString("template"));
-  if (!source.ok()) return ReportError(source.status());
-  auto chat_template = text::ChatTemplate::Parse(*source);
-  if (!chat_template.ok()) return ReportError(chat_template.status());
+  text::ModelTextOptions options;
+  options.tokenizer = false;
+  options.require_template = true;
+  options.template_name = flags.GetString("template");
+  auto model = text::LoadModelText(flags.GetString("tokenizer"), options);
+  if (!model.ok()) return ReportError(model.status());
   std::string line;
   int64_t line_no = 0;
   while (std::getline(std::cin, line)) {
@@ -139,13 +112,13 @@ int Chat(const std::vector<std::string>& args) {
       return kExitInvalidData;
     }
     nlohmann::ordered_json context = input;  // extra keys are template variables
-    for (const char* key : {"bos_token", "eos_token", "unk_token", "pad_token"}) {
-      if (!context.contains(key)) AddSpecialToken(config, key, &context);
+    for (const auto& [key, value] : model->template_variables.items()) {
+      if (!context.contains(key)) context[key] = value;
     }
     if (!context.contains("add_generation_prompt")) {
       context["add_generation_prompt"] = flags.GetBool("add-generation-prompt");
     }
-    auto rendered = (*chat_template)->Render(context);
+    auto rendered = model->chat_template->Render(context);
     if (!rendered.ok()) {
       std::cerr << "error: line " << line_no << ": " << rendered.status().message() << "\n";
       return kExitInvalidData;

@@ -14,6 +14,7 @@
 #include "absl/strings/str_replace.h"
 #include "services/dataset/token_counter.h"
 #include "shared/core/file_util.h"
+#include "shared/text/model_text.h"
 #include "shared/text/tokenizer.h"
 #include "tests/testing/dataset_fixtures.h"
 
@@ -664,6 +665,27 @@ TEST(DatasetValidatorTest, CountsTokensPerExampleAndPerEpochWithATokenizer) {
   EXPECT_EQ(r.train_stats.total_tokens, expected);
   EXPECT_GT(r.train_stats.tokens_per_example.max, 0);
   EXPECT_FALSE(Validate(ChatLines(20), Lenient()).train_stats.has_tokens);
+}
+
+TEST(DatasetValidatorTest, ChatExamplesCountTheTokensOfTheModelsChatTemplateRendering) {
+  auto model = text::LoadModelText(absl::StrCat(SWITCHYARD_TEST_DATA_DIR, "/text/qwen3"));
+  ASSERT_TRUE(model.ok()) << model.status();
+  ASSERT_NE(model->chat_template, nullptr);
+  TokenizerTokenCounter counter(model->tokenizer.get(), model->chat_template.get(),
+                                model->template_variables);
+  ValidatorOptions o = Lenient();
+  o.token_counter = &counter;
+  ValidationReport r = Validate(ChatLines(5), o);
+  ASSERT_TRUE(r.train_stats.has_tokens) << Describe(r);
+  int64_t expected = 0;
+  for (int i = 1; i <= 5; ++i) {
+    nlohmann::ordered_json context = nlohmann::ordered_json::parse(ChatLine(i));
+    context["add_generation_prompt"] = false;
+    auto rendered = model->chat_template->Render(context);
+    ASSERT_TRUE(rendered.ok()) << rendered.status();
+    expected += static_cast<int64_t>(model->tokenizer->Encode(*rendered, false)->size());
+  }
+  EXPECT_EQ(r.train_stats.total_tokens, expected);
 }
 
 TEST(DatasetValidatorTest, ExamplesOverMaxSeqLenAreErrorsNamingTheLine) {

@@ -1,0 +1,36 @@
+// A model's text side, loaded from a Hugging Face checkpoint directory (or from
+// its tokenizer.json / tokenizer_config.json): the tokenizer, the chat
+// template, and the variables templates expect (bos_token, eos_token, ...).
+#ifndef SWITCHYARD_SHARED_TEXT_MODEL_TEXT_H_
+#define SWITCHYARD_SHARED_TEXT_MODEL_TEXT_H_
+
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "shared/text/chat_template.h"
+#include "shared/text/tokenizer.h"
+
+namespace switchyard::text {
+
+struct ModelText {
+  std::unique_ptr<Tokenizer> tokenizer;         // null unless asked for
+  std::unique_ptr<ChatTemplate> chat_template;  // null when the model has none
+  nlohmann::ordered_json template_variables = nlohmann::ordered_json::object();
+};
+
+struct ModelTextOptions {
+  bool tokenizer = true;          // load tokenizer.json (required)
+  bool chat_template = true;      // load tokenizer_config.json's chat_template if any
+  bool require_template = false;  // a missing chat_template is an error
+  std::string template_name = "default";
+};
+
+// `path` is a model directory, its tokenizer.json or its tokenizer_config.json.
+absl::StatusOr<ModelText> LoadModelText(const std::string& path,
+                                        const ModelTextOptions& options = {});
+
+}  // namespace switchyard::text
+
+#endif  // SWITCHYARD_SHARED_TEXT_MODEL_TEXT_H_
