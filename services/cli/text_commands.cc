@@ -28,7 +28,7 @@ int Run(const std::vector<std::string>& args, bool encode) {
                          "Hugging Face tokenizers' encode does."
                        : "Decodes each line (a JSON array of ids) to a JSON string, as Hugging\n"
                          "Face tokenizers' decode does.");
-  flags.AddString("tokenizer", "", "Model directory or tokenizer.json.");
+  flags.AddString("tokenizer", "", "Model directory, tokenizer.json or tokenizer_config.json.");
   if (encode) {
     flags.AddBool("special", true, "Add the post-processor's special tokens (--no-special: not).");
   } else {
@@ -40,8 +40,11 @@ int Run(const std::vector<std::string>& args, bool encode) {
     std::cerr << "error: --tokenizer PATH is required\n";
     return kExitUsage;
   }
-  auto tokenizer = text::Tokenizer::FromFile(flags.GetString("tokenizer"));
-  if (!tokenizer.ok()) return ReportError(tokenizer.status());
+  text::ModelTextOptions options;
+  options.chat_template = false;
+  auto model = text::LoadModelText(flags.GetString("tokenizer"), options);
+  if (!model.ok()) return ReportError(model.status());
+  const text::Tokenizer* tokenizer = model->tokenizer.get();
   std::string line;
   int64_t line_no = 0;
   while (std::getline(std::cin, line)) {
@@ -52,7 +55,7 @@ int Run(const std::vector<std::string>& args, bool encode) {
         std::cerr << "error: line " << line_no << ": expected a JSON string\n";
         return kExitInvalidData;
       }
-      auto ids = (*tokenizer)->Encode(input.get<std::string>(), flags.GetBool("special"));
+      auto ids = tokenizer->Encode(input.get<std::string>(), flags.GetBool("special"));
       if (!ids.ok()) {
         std::cerr << "error: line " << line_no << ": " << ids.status().message() << "\n";
         return kExitInvalidData;
@@ -71,7 +74,7 @@ int Run(const std::vector<std::string>& args, bool encode) {
         }
         ids.push_back(id.get<int32_t>());
       }
-      auto decoded = (*tokenizer)->Decode(ids, flags.GetBool("skip-special"));
+      auto decoded = tokenizer->Decode(ids, flags.GetBool("skip-special"));
       if (!decoded.ok()) {
         std::cerr << "error: line " << line_no << ": " << decoded.status().message() << "\n";
         return kExitInvalidData;

@@ -207,6 +207,21 @@ class BertNormalizer : public Normalizer {
   bool clean_text_, chinese_, strip_accents_, lowercase_;
 };
 
+// Drops combining marks (Unicode Mn), as tokenizers' StripAccents; models put
+// an NFD normalizer before it so accents are separate marks.
+class StripAccentsNormalizer : public Normalizer {
+ public:
+  absl::StatusOr<std::string> Apply(std::string text) const override {
+    std::string out;
+    out.reserve(text.size());
+    ForEachCodePoint(text, [&](uint32_t cp, absl::string_view ch) {
+      if (u_charType(static_cast<UChar32>(cp)) != U_NON_SPACING_MARK)
+        out.append(ch.data(), ch.size());
+    });
+    return out;
+  }
+};
+
 absl::StatusOr<std::unique_ptr<Normalizer>> ParseNormalizer(const Json& j,
                                                             const std::string& field) {
   const std::string type = TypeOf(j);
@@ -215,6 +230,7 @@ absl::StatusOr<std::unique_ptr<Normalizer>> ParseNormalizer(const Json& j,
   if (type == "NFKC") return std::make_unique<UnicodeNormalizer>(NormalForm::kNfkc);
   if (type == "NFKD") return std::make_unique<UnicodeNormalizer>(NormalForm::kNfkd);
   if (type == "Lowercase") return std::make_unique<LowercaseNormalizer>();
+  if (type == "StripAccents") return std::make_unique<StripAccentsNormalizer>();
   if (type == "BertNormalizer") {
     const bool lowercase = BoolField(j, "lowercase", true);
     auto strip = j.find("strip_accents");
@@ -436,6 +452,37 @@ class SequencePreTokenizer : public PreTokenizer {
   std::vector<std::unique_ptr<PreTokenizer>> steps_;
 };
 
+// Isolates digits: each one alone, or runs of them (individual_digits false).
+class DigitsPreTokenizer : public PreTokenizer {
+ public:
+  explicit DigitsPreTokenizer(bool individual) : individual_(individual) {}
+  absl::Status Apply(std::vector<std::string>* pieces, bool at_start) const override {
+    std::vector<std::string> out;
+    for (const std::string& piece : *pieces) {
+      std::string run;
+      bool run_is_digits = false;
+      ForEachCodePoint(piece, [&](uint32_t cp, absl::string_view ch) {
+        // Rust's char::is_numeric, as tokenizers uses: Nd, Nl and No.
+        const int8_t type = u_charType(static_cast<UChar32>(cp));
+        const bool digit = type == U_DECIMAL_DIGIT_NUMBER || type == U_LETTER_NUMBER ||
+                           type == U_OTHER_NUMBER;
+        if (!run.empty() && (digit != run_is_digits || (digit && individual_))) {
+          out.push_back(std::move(run));
+          run.clear();
+        }
+        run_is_digits = digit;
+        run.append(ch.data(), ch.size());
+      });
+      if (!run.empty()) out.push_back(std::move(run));
+    }
+    *pieces = std::move(out);
+    return absl::OkStatus();
+  }
+
+ private:
+  bool individual_;
+};
+
 // Splits on whitespace (dropped) and isolates each punctuation character.
 class BertPreTokenizer : public PreTokenizer {
  public:
@@ -511,6 +558,9 @@ absl::StatusOr<std::unique_ptr<PreTokenizer>> ParsePreTokenizer(const Json& j,
                                                    std::move(regex));
   }
   if (type == "BertPreTokenizer") return std::make_unique<BertPreTokenizer>();
+  if (type == "Digits") {
+    return std::make_unique<DigitsPreTokenizer>(BoolField(j, "individual_digits", false));
+  }
   if (type == "Metaspace") {
     const std::string scheme = j.value(
         "prepend_scheme", std::string(BoolField(j, "add_prefix_space", true) ? "always" : "never"));

@@ -5,9 +5,9 @@
 //
 // Supported: the BPE model (byte-level as GPT-2 / Llama-3 / Qwen, with
 // byte_fallback, unk, ignore_merges) and WordPiece (BERT); normalizers
-// NFC/NFD/NFKC/NFKD, Lowercase, BertNormalizer, Prepend, Replace (string
-// pattern), Sequence; pre-tokenizers ByteLevel, Split (PCRE2 regex or string),
-// Metaspace, BertPreTokenizer, Sequence; post-processors TemplateProcessing
+// NFC/NFD/NFKC/NFKD, Lowercase, StripAccents, BertNormalizer, Prepend, Replace
+// (string pattern), Sequence; pre-tokenizers ByteLevel, Split (PCRE2 regex or string),
+// Metaspace, BertPreTokenizer, Digits, Sequence; post-processors TemplateProcessing
 // (single sequences), BertProcessing, RobertaProcessing, ByteLevel, Sequence;
 // decoders ByteLevel, ByteFallback, Fuse, Strip, Replace, Metaspace, WordPiece,
 // Sequence; added tokens with lstrip, rstrip, single_word, normalized, special.

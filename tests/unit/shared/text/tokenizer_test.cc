@@ -159,6 +159,33 @@ TEST(TokenizerTest, LiteralSplitMergedWithPreviousAsGemma) {
   EXPECT_EQ(*(*tokenizer)->Encode("a  b"), (std::vector<int32_t>{3, 2, 1}));
 }
 
+// A tokenizer whose vocabulary is single characters, so ids show the pieces:
+// merges join "a"+"b" only; pre-tokenizer and normalizer under test.
+absl::StatusOr<std::unique_ptr<Tokenizer>> Letters(const std::string& normalizer,
+                                                   const std::string& pre_tokenizer) {
+  return Tokenizer::FromJson(
+      absl::StrCat(R"({"model":{"type":"BPE","vocab":{"a":0,"b":1,"1":2,"2":3,"3":4,"e":5,)",
+                   R"("ab":6,"12":7,"123":8,"23":9},"merges":["a b","1 2","12 3","2 3"]},)",
+                   R"("normalizer":)", normalizer, R"(,"pre_tokenizer":)", pre_tokenizer, "}"),
+      "x.json");
+}
+
+TEST(TokenizerTest, DigitsPreTokenizerIsolatesRunsOrEachDigit) {
+  auto runs = Letters("null", R"({"type":"Digits","individual_digits":false})");
+  ASSERT_TRUE(runs.ok()) << runs.status();
+  EXPECT_EQ(*(*runs)->Encode("ab123"), (std::vector<int32_t>{6, 8}));
+  auto each = Letters("null", R"({"type":"Digits","individual_digits":true})");
+  ASSERT_TRUE(each.ok()) << each.status();
+  EXPECT_EQ(*(*each)->Encode("ab123"), (std::vector<int32_t>{6, 2, 3, 4}));
+}
+
+TEST(TokenizerTest, StripAccentsAfterNfdDropsCombiningMarks) {
+  auto t = Letters(R"({"type":"Sequence","normalizers":[{"type":"NFD"},{"type":"StripAccents"}]})",
+                   "null");
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ(*(*t)->Encode("\xc3\xa9"), (std::vector<int32_t>{5}));  // "é" -> "e"
+}
+
 TEST(TokenizerTest, DecodeOfAnUnknownIdIsAnError) {
   auto tokenizer = Tokenizer::FromJson(
       R"({"model":{"type":"BPE","vocab":{"a":0,"b":1,"ab":2},"merges":["a b"]}})", "x.json");
