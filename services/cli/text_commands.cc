@@ -79,7 +79,10 @@ int Run(const std::vector<std::string>& args, bool encode) {
         std::cerr << "error: line " << line_no << ": " << decoded.status().message() << "\n";
         return kExitInvalidData;
       }
-      std::cout << nlohmann::json(*decoded).dump() << "\n";
+      // Invalid UTF-8 (a template escape, a partial byte token) becomes U+FFFD.
+      std::cout << nlohmann::json(*decoded).dump(-1, ' ', false,
+                                                 nlohmann::json::error_handler_t::replace)
+                << "\n";
     }
   }
   return kExitOk;
@@ -126,7 +129,10 @@ int Chat(const std::vector<std::string>& args) {
       std::cerr << "error: line " << line_no << ": " << rendered.status().message() << "\n";
       return kExitInvalidData;
     }
-    std::cout << nlohmann::json(*rendered).dump() << "\n";
+    // Invalid UTF-8 (a template escape, a partial byte token) becomes U+FFFD.
+    std::cout << nlohmann::json(*rendered).dump(-1, ' ', false,
+                                                nlohmann::json::error_handler_t::replace)
+              << "\n";
   }
   return kExitOk;
 }

@@ -39,7 +39,8 @@ absl::StatusOr<MaskedConversation> RenderForTraining(const ChatTemplate& chat_te
     }
     cursor = pos + content.size();
     const bool trained =
-        m.value("role", "") == "assistant" &&
+        m.contains("role") && m["role"].is_string() &&
+        m["role"].get<std::string>() == "assistant" &&
         !(m.contains("weight") && m["weight"].is_number() && m["weight"].get<double>() == 0);
     if (!trained) continue;
     size_t end = cursor;

@@ -183,8 +183,9 @@ void BpeModel::TokenizeUncached(absl::string_view word, std::vector<int32_t>* id
   };
   std::priority_queue<Candidate, std::vector<Candidate>, std::greater<Candidate>> heap;
   auto push = [&](int left) {
+    if (left < 0) return;
     const int right = next[left];
-    if (left < 0 || right < 0 || is_unk[left] || is_unk[right]) return;
+    if (right < 0 || is_unk[left] || is_unk[right]) return;
     auto it = merges_.find(PairKey(symbols[left], symbols[right]));
     if (it != merges_.end()) heap.push({it->second.first, left, it->second.second});
   };

@@ -250,9 +250,12 @@ class Lexer {
         case 'U': {
           size_t n = e == 'x' ? 2 : e == 'u' ? 4 : 8;
           if (i + n >= s_.size()) return SyntaxError(line_, "truncated escape in string");
-          AppendUtf8(static_cast<uint32_t>(
-                         std::strtoul(std::string(s_.substr(i + 1, n)).c_str(), nullptr, 16)),
-                     &value);
+          const unsigned long cp =
+              std::strtoul(std::string(s_.substr(i + 1, n)).c_str(), nullptr, 16);
+          if (cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) {
+            return SyntaxError(line_, "string escape is not a Unicode character");
+          }
+          AppendUtf8(static_cast<uint32_t>(cp), &value);
           i += n;
           break;
         }
@@ -273,6 +276,14 @@ class Lexer {
 
 // ---------------------------------------------------------------------------
 // Syntax tree.
+
+// Bounds that keep a hostile template or context from exhausting the stack
+// or memory (jinja2's sandbox, which transformers uses, caps range() likewise).
+constexpr int kMaxNesting = 200;             // parser recursion and expression depth
+constexpr int kMaxMacroDepth = 100;          // nested macro calls
+constexpr int kMaxContextDepth = 512;        // nesting of the JSON context
+constexpr int64_t kMaxRange = 100000;        // items range() may produce
+constexpr size_t kMaxRepeatBytes = 1 << 24;  // "ab" * n
 
 struct Expr {
   enum class Kind {
@@ -295,6 +306,7 @@ struct Expr {
   };
   Kind kind;
   int line = 1;
+  int depth = 1;     // height of the subtree, bounded by kMaxNesting
   std::string name;  // variable, attribute, operator, filter or test name
   Json literal;
   bool negated = false;                     // `is not`
@@ -382,6 +394,8 @@ class Parser {
   // Parses nodes until a block tag whose keyword is in `ends` (consumed, its
   // keyword stored in `end`) or, with no `ends`, the end of the template.
   absl::StatusOr<NodeList> ParseBody(const std::vector<std::string>& ends, std::string* end) {
+    Nesting nesting(&nesting_);
+    if (nesting.exceeded()) return TooDeep(Peek().line);
     NodeList nodes;
     while (true) {
       const Token& t = Peek();
@@ -522,7 +536,10 @@ class Parser {
 
   // Expressions, lowest precedence first (as jinja2's parser).
   absl::StatusOr<ExprPtr> ParseExpr() {
+    Nesting nesting(&nesting_);
+    if (nesting.exceeded()) return TooDeep(Peek().line);
     SY_ASSIGN_OR_RETURN(ExprPtr e, ParseOr());
+    if (too_deep_) return TooDeep(e->line);
     while (IsName("if")) {
       auto cond = Make(Expr::Kind::kCond, Peek().line);
       ++i_;
@@ -558,6 +575,8 @@ class Parser {
     return e;
   }
   absl::StatusOr<ExprPtr> ParseNot() {
+    Nesting nesting(&nesting_);
+    if (nesting.exceeded()) return TooDeep(Peek().line);
     if (IsName("not")) {
       auto e = Make(Expr::Kind::kNot, Peek().line);
       ++i_;
@@ -626,6 +645,8 @@ class Parser {
     return e;
   }
   absl::StatusOr<ExprPtr> ParseUnary(bool with_filter) {
+    Nesting nesting(&nesting_);
+    if (nesting.exceeded()) return TooDeep(Peek().line);
     ExprPtr e;
     if (IsOp("-") || IsOp("+")) {
       e = Make(Expr::Kind::kUnary, Peek().line);
@@ -709,8 +730,9 @@ class Parser {
   }
 
   absl::StatusOr<ExprPtr> ParsePostfix(ExprPtr e) {
-    while (true) {
+    for (int chain = 0;; ++chain) {
       const int line = Peek().line;
+      if (chain > kMaxNesting) return TooDeep(line);
       if (IsOp(".")) {
         ++i_;
         auto get = Make(Expr::Kind::kGetAttr, line);
@@ -781,8 +803,9 @@ class Parser {
   }
 
   absl::StatusOr<ExprPtr> ParseFilterAndTest(ExprPtr e) {
-    while (true) {
+    for (int chain = 0;; ++chain) {
       const int line = Peek().line;
+      if (chain > kMaxNesting) return TooDeep(line);
       if (IsOp("|")) {
         ++i_;
         auto f = Make(Expr::Kind::kFilter, line);
@@ -840,14 +863,32 @@ class Parser {
   }
   ExprPtr Binary(Expr::Kind kind, std::string op, ExprPtr l, ExprPtr r) {
     auto e = Make(kind, l->line);
+    e->depth = 1 + std::max(l->depth, r->depth);
+    if (e->depth > kMaxNesting) too_deep_ = true;
     e->name = std::move(op);
     e->args.push_back(std::move(l));
     e->args.push_back(std::move(r));
     return e;
   }
 
+  // Counts recursion of the parse functions that can nest without limit.
+  class Nesting {
+   public:
+    explicit Nesting(int* depth) : depth_(depth) { ++*depth_; }
+    ~Nesting() { --*depth_; }
+    bool exceeded() const { return *depth_ > kMaxNesting; }
+
+   private:
+    int* depth_;
+  };
+  absl::Status TooDeep(int line) {
+    return SyntaxError(line, absl::StrCat("template nests deeper than ", kMaxNesting, " levels"));
+  }
+
   std::vector<Token> t_;
   size_t i_ = 0;
+  int nesting_ = 0;
+  bool too_deep_ = false;  // an operator chain built a tree deeper than kMaxNesting
 };
 
 }  // namespace
@@ -1555,12 +1596,13 @@ class Renderer {
     int64_t stop = clamp(bound[1], given[1], step > 0 ? n : -1);
     Json list = Json::array();
     std::string str;
-    for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step) {
+    for (int64_t i = start; step > 0 ? i < stop : i > stop;) {
       if (is_string) {
         str += cps[static_cast<size_t>(i)];
       } else {
         list.push_back(obj.j()[static_cast<size_t>(i)]);
       }
+      if (__builtin_add_overflow(i, step, &i)) break;  // a huge step: past the end
     }
     return is_string ? Value::Of(Json(str)) : Value::Of(std::move(list));
   }
@@ -1596,18 +1638,35 @@ class Renderer {
         return Value::Of(Json(l.as_double() / r.as_double()));
       }
       if (ints) {
-        int64_t a = l.as_int(), b = r.as_int();
-        if (op == "+") return Value::Of(Json(a + b));
-        if (op == "-") return Value::Of(Json(a - b));
-        if (op == "*") return Value::Of(Json(a * b));
+        int64_t a = l.as_int(), b = r.as_int(), result = 0;
+        const auto overflow = [&] {
+          return Error(line, absl::StrCat("integer overflow in '", op, "'"));
+        };
+        if (op == "+") {
+          if (__builtin_add_overflow(a, b, &result)) return overflow();
+          return Value::Of(Json(result));
+        }
+        if (op == "-") {
+          if (__builtin_sub_overflow(a, b, &result)) return overflow();
+          return Value::Of(Json(result));
+        }
+        if (op == "*") {
+          if (__builtin_mul_overflow(a, b, &result)) return overflow();
+          return Value::Of(Json(result));
+        }
         if (op == "**") {
-          if (b < 0)
+          if (b < 0) {
             return Value::Of(Json(std::pow(static_cast<double>(a), static_cast<double>(b))));
-          int64_t p = 1;
-          for (int64_t k = 0; k < b; ++k) p *= a;
+          }
+          int64_t p = 1, base = a;  // by squaring: O(log b) steps
+          for (int64_t e = b; e > 0; e >>= 1) {
+            if ((e & 1) && __builtin_mul_overflow(p, base, &p)) return overflow();
+            if (e > 1 && __builtin_mul_overflow(base, base, &base)) return overflow();
+          }
           return Value::Of(Json(p));
         }
         if (b == 0) return Error(line, "division by zero");
+        if (b == -1 && a == INT64_MIN) return overflow();
         int64_t q = a / b, m = a % b;
         if (m != 0 && ((m < 0) != (b < 0))) {
           --q;
@@ -1635,13 +1694,22 @@ class Renderer {
       return Value::Of(std::move(list));
     }
     if (op == "*" && (l.is_string() || (l.data() && l.j().is_array())) && r.is_int()) {
-      Json out = l.j().is_string() ? Json("") : Json::array();
-      for (int64_t k = 0; k < r.as_int(); ++k) {
-        if (out.is_string()) {
-          out = out.get<std::string>() + l.j().get<std::string>();
-        } else {
-          for (const auto& item : l.j()) out.push_back(item);
-        }
+      const int64_t times = std::max<int64_t>(r.as_int(), 0);
+      const size_t unit =
+          l.j().is_string() ? l.j().get_ref<const std::string&>().size() : l.j().size();
+      if (unit > 0 && static_cast<uint64_t>(times) > kMaxRepeatBytes / unit) {
+        return Error(line, "repetition result is too large");
+      }
+      if (l.j().is_string()) {
+        const std::string& piece = l.j().get_ref<const std::string&>();
+        std::string out;
+        out.reserve(piece.size() * static_cast<size_t>(times));
+        for (int64_t k = 0; k < times; ++k) out += piece;
+        return Value::Of(Json(std::move(out)));
+      }
+      Json out = Json::array();
+      for (int64_t k = 0; k < times; ++k) {
+        for (const auto& item : l.j()) out.push_back(item);
       }
       return Value::Of(std::move(out));
     }
@@ -1696,6 +1764,18 @@ class Renderer {
 
   absl::StatusOr<Value> CallMacro(const Node& macro, const std::vector<Value>& pos,
                                   const Kwargs& kw, int line) {
+    if (macro_depth_ >= kMaxMacroDepth) {
+      return Error(line, absl::StrCat("macro calls nest deeper than ", kMaxMacroDepth,
+                                      " (recursive macro?)"));
+    }
+    ++macro_depth_;
+    absl::StatusOr<Value> result = CallMacroBody(macro, pos, kw, line);
+    --macro_depth_;
+    return result;
+  }
+
+  absl::StatusOr<Value> CallMacroBody(const Node& macro, const std::vector<Value>& pos,
+                                      const Kwargs& kw, int line) {
     if (pos.size() > macro.params.size()) {
       return Error(
           line, absl::StrCat("macro '", macro.text, "' takes ", macro.params.size(), " arguments"));
@@ -1745,7 +1825,13 @@ class Renderer {
       }
       if (b[2] == 0) return Error(line, "range() step cannot be zero");
       Json list = Json::array();
-      for (int64_t i = b[0]; b[2] > 0 ? i < b[1] : i > b[1]; i += b[2]) list.push_back(i);
+      for (int64_t i = b[0]; b[2] > 0 ? i < b[1] : i > b[1];) {
+        if (static_cast<int64_t>(list.size()) >= kMaxRange) {
+          return Error(line, absl::StrCat("range() is limited to ", kMaxRange, " items"));
+        }
+        list.push_back(i);
+        if (__builtin_add_overflow(i, b[2], &i)) break;
+      }
       return Value::Of(std::move(list));
     }
     if (name == "namespace" || name == "dict") {
@@ -1966,8 +2052,10 @@ class Renderer {
       const Value* indent = Arg(pos, kw, 0, "indent");
       std::string out;
       PyJsonDump(v.j(),
-                 indent != nullptr && indent->is_int() ? static_cast<int>(indent->as_int()) : -1, 0,
-                 &out);
+                 indent != nullptr && indent->is_int()
+                     ? static_cast<int>(std::clamp<int64_t>(indent->as_int(), -1, 64))
+                     : -1,
+                 0, &out);
       return Value::Of(Json(out));
     }
     if (name == "items") {
@@ -2075,11 +2163,15 @@ class Renderer {
       } else {
         return fallback;
       }
-      if (name == "int") return Value::Of(Json(static_cast<int64_t>(std::trunc(x))));
+      if (name == "int") {
+        if (!(std::fabs(x) < 9.2e18)) return fallback;  // NaN, inf or out of range
+        return Value::Of(Json(static_cast<int64_t>(std::trunc(x))));
+      }
       return Value::Of(Json(x));
     }
     if (name == "abs") {
       if (!v.is_number()) return Error(line, "abs needs a number");
+      if (v.is_int() && v.as_int() == INT64_MIN) return Error(line, "integer overflow in abs");
       return v.is_int() ? Value::Of(Json(std::llabs(v.as_int())))
                         : Value::Of(Json(std::fabs(v.as_double())));
     }
@@ -2111,7 +2203,9 @@ class Renderer {
       std::string pad = width == nullptr ? "    "
                         : width->is_string()
                             ? width->j().get<std::string>()
-                            : std::string(width->is_int() ? width->as_int() : 4, ' ');
+                            : std::string(static_cast<size_t>(std::clamp<int64_t>(
+                                              width->is_int() ? width->as_int() : 4, 0, 1000)),
+                                          ' ');
       s += "\n";  // as jinja2, so splitlines() keeps a trailing empty line
       std::vector<std::string> lines;
       for (size_t p = 0, nl; (nl = s.find('\n', p)) != std::string::npos; p = nl + 1)
@@ -2142,7 +2236,8 @@ class Renderer {
   }
 
   std::vector<Scope> scopes_;
-  size_t floor_ = 0;  // lowest scope visible besides the globals (inside a macro)
+  int macro_depth_ = 0;  // nested CallMacro calls
+  size_t floor_ = 0;     // lowest scope visible besides the globals (inside a macro)
 };
 
 }  // namespace
@@ -2158,6 +2253,19 @@ absl::StatusOr<std::unique_ptr<ChatTemplate>> ChatTemplate::Parse(absl::string_v
 }
 
 absl::StatusOr<std::string> ChatTemplate::Render(const nlohmann::ordered_json& context) const {
+  // tojson and repr recurse over the context: bound its nesting first.
+  std::vector<std::pair<const nlohmann::ordered_json*, int>> stack = {{&context, 1}};
+  while (!stack.empty()) {
+    auto [node, depth] = stack.back();
+    stack.pop_back();
+    if (depth > kMaxContextDepth) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("template variables nest deeper than ", kMaxContextDepth, " levels"));
+    }
+    if (node->is_structured()) {
+      for (const auto& child : *node) stack.emplace_back(&child, depth + 1);
+    }
+  }
   Renderer renderer(context);
   std::string out;
   Flow flow = Flow::kNormal;

@@ -296,7 +296,10 @@ class Regex {
     int error = 0;
     PCRE2_SIZE offset = 0;
     // PCRE2_LITERAL allows no Unicode-property option (nor needs one).
-    const uint32_t options = literal ? PCRE2_UTF | PCRE2_LITERAL : PCRE2_UTF | PCRE2_UCP;
+    // \C could split characters, which the matcher (run without UTF checks on
+    // text checked once) must never see.
+    const uint32_t options =
+        literal ? PCRE2_UTF | PCRE2_LITERAL : PCRE2_UTF | PCRE2_UCP | PCRE2_NEVER_BACKSLASH_C;
     pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
                                      options, &error, &offset, nullptr);
     if (code == nullptr) {
@@ -310,15 +313,23 @@ class Regex {
   }
   ~Regex() { pcre2_code_free(code_); }
 
-  // Calls fn(start, end) for each non-overlapping match in `text`.
+  // Calls fn(start, end) for each non-overlapping match in `text`. A matching
+  // error (a PCRE2 limit) is returned rather than taken for "no match".
   template <typename Fn>
-  void ForEachMatch(absl::string_view text, Fn fn) const {
+  absl::Status ForEachMatch(absl::string_view text, Fn fn) const {
     pcre2_match_data* md = pcre2_match_data_create_from_pattern(code_, nullptr);
     size_t offset = 0;
     while (offset <= text.size()) {
       int rc = pcre2_match(code_, reinterpret_cast<PCRE2_SPTR>(text.data()), text.size(), offset,
                            PCRE2_NO_UTF_CHECK, md, nullptr);
-      if (rc < 0) break;
+      if (rc == PCRE2_ERROR_NOMATCH) break;
+      if (rc < 0) {
+        pcre2_match_data_free(md);
+        PCRE2_UCHAR message[256];
+        pcre2_get_error_message(rc, message, sizeof(message));
+        return absl::ResourceExhaustedError(
+            absl::StrCat("pre-tokenizer regex failed: ", reinterpret_cast<const char*>(message)));
+      }
       const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md);
       size_t start = ov[0], end = ov[1];
       if (end == start) {  // empty match: step one character
@@ -331,6 +342,7 @@ class Regex {
       offset = end;
     }
     pcre2_match_data_free(md);
+    return absl::OkStatus();
   }
 
  private:
@@ -341,16 +353,16 @@ class Regex {
 enum class SplitBehavior { kRemoved, kIsolated, kMergedWithPrevious, kMergedWithNext, kContiguous };
 
 // Splits `text` by the matches of `regex` the way tokenizers' Split does.
-void SplitByRegex(const Regex& regex, absl::string_view text, SplitBehavior behavior, bool invert,
-                  std::vector<std::string>* out) {
+absl::Status SplitByRegex(const Regex& regex, absl::string_view text, SplitBehavior behavior,
+                          bool invert, std::vector<std::string>* out) {
   // (start, end, is_match) spans covering the text.
   std::vector<std::tuple<size_t, size_t, bool>> spans;
   size_t last = 0;
-  regex.ForEachMatch(text, [&](size_t start, size_t end) {
+  SY_RETURN_IF_ERROR(regex.ForEachMatch(text, [&](size_t start, size_t end) {
     if (start > last) spans.emplace_back(last, start, false);
     spans.emplace_back(start, end, true);
     last = end;
-  });
+  }));
   if (last < text.size()) spans.emplace_back(last, text.size(), false);
   if (invert) {
     for (auto& span : spans) std::get<2>(span) = !std::get<2>(span);
@@ -391,6 +403,7 @@ void SplitByRegex(const Regex& regex, absl::string_view text, SplitBehavior beha
     }
   }
   if (!pending.empty()) out->push_back(pending);
+  return absl::OkStatus();
 }
 
 class SplitPreTokenizer : public PreTokenizer {
@@ -399,7 +412,9 @@ class SplitPreTokenizer : public PreTokenizer {
       : regex_(std::move(regex)), behavior_(behavior), invert_(invert) {}
   absl::Status Apply(std::vector<std::string>* pieces, bool at_start) const override {
     std::vector<std::string> out;
-    for (const std::string& piece : *pieces) SplitByRegex(*regex_, piece, behavior_, invert_, &out);
+    for (const std::string& piece : *pieces) {
+      SY_RETURN_IF_ERROR(SplitByRegex(*regex_, piece, behavior_, invert_, &out));
+    }
     *pieces = std::move(out);
     return absl::OkStatus();
   }
@@ -419,7 +434,7 @@ class ByteLevelPreTokenizer : public PreTokenizer {
     for (std::string& piece : *pieces) {
       if (add_prefix_space_ && !absl::StartsWith(piece, " ")) piece.insert(0, " ");
       if (regex_) {
-        SplitByRegex(*regex_, piece, SplitBehavior::kIsolated, false, &split);
+        SY_RETURN_IF_ERROR(SplitByRegex(*regex_, piece, SplitBehavior::kIsolated, false, &split));
       } else {
         split.push_back(std::move(piece));
       }
@@ -464,8 +479,8 @@ class DigitsPreTokenizer : public PreTokenizer {
       ForEachCodePoint(piece, [&](uint32_t cp, absl::string_view ch) {
         // Rust's char::is_numeric, as tokenizers uses: Nd, Nl and No.
         const int8_t type = u_charType(static_cast<UChar32>(cp));
-        const bool digit = type == U_DECIMAL_DIGIT_NUMBER || type == U_LETTER_NUMBER ||
-                           type == U_OTHER_NUMBER;
+        const bool digit =
+            type == U_DECIMAL_DIGIT_NUMBER || type == U_LETTER_NUMBER || type == U_OTHER_NUMBER;
         if (!run.empty() && (digit != run_is_digits || (digit && individual_))) {
           out.push_back(std::move(run));
           run.clear();
@@ -574,8 +589,10 @@ absl::StatusOr<std::unique_ptr<PreTokenizer>> ParsePreTokenizer(const Json& j,
     else
       return TokenizerJsonError(field + ".prepend_scheme",
                                 absl::StrCat("unknown scheme \"", scheme, "\""));
-    return std::make_unique<MetaspacePreTokenizer>(j.value("replacement", std::string("\u2581")),
-                                                   prepend, BoolField(j, "split", true));
+    const std::string replacement = j.value("replacement", std::string("\u2581"));
+    if (replacement.empty()) return TokenizerJsonError(field + ".replacement", "must not be empty");
+    return std::make_unique<MetaspacePreTokenizer>(replacement, prepend,
+                                                   BoolField(j, "split", true));
   }
   if (type == "Split") {
     auto pattern = j.find("pattern");
@@ -1081,6 +1098,10 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJson(absl::string_view
                                          "needs an integer \"id\" and a string \"content\""));
         }
         AddedToken token;
+        if (t["id"].get<int64_t>() < 0 || t["id"].get<int64_t>() >= INT32_MAX) {
+          return wrap(TokenizerJsonError(absl::StrCat("added_tokens[", i, "].id"),
+                                         "must be a non-negative 32-bit id"));
+        }
         token.id = t["id"].get<int32_t>();
         token.content = t["content"].get<std::string>();
         token.single_word = BoolField(t, "single_word", false);
@@ -1113,12 +1134,19 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJson(absl::string_view
     }
   } catch (const Json::exception& e) {
     return absl::InvalidArgumentError(absl::StrCat(origin, ": unexpected value: ", e.what()));
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(origin, ": cannot load: ", e.what()));
   }
   return std::unique_ptr<Tokenizer>(new Tokenizer(std::move(impl)));
 }
 
 absl::StatusOr<std::vector<int32_t>> Tokenizer::Encode(absl::string_view text,
                                                        bool add_special_tokens) const {
+  // The regexes run without PCRE2's own (per call) UTF-8 check: check once.
+  if (const int64_t bad = FirstInvalidUtf8(text); bad >= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("text is not valid UTF-8 (byte ", bad + 1, " of ", text.size(), ")"));
+  }
   std::vector<int32_t> ids;
   if (add_special_tokens) ids = impl_->post.before;
   // As tokenizers: split on raw added tokens, normalize the rest, split that

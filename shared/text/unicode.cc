@@ -16,6 +16,21 @@ int Utf8SequenceLength(unsigned char c) {
   return 1;
 }
 
+int64_t FirstInvalidUtf8(absl::string_view text) {
+  size_t i = 0;
+  while (i < text.size()) {
+    if (static_cast<unsigned char>(text[i]) < 0x80) {
+      ++i;
+      continue;
+    }
+    int len = 1;
+    DecodeUtf8(text.substr(i), &len);
+    if (len == 1) return static_cast<int64_t>(i);
+    i += static_cast<size_t>(len);
+  }
+  return -1;
+}
+
 std::vector<absl::string_view> Utf8Characters(absl::string_view text) {
   std::vector<absl::string_view> out;
   out.reserve(text.size());

@@ -18,6 +18,9 @@ namespace switchyard::text {
 // bytes that cannot start a sequence (they are treated as one unit).
 int Utf8SequenceLength(unsigned char c);
 
+// Offset of the first byte that is not part of a valid UTF-8 sequence, or -1.
+int64_t FirstInvalidUtf8(absl::string_view text);
+
 // Splits UTF-8 text into its characters (each a 1-4 byte substring).
 std::vector<absl::string_view> Utf8Characters(absl::string_view text);
 

@@ -216,6 +216,46 @@ TEST(ChatTemplateTest, RenderAcceptsSortedJsonContext) {
   EXPECT_EQ(*(*tmpl)->Render(ctx), "hi");
 }
 
+TEST(ChatTemplateTest, HostileTemplatesFailCleanlyInsteadOfCrashing) {
+  auto render = [](const std::string& source) -> absl::Status {
+    auto t = ChatTemplate::Parse(source);
+    if (!t.ok()) return t.status();
+    return (*t)->Render(nlohmann::ordered_json::object()).status();
+  };
+  // Deep nesting, long chains, runaway recursion and sizes.
+  EXPECT_FALSE(render("{{ " + std::string(5000, '(') + "1" + std::string(5000, ')') + " }}").ok());
+  std::string chain = "{{ 1";
+  for (int i = 0; i < 100000; ++i) chain += "+1";
+  EXPECT_FALSE(render(chain + " }}").ok());
+  std::string attrs = "{{ a";
+  for (int i = 0; i < 100000; ++i) attrs += ".b";
+  EXPECT_FALSE(render(attrs + " }}").ok());
+  EXPECT_FALSE(render("{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}").ok());
+  EXPECT_FALSE(render("{{ range(1000000000) | length }}").ok());
+  {
+    auto huge_step = ChatTemplate::Parse("{{ range(1, 2, 9223372036854775807) | length }}");
+    ASSERT_TRUE(huge_step.ok());
+    EXPECT_EQ(*(*huge_step)->Render(nlohmann::ordered_json::object()), "1");  // and it ends
+  }
+  EXPECT_FALSE(render("{{ 2 ** 9223372036854775807 }}").ok());
+  EXPECT_FALSE(render("{{ (-9223372036854775807 - 1) // -1 }}").ok());
+  EXPECT_FALSE(render("{{ 'a' * 100000000 }}").ok());
+  EXPECT_FALSE(render("{{ '\\ud800' }}").ok());
+  EXPECT_TRUE(render("{{ 'ab'[1::9223372036854775807] }}").ok());
+  EXPECT_TRUE(render("{{ 'x' | indent(-1) }}").ok());
+  // A context nested too deep is refused before rendering.
+  nlohmann::ordered_json deep = nlohmann::ordered_json::array();
+  nlohmann::ordered_json* at = &deep;
+  for (int i = 0; i < 1000; ++i) {
+    at->push_back(nlohmann::ordered_json::array());
+    at = &(*at)[0];
+  }
+  auto t = ChatTemplate::Parse("{{ x | tojson }}");
+  ASSERT_TRUE(t.ok());
+  EXPECT_EQ((*t)->Render(nlohmann::ordered_json{{"x", deep}}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 TEST(ChatTemplateFromConfigTest, StringAndNamedListForms) {
   EXPECT_EQ(*ChatTemplateFromConfig({{"chat_template", "T"}}), "T");
   nlohmann::json list = {

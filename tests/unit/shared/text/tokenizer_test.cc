@@ -186,6 +186,14 @@ TEST(TokenizerTest, StripAccentsAfterNfdDropsCombiningMarks) {
   EXPECT_EQ(*(*t)->Encode("\xc3\xa9"), (std::vector<int32_t>{5}));  // "é" -> "e"
 }
 
+TEST(TokenizerTest, InvalidUtf8TextIsAnErrorNamingTheByte) {
+  auto tokenizer = Tokenizer::FromFile(TokenizerDir("gpt2"));
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+  auto ids = (*tokenizer)->Encode("ok \xff\xfe");
+  EXPECT_EQ(ids.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(ids.status().message(), HasSubstr("byte 4"));
+}
+
 TEST(TokenizerTest, DecodeOfAnUnknownIdIsAnError) {
   auto tokenizer = Tokenizer::FromJson(
       R"({"model":{"type":"BPE","vocab":{"a":0,"b":1,"ab":2},"merges":["a b"]}})", "x.json");
