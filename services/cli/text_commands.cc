@@ -68,7 +68,7 @@ int Run(const std::vector<std::string>& args, bool encode) {
       }
       std::vector<int32_t> ids;
       for (const auto& id : input) {
-        if (!id.is_number_integer()) {
+        if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() > INT32_MAX) {
           std::cerr << "error: line " << line_no << ": ids must be integers\n";
           return kExitInvalidData;
         }

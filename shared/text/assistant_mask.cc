@@ -19,31 +19,50 @@ absl::StatusOr<MaskedConversation> RenderForTraining(const ChatTemplate& chat_te
   SY_ASSIGN_OR_RETURN(const std::string full, chat_template.Render(full_context));
   SY_ASSIGN_OR_RETURN(std::vector<int32_t> full_ids, tokenizer.Encode(full, false));
 
-  // Find every message's content in the rendering, in order; a trained
-  // assistant turn's span is its content plus the special token that closes
-  // it (<|im_end|>, <|eot_id|>, </s>, ...).
-  std::vector<std::pair<size_t, size_t>> spans;  // byte ranges of `full`
-  size_t cursor = 0;
+  // Locate each message's content through a second rendering in which every
+  // content is a unique placeholder (private-use characters no template
+  // touches), so a short reply like "a" can never be matched inside a role
+  // header. Placeholder offsets map back to the real rendering by the length
+  // differences before them, and the real content must be found there.
   const nlohmann::ordered_json& messages = context["messages"];
+  nlohmann::ordered_json marked = full_context;
+  std::vector<std::string> placeholders(messages.size());
   for (size_t i = 0; i < messages.size(); ++i) {
     const nlohmann::ordered_json& m = messages[i];
-    if (!m.is_object() || !m.contains("content") || !m["content"].is_string()) continue;
+    if (!m.is_object() || !m.contains("content") || !m["content"].is_string() ||
+        m["content"].get_ref<const std::string&>().empty()) {
+      continue;
+    }
+    placeholders[i] = absl::StrCat("\xEE\x80\x80", i, "\xEE\x80\x81");  // U+E000 i U+E001
+    marked["messages"][i]["content"] = placeholders[i];
+  }
+  SY_ASSIGN_OR_RETURN(const std::string marked_text, chat_template.Render(marked));
+
+  std::vector<std::pair<size_t, size_t>> spans;  // byte ranges of `full`
+  size_t cursor = 0;
+  int64_t shift = 0;  // real offset minus marked offset, so far
+  for (size_t i = 0; i < messages.size(); ++i) {
+    if (placeholders[i].empty()) continue;
+    const nlohmann::ordered_json& m = messages[i];
     const std::string& content = m["content"].get_ref<const std::string&>();
-    if (content.empty()) continue;
-    const size_t pos = full.find(content, cursor);
-    if (pos == std::string::npos) {
+    const size_t at = marked_text.find(placeholders[i], cursor);
+    const size_t pos = at == std::string::npos
+                           ? std::string::npos
+                           : static_cast<size_t>(static_cast<int64_t>(at) + shift);
+    if (at == std::string::npos || full.compare(pos, content.size(), content) != 0) {
       return absl::FailedPreconditionError(
           absl::StrCat("messages[", i,
-                       "]: its content does not appear verbatim in the chat template's "
-                       "rendering (the template rewrites it), so its tokens cannot be located"));
+                       "]: the chat template does not render this content verbatim (it "
+                       "rewrites it or branches on it), so its tokens cannot be located"));
     }
-    cursor = pos + content.size();
+    cursor = at + placeholders[i].size();
+    shift += static_cast<int64_t>(content.size()) - static_cast<int64_t>(placeholders[i].size());
     const bool trained =
         m.contains("role") && m["role"].is_string() &&
         m["role"].get<std::string>() == "assistant" &&
         !(m.contains("weight") && m["weight"].is_number() && m["weight"].get<double>() == 0);
     if (!trained) continue;
-    size_t end = cursor;
+    size_t end = pos + content.size();
     for (const AddedToken& t : tokenizer.added_tokens()) {
       if (t.special && !t.content.empty() && full.compare(end, t.content.size(), t.content) == 0) {
         end += t.content.size();
@@ -51,7 +70,6 @@ absl::StatusOr<MaskedConversation> RenderForTraining(const ChatTemplate& chat_te
       }
     }
     spans.emplace_back(pos, end);
-    cursor = end;
   }
 
   // Tokenize piece by piece at the span edges; the pieces must tokenize as the

@@ -2,13 +2,14 @@
 // template rendering, and which of them belong to assistant turns, so loss is
 // computed on those alone (messages with "weight": 0 are left out).
 //
-// Works for templates without {% generation %} markers: each message's content
-// is found, in order, in the rendering; a trained assistant turn is its content
-// plus the special token that closes it (<|im_end|>, <|eot_id|>, </s>). The
-// rendering is tokenized piece by piece at those edges, which must give the
-// same ids as tokenizing it whole. When a template rewrites a message's content
-// or tokens straddle an edge, the call says so, naming the message, rather than
-// guessing.
+// Works for templates without {% generation %} markers: a second rendering,
+// with every message's content replaced by a unique placeholder, shows where
+// each content lands; a trained assistant turn is its content plus the special
+// token that closes it (<|im_end|>, <|eot_id|>, </s>). The rendering is
+// tokenized piece by piece at those edges, which must give the same ids as
+// tokenizing it whole. When a template rewrites or branches on a message's
+// content, or tokens straddle an edge, the call says so, naming the message,
+// rather than guessing.
 #ifndef SWITCHYARD_SHARED_TEXT_ASSISTANT_MASK_H_
 #define SWITCHYARD_SHARED_TEXT_ASSISTANT_MASK_H_
 

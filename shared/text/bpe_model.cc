@@ -52,7 +52,9 @@ absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::FromJson(const nlohmann::jso
             field, absl::StrCat("\"", left, "\", \"", right, "\" or their merge \"", left, right,
                                 "\" is not in model.vocab"));
       }
-      m->merges_.try_emplace(PairKey(l->second, r->second), rank, merged->second);
+      // A pair listed twice keeps its last rank, as tokenizers' map does.
+      m->merges_.insert_or_assign(PairKey(l->second, r->second),
+                                  std::make_pair(rank, merged->second));
       ++rank;
     }
   }

@@ -88,6 +88,18 @@ TEST(AssistantMaskTest, WorksWithQwen3sOwnTemplate) {
   for (const std::string& s : spans) EXPECT_THAT(s, ::testing::Not(HasSubstr("<|im_start|>")));
 }
 
+TEST(AssistantMaskTest, AShortReplyIsNotMatchedInsideARoleHeader) {
+  auto tokenizer = Qwen3();
+  auto chatml = ChatTemplate::Parse(
+      ReadAll(absl::StrCat(SWITCHYARD_TEST_DATA_DIR, "/text/templates/chatml.jinja")));
+  ASSERT_TRUE(chatml.ok()) << chatml.status();
+  // "a" occurs in "<|im_start|>assistant" before the reply itself.
+  auto c = RenderForTraining(**chatml, *tokenizer, nlohmann::ordered_json::parse(R"({"messages":[
+      {"role":"user","content":"Pick a letter."},{"role":"assistant","content":"a"}]})"));
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_THAT(MaskedSpans(*tokenizer, *c), ElementsAre("a<|im_end|>"));
+}
+
 TEST(AssistantMaskTest, TemplateThatRewritesContentIsRefusedNamingTheMessage) {
   auto tokenizer = Qwen3();
   auto shouting = ChatTemplate::Parse(
