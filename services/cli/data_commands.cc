@@ -622,6 +622,9 @@ int ShowOrStats(const std::vector<std::string>& args, bool stats_only) {
                            : "Shows a dataset and a version (the latest by default).");
   flags.AddBool("json", false, "Print the response as JSON.");
   if (stats_only) {
+    flags.AddString("model", "",
+                    "A model under the server's <data-dir>/models/: the server counts tokens "
+                    "with its tokenizer and chat template.");
     flags.AddString("tokenizer", "",
                     "Model directory or tokenizer.json: add token counts (downloads the files "
                     "and counts locally).");
@@ -647,6 +650,7 @@ int ShowOrStats(const std::vector<std::string>& args, bool stats_only) {
   c.Prepare(&ctx);
   v1::GetDatasetVersionRequest req;
   req.set_name(VersionName(id, version));
+  if (stats_only) req.set_tokenizer_model(flags.GetString("model"));
   v1::DatasetVersion v;
   grpc::Status s = c.stub->GetDatasetVersion(&ctx, req, &v);
   if (!s.ok()) return ReportError(s);

@@ -378,6 +378,42 @@ absl::Status DatasetManager::DeleteVersion(const std::string& dataset_id, int64_
   return RemoveAll(VersionDir(dataset_id, version));
 }
 
+absl::StatusOr<ValidationReport> DatasetManager::TokenStats(const VersionRecord& version,
+                                                            const std::string& model) {
+  // Model names follow dataset ids (and may not climb out of models/).
+  absl::Status valid = ValidateDatasetId(model);
+  if (!valid.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tokenizer_model \"", model, "\" is not a model name"));
+  }
+  std::shared_ptr<const text::ModelText> loaded;
+  {
+    std::lock_guard<std::mutex> lock(models_mu_);
+    auto it = models_.find(model);
+    if (it != models_.end()) loaded = it->second;
+  }
+  if (loaded == nullptr) {
+    const std::string dir = absl::StrCat(options_.data_dir, "/models/", model);
+    if (!fs::is_directory(dir)) {
+      return absl::NotFoundError(
+          absl::StrCat("models/", model, " not found under ", options_.data_dir, "/models"));
+    }
+    SY_ASSIGN_OR_RETURN(text::ModelText m, text::LoadModelText(dir));
+    loaded = std::make_shared<const text::ModelText>(std::move(m));
+    std::lock_guard<std::mutex> lock(models_mu_);
+    models_.try_emplace(model, loaded);
+  }
+  TokenizerTokenCounter counter(loaded->tokenizer.get(), loaded->chat_template.get(),
+                                loaded->template_variables);
+  ValidatorOptions options = options_.validator;
+  options.format = version.format;
+  options.min_examples = 0;
+  options.token_counter = &counter;
+  SY_ASSIGN_OR_RETURN(std::string train, FilePath(version, Split::kTrain));
+  absl::StatusOr<std::string> validation = FilePath(version, Split::kValidation);
+  return DatasetValidator::ValidateFiles(options, train, validation.ok() ? *validation : "");
+}
+
 absl::StatusOr<std::string> DatasetManager::FilePath(const VersionRecord& version,
                                                      Split split) const {
   for (const FileRecord& f : version.files) {

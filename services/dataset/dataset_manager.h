@@ -21,11 +21,13 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "services/dataset/dataset_catalog.h"
 #include "services/dataset/dataset_validator.h"
 #include "shared/core/file_util.h"
 #include "shared/core/sha256.h"
+#include "shared/text/model_text.h"
 
 namespace switchyard::dataset {
 
@@ -131,6 +133,11 @@ class DatasetManager {
   // Path of a stored file. NOT_FOUND when the version has no such split.
   absl::StatusOr<std::string> FilePath(const VersionRecord& version, Split split) const;
 
+  // Statistics of a stored version with token counts from the tokenizer (and
+  // chat template) of <data_dir>/models/<model>. NOT_FOUND for an unknown model.
+  absl::StatusOr<ValidationReport> TokenStats(const VersionRecord& version,
+                                              const std::string& model);
+
   absl::StatusOr<int64_t> CountDatasets() { return catalog_->CountDatasets(); }
   absl::StatusOr<int64_t> CountVersions() { return catalog_->CountVersions(); }
   const ManagerOptions& options() const { return options_; }
@@ -153,7 +160,11 @@ class DatasetManager {
   ManagerOptions options_;
   std::unique_ptr<DatasetCatalog> catalog_;
   std::mutex commit_mu_;  // serializes version numbering, renames and deletes
-  int lock_fd_ = -1;      // flock on <data_dir>/datasets.lock while open
+  int lock_fd_ = -1;
+  // Models loaded for token statistics, by name (loading parses tokenizer.json).
+  std::mutex models_mu_;
+  absl::flat_hash_map<std::string, std::shared_ptr<const text::ModelText>>
+      models_;  // flock on <data_dir>/datasets.lock while open
 };
 
 }  // namespace switchyard::dataset

@@ -437,6 +437,12 @@ grpc::ServerUnaryReactor* DatasetServiceImpl::GetDatasetVersion(
   return Unary(this, context, rpc::Role::kUser, [&]() -> absl::Status {
     SY_ASSIGN_OR_RETURN(auto name, ParseVersionName(request->name(), false));
     SY_ASSIGN_OR_RETURN(VersionRecord v, manager_->GetVersion(name.first, name.second));
+    if (!request->tokenizer_model().empty()) {
+      SY_ASSIGN_OR_RETURN(ValidationReport counted,
+                          manager_->TokenStats(v, request->tokenizer_model()));
+      v.train_stats = counted.train_stats;
+      if (counted.validation_stats) v.validation_stats = counted.validation_stats;
+    }
     ToProto(v, response);
     return absl::OkStatus();
   });

@@ -490,6 +490,33 @@ TEST_F(DatasetServiceTest, HugeFailureReportStillReachesADefaultClientWithFullCo
   EXPECT_LT(report.issues(0).message().size(), 120u);
 }
 
+TEST_F(DatasetServiceTest, VersionStatsCountTokensWithAServerModel) {
+  StartServer();
+  std::filesystem::create_directories(dir_ + "/data/models");
+  std::filesystem::copy(std::string(SWITCHYARD_TEST_DATA_DIR) + "/text/qwen3",
+                        dir_ + "/data/models/qwen3", std::filesystem::copy_options::recursive);
+  v1::UploadDatasetResponse response;
+  ASSERT_TRUE(Upload("counted", ChatLines(12), &response).ok());
+  auto get = [&](const std::string& model, v1::DatasetVersion* v) {
+    grpc::ClientContext ctx;
+    v1::GetDatasetVersionRequest req;
+    req.set_name("datasets/counted/versions/1");
+    req.set_tokenizer_model(model);
+    return stub_->GetDatasetVersion(&ctx, req, v);
+  };
+  v1::DatasetVersion plain, counted;
+  ASSERT_TRUE(get("", &plain).ok());
+  EXPECT_EQ(plain.train_stats().total_tokens(), 0);
+  grpc::Status s = get("qwen3", &counted);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_GT(counted.train_stats().total_tokens(), 0);
+  EXPECT_GT(counted.train_stats().tokens_per_example().max(), 0);
+  EXPECT_EQ(counted.train_stats().examples(), 12);
+  v1::DatasetVersion ignored;
+  EXPECT_EQ(get("no-such-model", &ignored).error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(get("../etc", &ignored).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+}
+
 TEST_F(DatasetServiceTest, ValidateOnlyUploadStoresNothing) {
   StartServer();
   grpc::ClientContext ctx;
