@@ -21,6 +21,18 @@ const char* kTextUsage =
     "PATH is a model directory, its tokenizer.json or its tokenizer_config.json.\n"
     "Run `switchyard text <verb> --help`.\n";
 
+// Prints `text` as one JSON string line, or the error naming the input line.
+// Invalid UTF-8 (a partial byte token) becomes U+FFFD rather than an exception.
+bool PrintJsonString(const absl::StatusOr<std::string>& text, int64_t line_no) {
+  if (!text.ok()) {
+    std::cerr << "error: line " << line_no << ": " << text.status().message() << "\n";
+    return false;
+  }
+  std::cout << nlohmann::json(*text).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
+            << "\n";
+  return true;
+}
+
 int Run(const std::vector<std::string>& args, bool encode) {
   FlagSet flags(encode ? "switchyard text encode --tokenizer PATH [--no-special] < FILE"
                        : "switchyard text decode --tokenizer PATH [--skip-special] < FILE",
@@ -74,15 +86,9 @@ int Run(const std::vector<std::string>& args, bool encode) {
         }
         ids.push_back(id.get<int32_t>());
       }
-      auto decoded = tokenizer->Decode(ids, flags.GetBool("skip-special"));
-      if (!decoded.ok()) {
-        std::cerr << "error: line " << line_no << ": " << decoded.status().message() << "\n";
+      if (!PrintJsonString(tokenizer->Decode(ids, flags.GetBool("skip-special")), line_no)) {
         return kExitInvalidData;
       }
-      // Invalid UTF-8 (a template escape, a partial byte token) becomes U+FFFD.
-      std::cout << nlohmann::json(*decoded).dump(-1, ' ', false,
-                                                 nlohmann::json::error_handler_t::replace)
-                << "\n";
     }
   }
   return kExitOk;
@@ -124,15 +130,9 @@ int Chat(const std::vector<std::string>& args) {
     if (!context.contains("add_generation_prompt")) {
       context["add_generation_prompt"] = flags.GetBool("add-generation-prompt");
     }
-    auto rendered = model->chat_template->Render(context);
-    if (!rendered.ok()) {
-      std::cerr << "error: line " << line_no << ": " << rendered.status().message() << "\n";
+    if (!PrintJsonString(model->chat_template->Render(context), line_no)) {
       return kExitInvalidData;
     }
-    // Invalid UTF-8 (a template escape, a partial byte token) becomes U+FFFD.
-    std::cout << nlohmann::json(*rendered).dump(-1, ' ', false,
-                                                nlohmann::json::error_handler_t::replace)
-              << "\n";
   }
   return kExitOk;
 }
