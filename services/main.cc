@@ -16,8 +16,8 @@ const char* kUsage =
     "  serve            Run services (--target=dataset|all); see `switchyard serve --help`.\n"
     "  data <verb>      Validate, prepare, upload, list, show, stats, versions, delete,\n"
     "                   export datasets; see `switchyard data --help`.\n"
-    "  text <verb>      Encode and decode with a model's tokenizer.json; see\n"
-    "                   `switchyard text --help`.\n"
+    "  text <verb>      Encode, decode and render chat templates with a model's own\n"
+    "                   tokenizer; see `switchyard text --help`.\n"
     "  version          Print the version.\n\n"
     "Exit codes: 0 ok, 1 invalid data, 2 usage error, 3 not found, 4 server unavailable\n"
     "or deadline exceeded, 5 unauthenticated or permission denied, 6 other error.\n";
