@@ -33,6 +33,18 @@ bool PrintJsonString(const absl::StatusOr<std::string>& text, int64_t line_no) {
   return true;
 }
 
+// Parses a text verb's flags; --tokenizer is required. -1 to go on, else the
+// exit code.
+int ParseTextFlags(FlagSet* flags, const std::vector<std::string>& args) {
+  int rc = ParseOrExit(flags, args, 0, 0);
+  if (rc >= 0) return rc;
+  if (flags->GetString("tokenizer").empty()) {
+    std::cerr << "error: --tokenizer PATH is required\n";
+    return kExitUsage;
+  }
+  return -1;
+}
+
 int Run(const std::vector<std::string>& args, bool encode) {
   FlagSet flags(encode ? "switchyard text encode --tokenizer PATH [--no-special] < FILE"
                        : "switchyard text decode --tokenizer PATH [--skip-special] < FILE",
@@ -46,12 +58,8 @@ int Run(const std::vector<std::string>& args, bool encode) {
   } else {
     flags.AddBool("skip-special", false, "Leave special tokens out of the text.");
   }
-  int rc = ParseOrExit(&flags, args, 0, 0);
+  int rc = ParseTextFlags(&flags, args);
   if (rc >= 0) return rc;
-  if (flags.GetString("tokenizer").empty()) {
-    std::cerr << "error: --tokenizer PATH is required\n";
-    return kExitUsage;
-  }
   text::ModelTextOptions options;
   options.chat_template = false;
   auto model = text::LoadModelText(flags.GetString("tokenizer"), options);
@@ -102,12 +110,8 @@ int Chat(const std::vector<std::string>& args) {
   flags.AddString("tokenizer", "", "Model directory, tokenizer.json or tokenizer_config.json.");
   flags.AddBool("add-generation-prompt", false, "End with the assistant turn's header.");
   flags.AddString("template", "default", "Name of the template when the config has several.");
-  int rc = ParseOrExit(&flags, args, 0, 0);
+  int rc = ParseTextFlags(&flags, args);
   if (rc >= 0) return rc;
-  if (flags.GetString("tokenizer").empty()) {
-    std::cerr << "error: --tokenizer PATH is required\n";
-    return kExitUsage;
-  }
   text::ModelTextOptions options;
   options.tokenizer = false;
   options.require_template = true;

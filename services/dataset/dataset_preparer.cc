@@ -21,6 +21,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
+#include "services/dataset/dataset_stats.h"
 #include "services/dataset/table_reader.h"
 #include "shared/core/file_util.h"
 #include "shared/core/status_macros.h"
@@ -576,21 +577,20 @@ bool FinalAnswer(const Json& record, std::string* answer) {
   return false;
 }
 
-// Labels per example when the data looks like classification: at least 10
-// examples, 2..50 distinct short answers, and each label seen 3 times on average.
+// Final answers of every example when they look like class labels, by the same
+// rule as the validator's statistics (DatasetStatsAccumulator).
 bool ClassificationLabels(const std::vector<Example>& examples, std::vector<std::string>* labels) {
-  if (examples.size() < 10) return false;
-  std::set<std::string> distinct;
+  DatasetStatsAccumulator stats;
   for (const Example& ex : examples) {
     std::string answer;
     if (!FinalAnswer(ex.record, &answer)) return false;
-    std::vector<absl::string_view> words =
-        absl::StrSplit(answer, absl::ByAnyChar(" \t\r\n"), absl::SkipEmpty());
-    if (words.size() > 5) return false;
-    distinct.insert(answer);
+    ExampleFacts facts;
+    facts.has_label = true;
+    facts.label = answer;
+    stats.AddExample(facts);
     labels->push_back(std::move(answer));
   }
-  return distinct.size() >= 2 && distinct.size() <= 50 && distinct.size() * 3 <= examples.size();
+  return stats.LooksLikeClassification();
 }
 
 // Fisher-Yates with the raw engine: unlike std::shuffle (whose use of
