@@ -18,6 +18,8 @@ const char* kUsage =
     "                   export datasets; see `switchyard data --help`.\n"
     "  text <verb>      Encode, decode and render chat templates with a model's own\n"
     "                   tokenizer; see `switchyard text --help`.\n"
+    "  model <verb>     Init, score, generate with and merge checkpoints and LoRA\n"
+    "                   adapters locally; see `switchyard model --help`.\n"
     "  version          Print the version.\n\n"
     "Exit codes: 0 ok, 1 invalid data, 2 usage error, 3 not found, 4 server unavailable\n"
     "or deadline exceeded, 5 unauthenticated or permission denied, 6 other error.\n";
@@ -39,6 +41,7 @@ int main(int argc, char** argv) {
   }
   if (command == "data") return switchyard::cli::RunData(rest);
   if (command == "text") return switchyard::cli::RunText(rest);
+  if (command == "model") return switchyard::cli::RunModel(rest);
   if (command == "version" || command == "--version") {
     std::cout << "switchyard " << SWITCHYARD_VERSION << "\n";
     return 0;

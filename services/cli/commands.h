@@ -14,6 +14,8 @@ int RunServe(const std::vector<std::string>& args);
 int RunData(const std::vector<std::string>& args);
 // args[0] is the verb: encode, decode, chat.
 int RunText(const std::vector<std::string>& args);
+// args[0] is the verb: init, score, generate, merge.
+int RunModel(const std::vector<std::string>& args);
 
 }  // namespace switchyard::cli
 

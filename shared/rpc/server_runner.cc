@@ -4,7 +4,6 @@
 #include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/security/server_credentials.h>
 #include <grpcpp/server_builder.h>
-#include <prometheus/exposer.h>
 #include <signal.h>
 
 #include "absl/strings/str_cat.h"
@@ -77,17 +76,15 @@ absl::Status ServerRunner::Start() {
   health->SetServingStatus(true);
 
   if (!options_.metrics_listen.empty()) {
-    try {
-      exposer_ = std::make_unique<prometheus::Exposer>(options_.metrics_listen);
-      exposer_->RegisterCollectable(registry_);
-      std::vector<int> ports = exposer_->GetListeningPorts();
-      metrics_port_ = ports.empty() ? 0 : ports.front();
-    } catch (const std::exception& e) {
+    metrics_ = std::make_unique<MetricsHttpServer>(registry_);
+    absl::StatusOr<int> port = metrics_->Start(options_.metrics_listen);
+    if (!port.ok()) {
+      metrics_.reset();
       server_->Shutdown();
       server_.reset();
-      return absl::UnavailableError(
-          absl::StrCat("cannot serve metrics on ", options_.metrics_listen, ": ", e.what()));
+      return port.status();
     }
+    metrics_port_ = *port;
   }
   return absl::OkStatus();
 }

@@ -17,10 +17,7 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
-
-namespace prometheus {
-class Exposer;
-}
+#include "shared/rpc/metrics_http_server.h"
 
 namespace switchyard::rpc {
 
@@ -61,7 +58,7 @@ class ServerRunner {
   std::shared_ptr<prometheus::Registry> registry_;
   std::vector<std::pair<grpc::Service*, std::string>> services_;
   std::unique_ptr<grpc::Server> server_;
-  std::unique_ptr<prometheus::Exposer> exposer_;
+  std::unique_ptr<MetricsHttpServer> metrics_;
   int grpc_port_ = 0;
   int metrics_port_ = 0;
   bool shut_down_ = false;

@@ -1,0 +1,681 @@
+#include "shared/model/decoder.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <cmath>
+#include <cstring>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "shared/core/status_macros.h"
+#include "shared/model/gemv.h"
+#include "shared/model/runtime.h"
+
+namespace switchyard::model {
+namespace {
+
+constexpr float kMaskedScore = -1e30f;  // added to scores of masked keys (fp32)
+
+bool IsGpt2(const ModelConfig& c) { return c.arch == Architecture::kGpt2; }
+
+at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& weight, double eps) {
+  // In fp32 as transformers does, then back to the input dtype before the weight.
+  at::Tensor x32 = x.to(at::kFloat);
+  at::Tensor normed = x32 * at::rsqrt(x32.pow(2).mean(-1, /*keepdim=*/true) + eps);
+  return weight * normed.to(x.scalar_type());
+}
+
+at::Tensor Activate(const at::Tensor& x, Activation a) {
+  switch (a) {
+    case Activation::kSilu:
+      return at::silu(x);
+    case Activation::kGeluTanh:
+      return at::gelu(x, "tanh");
+    case Activation::kGeluExact:
+      return at::gelu(x);
+    case Activation::kRelu:
+      return at::relu(x);
+  }
+  return x;
+}
+
+// (..., head_dim) -> the halves swapped with the first negated.
+at::Tensor RotateHalf(const at::Tensor& x) {
+  const int64_t half = x.size(-1) / 2;
+  return at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+}
+
+// RoPE frequencies (head_dim / 2,) with the config's scaling applied.
+at::Tensor InverseFrequencies(const ModelConfig& c) {
+  const int64_t dim = c.head_dim;
+  std::vector<float> inv(dim / 2);
+  const RopeScaling& s = c.rope_scaling;
+  for (int64_t i = 0; i < dim / 2; ++i) {
+    double f = 1.0 / std::pow(c.rope_theta, static_cast<double>(2 * i) / static_cast<double>(dim));
+    if (s.type == RopeScaling::Type::kLinear) {
+      f /= s.factor;
+    } else if (s.type == RopeScaling::Type::kLlama3) {
+      // Long wavelengths are slowed by `factor`, short ones kept, the band
+      // between interpolated (Llama 3.1's rope scaling).
+      const double old_len = static_cast<double>(s.original_max_position_embeddings);
+      const double low_wavelen = old_len / s.low_freq_factor;
+      const double high_wavelen = old_len / s.high_freq_factor;
+      const double wavelen = 2 * M_PI / f;
+      if (wavelen > low_wavelen) {
+        f /= s.factor;
+      } else if (wavelen >= high_wavelen) {
+        const double smooth =
+            (old_len / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+        f = (1 - smooth) * f / s.factor + smooth * f;
+      }
+    }
+    inv[i] = static_cast<float>(f);
+  }
+  return at::tensor(inv, at::kFloat);
+}
+
+std::optional<int64_t> LayerOf(const std::string& path) {
+  // "model.layers.3.self_attn.q_proj" or "transformer.h.3.attn.c_attn".
+  for (const char* marker : {".layers.", ".h."}) {
+    size_t at = path.find(marker);
+    if (at == std::string::npos) continue;
+    at += std::strlen(marker);
+    size_t end = path.find('.', at);
+    int64_t layer = 0;
+    if (absl::SimpleAtoi(path.substr(at, end - at), &layer)) return layer;
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+// Everything one forward pass shares across layers.
+struct CausalLm::Context {
+  int64_t batch = 0, length = 0;  // B, T of this call
+  int64_t past = 0;               // tokens already in the cache
+  at::Tensor segments;            // (B, T) int64
+  at::Tensor positions;           // (B, T) int64
+  at::Tensor mask;                // (B, 1, 1, T, S) float32 additive, or undefined
+  at::Tensor cos, sin;            // (B, T, 1, head_dim) in the model dtype (RoPE)
+  AdapterRouting routing;
+};
+
+absl::StatusOr<KvCache> KvCache::Create(const ModelConfig& config, int64_t batch, int64_t capacity,
+                                        at::ScalarType dtype, at::Device device) {
+  if (batch <= 0 || capacity <= 0) {
+    return absl::InvalidArgumentError("KV cache batch and capacity must be positive");
+  }
+  KvCache cache;
+  cache.batch_ = batch;
+  cache.capacity_ = capacity;
+  SY_RETURN_IF_ERROR(TorchCall("allocating the KV cache", [&] {
+    auto opts = at::TensorOptions().dtype(dtype).device(device);
+    for (int64_t l = 0; l < config.num_layers; ++l) {
+      cache.keys_.push_back(
+          at::zeros({batch, config.num_kv_heads, capacity, config.head_dim}, opts));
+      cache.values_.push_back(
+          at::zeros({batch, config.num_kv_heads, capacity, config.head_dim}, opts));
+    }
+    cache.segments_ =
+        at::full({batch, capacity}, -1, at::TensorOptions().dtype(at::kLong).device(device));
+    cache.next_position_ = at::zeros({batch}, at::TensorOptions().dtype(at::kLong).device(device));
+  }));
+  return cache;
+}
+
+CausalLm::CausalLm(ModelConfig config, LoadOptions options)
+    : config_(std::move(config)), options_(options) {
+  blocks_.resize(config_.num_layers);
+  for (int64_t i = 0; i < config_.num_layers; ++i) {
+    Block& b = blocks_[i];
+    if (IsGpt2(config_)) {
+      const std::string p = absl::StrCat("transformer.h.", i, ".");
+      b.qkv = LoraLinear(p + "attn.c_attn");
+      b.o = LoraLinear(p + "attn.c_proj");
+      b.up = LoraLinear(p + "mlp.c_fc");
+      b.down = LoraLinear(p + "mlp.c_proj");
+    } else {
+      const std::string p = absl::StrCat("model.layers.", i, ".");
+      b.q = LoraLinear(p + "self_attn.q_proj");
+      b.k = LoraLinear(p + "self_attn.k_proj");
+      b.v = LoraLinear(p + "self_attn.v_proj");
+      b.o = LoraLinear(p + "self_attn.o_proj");
+      b.gate = LoraLinear(p + "mlp.gate_proj");
+      b.up = LoraLinear(p + "mlp.up_proj");
+      b.down = LoraLinear(p + "mlp.down_proj");
+    }
+  }
+  if (!IsGpt2(config_)) inv_freq_ = InverseFrequencies(config_).to(options_.device);
+}
+
+// Every checkpoint tensor and where it lives, in Hugging Face's names.
+WeightTable CausalLm::Table() {
+  const ModelConfig& c = config_;
+  const int64_t h = c.hidden_size, q = c.num_heads * c.head_dim, kv = c.num_kv_heads * c.head_dim;
+  const int64_t inter = c.intermediate_size, v = c.vocab_size;
+  WeightTable t;
+  auto linear = [&](LoraLinear& l, int64_t out, int64_t in, bool bias, bool conv1d = false) {
+    if (conv1d) {
+      t.Add(l.path() + ".weight", {in, out}, &l.weight(), /*transposed=*/true);
+    } else {
+      t.Add(l.path() + ".weight", {out, in}, &l.weight());
+    }
+    if (bias) t.Add(l.path() + ".bias", {out}, &l.bias());
+  };
+  if (IsGpt2(c)) {
+    t.Add("transformer.wte.weight", {v, h}, &embed_);
+    t.Add("transformer.wpe.weight", {c.max_position_embeddings, h}, &position_);
+    for (int64_t i = 0; i < c.num_layers; ++i) {
+      Block& b = blocks_[i];
+      const std::string p = absl::StrCat("transformer.h.", i, ".");
+      t.Add(p + "ln_1.weight", {h}, &b.norm1_w);
+      t.Add(p + "ln_1.bias", {h}, &b.norm1_b);
+      linear(b.qkv, 3 * h, h, true, true);
+      linear(b.o, h, h, true, true);
+      t.Add(p + "ln_2.weight", {h}, &b.norm2_w);
+      t.Add(p + "ln_2.bias", {h}, &b.norm2_b);
+      linear(b.up, inter, h, true, true);
+      linear(b.down, h, inter, true, true);
+    }
+    t.Add("transformer.ln_f.weight", {h}, &final_norm_w_);
+    t.Add("transformer.ln_f.bias", {h}, &final_norm_b_);
+    // Original GPT-2 checkpoints lack the "transformer." prefix.
+    t.rename = [](const std::string& n) {
+      return absl::StartsWith(n, "transformer.") || n == "lm_head.weight" ? n : "transformer." + n;
+    };
+    t.ignored_suffixes = {".attn.bias", ".attn.masked_bias"};
+  } else {
+    t.Add("model.embed_tokens.weight", {v, h}, &embed_);
+    for (int64_t i = 0; i < c.num_layers; ++i) {
+      Block& b = blocks_[i];
+      const std::string p = absl::StrCat("model.layers.", i, ".");
+      t.Add(p + "input_layernorm.weight", {h}, &b.norm1_w);
+      linear(b.q, q, h, c.attention_bias);
+      linear(b.k, kv, h, c.attention_bias);
+      linear(b.v, kv, h, c.attention_bias);
+      linear(b.o, h, q, c.output_bias);
+      t.Add(p + "post_attention_layernorm.weight", {h}, &b.norm2_w);
+      linear(b.gate, inter, h, c.mlp_bias);
+      linear(b.up, inter, h, c.mlp_bias);
+      linear(b.down, h, inter, c.mlp_bias);
+    }
+    t.Add("model.norm.weight", {h}, &final_norm_w_);
+    t.ignored_suffixes = {".rotary_emb.inv_freq"};
+  }
+  // A tied head may still be saved; transformers then ignores it, and so do we.
+  t.Add("lm_head.weight", {v, h}, &lm_head_, false, /*optional=*/true);
+  return t;
+}
+
+std::vector<LoraLinear*> CausalLm::Linears() {
+  std::vector<LoraLinear*> out;
+  for (Block& b : blocks_) {
+    for (LoraLinear* l : {&b.qkv, &b.q, &b.k, &b.v, &b.o, &b.gate, &b.up, &b.down}) {
+      if (!l->path().empty()) out.push_back(l);
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<std::unique_ptr<CausalLm>> CausalLm::Load(const std::string& dir,
+                                                         const LoadOptions& options) {
+  SY_ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(dir));
+  if (!config.is_decoder()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(dir, ": a ", ArchitectureName(config.arch), " model is not a causal LM"));
+  }
+  std::unique_ptr<CausalLm> model(new CausalLm(config, options));
+  WeightTable table = model->Table();
+  SY_RETURN_IF_ERROR(LoadWeightTable(dir, table, options));
+  if (config.tie_word_embeddings || !model->lm_head_.defined()) {
+    if (!config.tie_word_embeddings) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(dir, ": missing tensor \"lm_head.weight\" (tie_word_embeddings is false)"));
+    }
+    model->lm_head_ = model->embed_;
+  }
+  return model;
+}
+
+absl::StatusOr<std::unique_ptr<CausalLm>> CausalLm::FromTensors(
+    const ModelConfig& config, const std::map<std::string, at::Tensor>& tensors,
+    const LoadOptions& options) {
+  if (!config.is_decoder()) {
+    return absl::InvalidArgumentError("a bert model is not a causal LM");
+  }
+  std::unique_ptr<CausalLm> model(new CausalLm(config, options));
+  WeightTable table = model->Table();
+  SY_RETURN_IF_ERROR(FillWeightTable(tensors, table, options));
+  if (config.tie_word_embeddings || !model->lm_head_.defined()) {
+    if (!config.tie_word_embeddings) {
+      return absl::InvalidArgumentError(
+          "missing tensor \"lm_head.weight\" (tie_word_embeddings is false)");
+    }
+    model->lm_head_ = model->embed_;
+  }
+  return model;
+}
+
+// ---------------------------------------------------------------------------
+// Forward
+
+absl::StatusOr<CausalLm::Context> CausalLm::Prepare(const DecoderInput& in,
+                                                    const KvCache* cache) const {
+  Context ctx;
+  if (!in.input_ids.defined() || in.input_ids.dim() != 2) {
+    return absl::InvalidArgumentError("input_ids must be a (batch, length) tensor");
+  }
+  ctx.batch = in.input_ids.size(0);
+  ctx.length = in.input_ids.size(1);
+  const int64_t B = ctx.batch, T = ctx.length;
+  auto long_opts = at::TensorOptions().dtype(at::kLong).device(options_.device);
+  for (const at::Tensor* t : {&in.segment_ids, &in.position_ids}) {
+    if (t->defined() && (t->dim() != 2 || t->size(0) != B || t->size(1) != T)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "segment_ids and position_ids must match input_ids' shape (", B, ", ", T, ")"));
+    }
+  }
+  if (!in.adapters.empty() && static_cast<int64_t>(in.adapters.size()) != B) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("adapters has ", in.adapters.size(), " entries for a batch of ", B));
+  }
+  if (cache != nullptr) {
+    if (cache->batch() != B) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("KV cache holds ", cache->batch(), " rows but the batch has ", B));
+    }
+    if (cache->length() + T > cache->capacity()) {
+      return absl::ResourceExhaustedError(absl::StrCat("KV cache full: ", cache->length(), " + ", T,
+                                                       " positions exceed its capacity of ",
+                                                       cache->capacity()));
+    }
+    ctx.past = cache->length();
+  }
+
+  // Adapter routing: rows grouped by adapter id.
+  std::map<int, std::vector<int64_t>> rows_by_adapter;
+  for (int64_t r = 0; r < static_cast<int64_t>(in.adapters.size()); ++r) {
+    rows_by_adapter[in.adapters[r]].push_back(r);
+  }
+  int merged = kNoAdapter;
+  for (size_t id = 0; id < adapters_.size(); ++id) {
+    if (adapters_[id] && adapters_[id]->merged) merged = static_cast<int>(id);
+  }
+  if (merged != kNoAdapter) {
+    bool ok = rows_by_adapter.size() == 1 && rows_by_adapter.begin()->first == merged;
+    if (!ok) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "adapter \"", adapters_[merged]->name,
+          "\" is merged into the base weights; every row must use it until it is unmerged"));
+    }
+  }
+  for (auto& [id, rows] : rows_by_adapter) {
+    if (id == kNoAdapter || id == merged) continue;
+    if (id < 0 || id >= static_cast<int>(adapters_.size()) || !adapters_[id]) {
+      return absl::InvalidArgumentError(absl::StrCat("no adapter with id ", id));
+    }
+    AdapterRouting::Group g;
+    g.adapter = id;
+    g.all_rows = static_cast<int64_t>(rows.size()) == B;
+    if (!g.all_rows) g.rows = at::tensor(rows, at::kLong).to(options_.device);
+    ctx.routing.groups.push_back(std::move(g));
+  }
+  ctx.routing.training = in.training;
+
+  return TorchCall("preparing the forward pass", [&]() -> absl::StatusOr<Context> {
+    ctx.segments =
+        in.segment_ids.defined() ? in.segment_ids.to(long_opts) : at::zeros({B, T}, long_opts);
+    at::Tensor valid = ctx.segments.ge(0);
+    if (cache != nullptr && ctx.segments.max().item<int64_t>() > 0) {
+      return absl::InvalidArgumentError("packed segments cannot be used with a KV cache");
+    }
+    if (in.position_ids.defined()) {
+      ctx.positions = in.position_ids.to(long_opts);
+    } else if (cache != nullptr) {
+      // Continue each row from the positions already cached.
+      at::Tensor counted = valid.to(at::kLong).cumsum(1) - 1 + cache->next_position_.unsqueeze(1);
+      ctx.positions = counted.masked_fill(valid.logical_not(), 0);
+    } else {
+      // Restart at 0 at each segment's first token: position = index minus
+      // the index where the segment began.
+      at::Tensor index = at::arange(T, long_opts).unsqueeze(0).expand({B, T});
+      at::Tensor starts =
+          at::ones({B, T}, at::TensorOptions().dtype(at::kBool).device(options_.device));
+      if (T > 1) {
+        starts.narrow(1, 1, T - 1)
+            .copy_(ctx.segments.narrow(1, 1, T - 1).ne(ctx.segments.narrow(1, 0, T - 1)));
+      }
+      at::Tensor start_index =
+          std::get<0>(at::where(starts, index, at::zeros_like(index)).cummax(1));
+      ctx.positions = (index - start_index).masked_fill(valid.logical_not(), 0);
+    }
+    if (T > 0) {
+      const int64_t max_pos = ctx.positions.max().item<int64_t>();
+      if (IsGpt2(config_) && max_pos >= config_.max_position_embeddings) {
+        return absl::InvalidArgumentError(absl::StrCat("position ", max_pos,
+                                                       " is past the model's maximum of ",
+                                                       config_.max_position_embeddings - 1));
+      }
+    }
+
+    // Attention mask over the keys: the cache's positions, then this call's.
+    const int64_t S = ctx.past + T;
+    const bool padded = (cache != nullptr && cache->has_padding_) ||
+                        (T > 0 && ctx.segments.min().item<int64_t>() < 0);
+    const bool windowed = config_.sliding_window.has_value() && S > *config_.sliding_window;
+    if (T > 1 || padded || windowed) {
+      at::Tensor key_segments =
+          cache != nullptr ? at::cat({cache->segments_.narrow(1, 0, ctx.past), ctx.segments}, 1)
+                           : ctx.segments;  // (B, S)
+      at::Tensor q_index = at::arange(ctx.past, S, long_opts).view({1, T, 1});
+      at::Tensor k_index = at::arange(S, long_opts).view({1, 1, S});
+      at::Tensor allowed = key_segments.unsqueeze(1).eq(ctx.segments.unsqueeze(2)) &
+                           key_segments.unsqueeze(1).ge(0) & k_index.le(q_index);  // (B, T, S)
+      if (windowed) allowed = allowed & (q_index - k_index).lt(*config_.sliding_window);
+      ctx.mask = at::zeros({B, T, S}, at::TensorOptions().dtype(at::kFloat).device(options_.device))
+                     .masked_fill(allowed.logical_not(), kMaskedScore)
+                     .view({B, 1, 1, T, S});
+    }
+    if (!IsGpt2(config_)) {
+      at::Tensor freqs = ctx.positions.to(at::kFloat).unsqueeze(-1) * inv_freq_;  // (B, T, D/2)
+      at::Tensor emb = at::cat({freqs, freqs}, -1).unsqueeze(2);                  // (B, T, 1, D)
+      ctx.cos = emb.cos().to(options_.dtype);
+      ctx.sin = emb.sin().to(options_.dtype);
+    }
+    return std::move(ctx);
+  });
+}
+
+at::Tensor CausalLm::Attention(const Block& b, int layer, const at::Tensor& x, const Context& ctx,
+                               KvCache* cache) const {
+  const int64_t B = ctx.batch, T = ctx.length, D = config_.head_dim;
+  const int64_t H = config_.num_heads, KV = config_.num_kv_heads, G = H / KV;
+  at::Tensor q, k, v;
+  if (IsGpt2(config_)) {
+    std::vector<at::Tensor> qkv = b.qkv.Forward(x, ctx.routing).split(config_.hidden_size, -1);
+    q = qkv[0].view({B, T, H, D});
+    k = qkv[1].view({B, T, KV, D});
+    v = qkv[2].view({B, T, KV, D});
+  } else {
+    q = b.q.Forward(x, ctx.routing).view({B, T, H, D});
+    k = b.k.Forward(x, ctx.routing).view({B, T, KV, D});
+    v = b.v.Forward(x, ctx.routing).view({B, T, KV, D});
+    q = q * ctx.cos + RotateHalf(q) * ctx.sin;
+    k = k * ctx.cos + RotateHalf(k) * ctx.sin;
+  }
+  k = k.transpose(1, 2);  // (B, KV, T, D)
+  v = v.transpose(1, 2);
+  if (cache != nullptr) {
+    cache->keys_[layer].narrow(2, ctx.past, T).copy_(k);
+    cache->values_[layer].narrow(2, ctx.past, T).copy_(v);
+    k = cache->keys_[layer].narrow(2, 0, ctx.past + T);  // (B, KV, S, D)
+    v = cache->values_[layer].narrow(2, 0, ctx.past + T);
+  }
+  const int64_t S = k.size(2);
+  // Query heads grouped under the key/value head they share (head h uses
+  // kv head h / G, as transformers' repeat_kv): (B, KV, G*T, D).
+  q = (q * (1.0 / std::sqrt(static_cast<double>(D))))
+          .view({B, T, KV, G, D})
+          .permute({0, 2, 3, 1, 4})
+          .reshape({B, KV, G * T, D});
+  at::Tensor scores = at::matmul(q, k.transpose(-1, -2));  // (B, KV, G*T, S)
+  at::Tensor probs;
+  if (ctx.mask.defined() || options_.dtype != at::kFloat) {
+    scores = scores.to(at::kFloat).view({B, KV, G, T, S});
+    if (ctx.mask.defined()) scores = scores + ctx.mask;
+    probs = at::softmax(scores, -1).to(options_.dtype).view({B, KV, G * T, S});
+  } else {
+    probs = at::softmax(scores, -1);
+  }
+  at::Tensor out = at::matmul(probs, v);  // (B, KV, G*T, D)
+  out = out.view({B, KV, G, T, D}).permute({0, 3, 1, 2, 4}).reshape({B, T, H * D});
+  return b.o.Forward(out, ctx.routing);
+}
+
+at::Tensor CausalLm::Mlp(const Block& b, const at::Tensor& x, const Context& ctx) const {
+  if (IsGpt2(config_)) {
+    return b.down.Forward(Activate(b.up.Forward(x, ctx.routing), config_.activation), ctx.routing);
+  }
+  at::Tensor gated = Activate(b.gate.Forward(x, ctx.routing), config_.activation);
+  return b.down.Forward(gated * b.up.Forward(x, ctx.routing), ctx.routing);
+}
+
+absl::StatusOr<at::Tensor> CausalLm::Hidden(const DecoderInput& in, KvCache* cache) const {
+  SY_ASSIGN_OR_RETURN(Context ctx, Prepare(in, cache));
+  return TorchCall("forward pass", [&] {
+    const double eps = config_.norm_eps;
+    const int64_t H = config_.hidden_size;
+    at::Tensor ids = in.input_ids.to(at::TensorOptions().dtype(at::kLong).device(options_.device));
+    at::Tensor x = at::embedding(embed_, ids);  // (B, T, hidden)
+    if (IsGpt2(config_)) x = x + at::embedding(position_, ctx.positions);
+    for (int64_t l = 0; l < config_.num_layers; ++l) {
+      const Block& b = blocks_[l];
+      if (IsGpt2(config_)) {
+        x = x + Attention(b, l, at::layer_norm(x, {H}, b.norm1_w, b.norm1_b, eps), ctx, cache);
+        x = x + Mlp(b, at::layer_norm(x, {H}, b.norm2_w, b.norm2_b, eps), ctx);
+      } else {
+        x = x + Attention(b, l, RmsNorm(x, b.norm1_w, eps), ctx, cache);
+        x = x + Mlp(b, RmsNorm(x, b.norm2_w, eps), ctx);
+      }
+    }
+    x = IsGpt2(config_) ? at::layer_norm(x, {H}, final_norm_w_, final_norm_b_, eps)
+                        : RmsNorm(x, final_norm_w_, eps);
+    if (cache != nullptr) {
+      cache->segments_.narrow(1, ctx.past, ctx.length).copy_(ctx.segments);
+      cache->next_position_ = cache->next_position_ + ctx.segments.ge(0).sum(1);
+      cache->has_padding_ =
+          cache->has_padding_ || (ctx.length > 0 && ctx.segments.min().item<int64_t>() < 0);
+      cache->length_ += ctx.length;
+    }
+    return x;
+  });
+}
+
+at::Tensor CausalLm::Logits(const at::Tensor& hidden) const {
+  return UseSmallBatchLinear(hidden, lm_head_, at::Tensor())
+             ? SmallBatchLinear(hidden, lm_head_, at::Tensor())
+             : at::linear(hidden, lm_head_);
+}
+
+absl::StatusOr<at::Tensor> CausalLm::Forward(const DecoderInput& input, KvCache* cache) const {
+  SY_ASSIGN_OR_RETURN(at::Tensor hidden, Hidden(input, cache));
+  return TorchCall("LM head", [&] { return Logits(hidden); });
+}
+
+// ---------------------------------------------------------------------------
+// Weights out
+
+std::vector<std::pair<std::string, at::Tensor>> CausalLm::NamedWeights() const {
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  WeightTable table = const_cast<CausalLm*>(this)->Table();
+  const bool tied = lm_head_.is_same(embed_);
+  for (const WeightSlot& s : table.slots) {
+    if (s.name == "lm_head.weight" && tied) continue;
+    at::Tensor t = s.target->detach();
+    out.emplace_back(s.name, s.transposed ? t.t() : t);
+  }
+  return out;
+}
+
+std::vector<at::Tensor> CausalLm::Parameters() const {
+  std::vector<at::Tensor> out;
+  WeightTable table = const_cast<CausalLm*>(this)->Table();
+  for (const WeightSlot& s : table.slots) {
+    if (s.name == "lm_head.weight" && lm_head_.is_same(embed_)) continue;
+    out.push_back(*s.target);
+  }
+  return out;
+}
+
+absl::Status CausalLm::Save(const std::string& dir) const {
+  ModelConfig config = config_;
+  config.torch_dtype = std::string(DtypeName(options_.dtype));
+  config.tie_word_embeddings = lm_head_.is_same(embed_);
+  return SaveCheckpoint(dir, ModelConfigToJson(config).dump(2) + "\n", NamedWeights());
+}
+
+// ---------------------------------------------------------------------------
+// Adapters
+
+int CausalLm::FindAdapter(const std::string& name) const {
+  for (size_t i = 0; i < adapters_.size(); ++i) {
+    if (adapters_[i] && adapters_[i]->name == name) return static_cast<int>(i);
+  }
+  return kNoAdapter;
+}
+
+std::optional<int> CausalLm::AdapterId(const std::string& name) const {
+  int id = FindAdapter(name);
+  if (id == kNoAdapter) return std::nullopt;
+  return id;
+}
+
+absl::StatusOr<int> CausalLm::AttachAdapter(const std::string& name, const LoraConfig& config,
+                                            const std::map<std::string, LoraWeights>& modules) {
+  if (FindAdapter(name) != kNoAdapter) {
+    return absl::AlreadyExistsError(absl::StrCat("adapter \"", name, "\" is already loaded"));
+  }
+  std::map<std::string, LoraLinear*> by_path;
+  for (LoraLinear* l : Linears()) by_path[l->path()] = l;
+  for (const auto& [path, w] : modules) {
+    auto it = by_path.find(path);
+    if (it == by_path.end()) {
+      return absl::InvalidArgumentError(absl::StrCat("adapter \"", name, "\": module \"", path,
+                                                     "\" is not a linear layer of this ",
+                                                     ArchitectureName(config_.arch), " model"));
+    }
+    const LoraLinear& l = *it->second;
+    if (w.a.dim() != 2 || w.b.dim() != 2 || w.a.size(1) != l.in_features() ||
+        w.b.size(0) != l.out_features() || w.a.size(0) != w.b.size(1)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "adapter \"", name, "\": module \"", path, "\" has lora_A [", w.a.size(0), ", ",
+          w.a.size(1), "] and lora_B [", w.b.size(0), ", ", w.b.size(1), "] but the layer is [",
+          l.out_features(), ", ", l.in_features(), "] (out, in)"));
+    }
+  }
+  int id = static_cast<int>(adapters_.size());
+  for (size_t i = 0; i < adapters_.size(); ++i) {
+    if (!adapters_[i]) {
+      id = static_cast<int>(i);
+      break;
+    }
+  }
+  if (id == static_cast<int>(adapters_.size())) adapters_.emplace_back();
+  adapters_[id] = AdapterState{name, config, false};
+  const double scale = config.Scale();
+  for (const auto& [path, w] : modules) {
+    by_path[path]->AddAdapter(id, w.a, w.b, scale, config.dropout);
+  }
+  return id;
+}
+
+absl::StatusOr<int> CausalLm::AddAdapter(const std::string& name, const LoraAdapter& adapter) {
+  std::map<std::string, LoraWeights> moved;
+  SY_RETURN_IF_ERROR(TorchCall("adapter weights", [&] {
+    for (const auto& [path, w] : adapter.modules) {
+      moved[path] = {w.a.to(options_.device, options_.dtype),
+                     w.b.to(options_.device, options_.dtype)};
+    }
+  }));
+  return AttachAdapter(name, adapter.config, moved);
+}
+
+absl::StatusOr<int> CausalLm::CreateAdapter(const std::string& name, const LoraConfig& config,
+                                            uint64_t seed) {
+  std::map<std::string, LoraWeights> modules;
+  for (LoraLinear* l : Linears()) {
+    if (!config.Targets(l->path(), LayerOf(l->path()))) continue;
+    modules[l->path()];
+  }
+  if (modules.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("adapter \"", name, "\": target_modules match no linear layer of this ",
+                     ArchitectureName(config_.arch), " model"));
+  }
+  std::map<std::string, LoraLinear*> by_path;
+  for (LoraLinear* l : Linears()) by_path[l->path()] = l;
+  SY_RETURN_IF_ERROR(TorchCall("creating adapter", [&] {
+    at::Generator gen = at::detail::createCPUGenerator(seed);
+    for (auto& [path, w] : modules) {
+      const LoraLinear& l = *by_path[path];
+      // Kaiming-uniform with a = sqrt(5), as nn.Linear and PEFT initialise A:
+      // bound = 1 / sqrt(in).
+      const double bound = 1.0 / std::sqrt(static_cast<double>(l.in_features()));
+      at::Tensor a =
+          at::empty({config.r, l.in_features()}, at::kFloat).uniform_(-bound, bound, gen);
+      w.a = a.to(options_.device, options_.dtype).set_requires_grad(true);
+      w.b = at::zeros({l.out_features(), config.r},
+                      at::TensorOptions().dtype(options_.dtype).device(options_.device))
+                .set_requires_grad(true);
+    }
+  }));
+  return AttachAdapter(name, config, modules);
+}
+
+absl::Status CausalLm::RemoveAdapter(const std::string& name) {
+  int id = FindAdapter(name);
+  if (id == kNoAdapter) return absl::NotFoundError(absl::StrCat("no adapter \"", name, "\""));
+  if (adapters_[id]->merged) SY_RETURN_IF_ERROR(UnmergeAdapter(name));
+  for (LoraLinear* l : Linears()) l->RemoveAdapter(id);
+  adapters_[id].reset();
+  return absl::OkStatus();
+}
+
+absl::Status CausalLm::MergeAdapter(const std::string& name) {
+  int id = FindAdapter(name);
+  if (id == kNoAdapter) return absl::NotFoundError(absl::StrCat("no adapter \"", name, "\""));
+  for (const auto& a : adapters_) {
+    if (a && a->merged) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("adapter \"", a->name, "\" is already merged; unmerge it first"));
+    }
+  }
+  SY_RETURN_IF_ERROR(TorchCall("merging adapter", [&] {
+    for (LoraLinear* l : Linears()) l->Merge(id);
+  }));
+  adapters_[id]->merged = true;
+  return absl::OkStatus();
+}
+
+absl::Status CausalLm::UnmergeAdapter(const std::string& name) {
+  int id = FindAdapter(name);
+  if (id == kNoAdapter) return absl::NotFoundError(absl::StrCat("no adapter \"", name, "\""));
+  if (!adapters_[id]->merged) {
+    return absl::FailedPreconditionError(absl::StrCat("adapter \"", name, "\" is not merged"));
+  }
+  SY_RETURN_IF_ERROR(TorchCall("unmerging adapter", [&] {
+    for (LoraLinear* l : Linears()) l->Unmerge(id);
+  }));
+  adapters_[id]->merged = false;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<LoraAdapter> CausalLm::ExportAdapter(const std::string& name) const {
+  int id = FindAdapter(name);
+  if (id == kNoAdapter) return absl::NotFoundError(absl::StrCat("no adapter \"", name, "\""));
+  LoraAdapter out;
+  out.config = adapters_[id]->config;
+  out.config.fan_in_fan_out = IsGpt2(config_);
+  for (LoraLinear* l : const_cast<CausalLm*>(this)->Linears()) {
+    auto [a, b] = l->AdapterWeights(id);
+    if (a.defined()) out.modules[l->path()] = {a.detach(), b.detach()};
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<at::Tensor>> CausalLm::AdapterParameters(const std::string& name) const {
+  int id = FindAdapter(name);
+  if (id == kNoAdapter) return absl::NotFoundError(absl::StrCat("no adapter \"", name, "\""));
+  std::vector<at::Tensor> out;
+  for (LoraLinear* l : const_cast<CausalLm*>(this)->Linears()) {
+    auto [a, b] = l->AdapterWeights(id);
+    if (a.defined()) {
+      out.push_back(a);
+      out.push_back(b);
+    }
+  }
+  return out;
+}
+
+}  // namespace switchyard::model

@@ -1,0 +1,160 @@
+#include "shared/model/gemv.h"
+
+#include <ATen/Parallel.h>
+#include <ATen/core/grad_mode.h>
+#include <immintrin.h>
+
+#include <atomic>
+#include <cstring>
+
+namespace switchyard::model {
+namespace {
+
+std::atomic<bool> g_enabled{true};
+
+bool CpuHasAvx2Fma() {
+  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return has;
+}
+
+__attribute__((target("avx2,fma"))) inline float HorizontalSum(__m256 v) {
+  __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
+  lo = _mm_add_ps(lo, hi);
+  lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
+  lo = _mm_add_ss(lo, _mm_shuffle_ps(lo, lo, 1));
+  return _mm_cvtss_f32(lo);
+}
+
+// Eight weights as fp32: bf16 is the top half of an fp32.
+template <bool kBf16>
+__attribute__((target("avx2,fma"))) inline __m256 Load8(const void* w, int64_t k) {
+  if constexpr (kBf16) {
+    __m128i raw =
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(w) + k));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(raw), 16));
+  } else {
+    return _mm256_loadu_ps(static_cast<const float*>(w) + k);
+  }
+}
+
+template <bool kBf16>
+inline float LoadScalar(const void* w, int64_t k) {
+  if constexpr (kBf16) {
+    uint32_t bits = static_cast<uint32_t>(static_cast<const uint16_t*>(w)[k]) << 16;
+    float f;
+    std::memcpy(&f, &bits, 4);
+    return f;
+  } else {
+    return static_cast<const float*>(w)[k];
+  }
+}
+
+// y[m][r] = dot(W[r], x[m]) for rows [r0, r1) and M input rows. R weight rows
+// go together so that R * M independent accumulators hide FMA latency.
+template <bool kBf16, int M>
+__attribute__((target("avx2,fma"))) void Rows(const void* w, const float* x, float* y, int64_t in,
+                                              int64_t out, int64_t r0, int64_t r1) {
+  constexpr int R = M >= 8 ? 1 : (M >= 4 ? 2 : (M >= 2 ? 4 : 8));
+  const int64_t elem = kBf16 ? 2 : 4;
+  const char* base = static_cast<const char*>(w);
+  int64_t r = r0;
+  for (; r + R <= r1; r += R) {
+    __m256 acc[R][M];
+    for (int i = 0; i < R; ++i) {
+      for (int m = 0; m < M; ++m) acc[i][m] = _mm256_setzero_ps();
+    }
+    int64_t k = 0;
+    for (; k + 8 <= in; k += 8) {
+      __m256 xs[M];
+      for (int m = 0; m < M; ++m) xs[m] = _mm256_loadu_ps(x + m * in + k);
+      for (int i = 0; i < R; ++i) {
+        __m256 wv = Load8<kBf16>(base + (r + i) * in * elem, k);
+        for (int m = 0; m < M; ++m) acc[i][m] = _mm256_fmadd_ps(wv, xs[m], acc[i][m]);
+      }
+    }
+    for (int i = 0; i < R; ++i) {
+      const void* row = base + (r + i) * in * elem;
+      for (int m = 0; m < M; ++m) {
+        float sum = HorizontalSum(acc[i][m]);
+        for (int64_t t = k; t < in; ++t) sum += LoadScalar<kBf16>(row, t) * x[m * in + t];
+        y[m * out + r + i] = sum;
+      }
+    }
+  }
+  for (; r < r1; ++r) {  // leftover rows, one at a time
+    const void* row = base + r * in * elem;
+    for (int m = 0; m < M; ++m) {
+      float sum = 0;
+      for (int64_t t = 0; t < in; ++t) sum += LoadScalar<kBf16>(row, t) * x[m * in + t];
+      y[m * out + r] = sum;
+    }
+  }
+}
+
+template <bool kBf16>
+void Dispatch(int64_t m, const void* w, const float* x, float* y, int64_t in, int64_t out,
+              int64_t r0, int64_t r1) {
+  switch (m) {
+    case 1:
+      return Rows<kBf16, 1>(w, x, y, in, out, r0, r1);
+    case 2:
+      return Rows<kBf16, 2>(w, x, y, in, out, r0, r1);
+    case 3:
+      return Rows<kBf16, 3>(w, x, y, in, out, r0, r1);
+    case 4:
+      return Rows<kBf16, 4>(w, x, y, in, out, r0, r1);
+    case 5:
+      return Rows<kBf16, 5>(w, x, y, in, out, r0, r1);
+    case 6:
+      return Rows<kBf16, 6>(w, x, y, in, out, r0, r1);
+    case 7:
+      return Rows<kBf16, 7>(w, x, y, in, out, r0, r1);
+    default:
+      return Rows<kBf16, 8>(w, x, y, in, out, r0, r1);
+  }
+}
+
+}  // namespace
+
+void SetSmallBatchLinearEnabled(bool enabled) { g_enabled = enabled; }
+
+bool UseSmallBatchLinear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
+  if (!g_enabled || !CpuHasAvx2Fma()) return false;
+  if (!x.device().is_cpu() || !weight.device().is_cpu() || weight.dim() != 2) return false;
+  const at::ScalarType t = weight.scalar_type();
+  if ((t != at::kFloat && t != at::kBFloat16) || x.scalar_type() != t) return false;
+  if (!weight.is_contiguous() || x.size(-1) != weight.size(1)) return false;
+  if (x.numel() / weight.size(1) > kGemvMaxRows || x.numel() == 0) return false;
+  if (bias.defined() && (bias.scalar_type() != t || bias.numel() != weight.size(0))) return false;
+  if (at::GradMode::is_enabled() &&
+      (x.requires_grad() || weight.requires_grad() || (bias.defined() && bias.requires_grad()))) {
+    return false;
+  }
+  return true;
+}
+
+at::Tensor SmallBatchLinear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
+  const int64_t in = weight.size(1), out = weight.size(0);
+  const int64_t m = x.numel() / in;
+  const bool bf16 = weight.scalar_type() == at::kBFloat16;
+  at::Tensor xf = x.reshape({m, in}).to(at::kFloat).contiguous();  // (M, in), small
+  at::Tensor yf = at::empty({m, out}, at::kFloat);
+  const void* w = weight.data_ptr();
+  const float* xp = xf.data_ptr<float>();
+  float* yp = yf.data_ptr<float>();
+  // Chunks of at least ~64 KiB of weights per task.
+  const int64_t grain = std::max<int64_t>(8, (64 << 10) / (in * (bf16 ? 2 : 4)));
+  at::parallel_for(0, out, grain, [&](int64_t r0, int64_t r1) {
+    if (bf16) {
+      Dispatch<true>(m, w, xp, yp, in, out, r0, r1);
+    } else {
+      Dispatch<false>(m, w, xp, yp, in, out, r0, r1);
+    }
+  });
+  if (bias.defined()) yf.add_(bias.to(at::kFloat));
+  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
+  shape.back() = out;
+  return yf.to(x.scalar_type()).view(shape);
+}
+
+}  // namespace switchyard::model

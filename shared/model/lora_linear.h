@@ -1,0 +1,75 @@
+// LoraLinear: a frozen base linear layer plus any number of LoRA adapters,
+// the adapter chosen per batch row.
+//
+// y = x W^T + b + sum over the row's adapter of scale * B(A(dropout(x))).
+// W is (out, in) whatever the checkpoint's layout (GPT-2's Conv1D weights are
+// transposed on load). Forward is const and thread-safe; adding, removing,
+// merging and unmerging adapters are not and need external synchronisation.
+
+#ifndef SWITCHYARD_SHARED_MODEL_LORA_LINEAR_H_
+#define SWITCHYARD_SHARED_MODEL_LORA_LINEAR_H_
+
+#include <ATen/ATen.h>
+
+#include <string>
+#include <vector>
+
+namespace switchyard::model {
+
+// Which adapter each batch row uses, computed once per forward pass.
+struct AdapterRouting {
+  struct Group {
+    int adapter = -1;
+    bool all_rows = false;
+    at::Tensor rows;  // (n,) int64 row indices when !all_rows
+  };
+  std::vector<Group> groups;  // one per adapter some row uses (not merged ones)
+  bool training = false;      // apply LoRA dropout
+};
+
+class LoraLinear {
+ public:
+  LoraLinear() = default;
+  explicit LoraLinear(std::string path) : path_(std::move(path)) {}
+
+  const std::string& path() const {
+    return path_;
+  }                                         // module path, e.g. model.layers.0.self_attn.q_proj
+  at::Tensor& weight() { return weight_; }  // (out, in)
+  at::Tensor& bias() { return bias_; }      // (out,) or undefined
+  const at::Tensor& weight() const { return weight_; }
+  const at::Tensor& bias() const { return bias_; }
+  int64_t in_features() const { return weight_.size(1); }
+  int64_t out_features() const { return weight_.size(0); }
+
+  // x (..., in) -> (..., out). Rows are x's first dimension.
+  at::Tensor Forward(const at::Tensor& x, const AdapterRouting& routing) const;
+
+  // Attaches adapter `id`: a (r, in), b (out, r), already on the weight's device.
+  void AddAdapter(int id, at::Tensor a, at::Tensor b, double scale, double dropout);
+  void RemoveAdapter(int id);
+  bool HasAdapter(int id) const;
+  // W += scale * B A (Merge) or W -= scale * B A (Unmerge), computed in fp32.
+  void Merge(int id);
+  void Unmerge(int id);
+  // The adapter's A and B, or undefined tensors when absent.
+  std::pair<at::Tensor, at::Tensor> AdapterWeights(int id) const;
+
+ private:
+  struct Slot {
+    int id;
+    at::Tensor a, b;
+    double scale;
+    double dropout;
+  };
+  const Slot* FindSlot(int id) const;
+  void ApplyDelta(int id, double sign);
+
+  std::string path_;
+  at::Tensor weight_, bias_;
+  std::vector<Slot> slots_;
+};
+
+}  // namespace switchyard::model
+
+#endif  // SWITCHYARD_SHARED_MODEL_LORA_LINEAR_H_

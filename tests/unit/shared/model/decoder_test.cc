@@ -1,0 +1,399 @@
+// CausalLm against the stored outputs of the independent reference
+// (tools/model/reference.py), and its own invariants: KV-cache decoding equals
+// the full forward, packed rows equal separate rows, merged adapters equal
+// unmerged ones, several adapters in one batch equal one at a time.
+#include "shared/model/decoder.h"
+
+#include <c10/core/InferenceMode.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "shared/model/generate.h"
+#include "shared/model/runtime.h"
+#include "tests/unit/shared/model/model_testing.h"
+
+namespace switchyard::model {
+namespace {
+
+using testing::FixtureDir;
+using ::testing::HasSubstr;
+using testing::Reference;
+using testing::RelativeError;
+
+// fp32 against the reference's float64 run rounded to fp32; the reference's
+// own fp32 run lands within 1e-6, and the subtle mistakes (wrong GELU, wrong
+// norm epsilon) move the logits by ~1.6e-4.
+constexpr double kParityTolerance = 1e-5;
+
+std::unique_ptr<CausalLm> LoadOrDie(const std::string& fixture, LoadOptions options = {}) {
+  auto lm = CausalLm::Load(FixtureDir(fixture), options);
+  EXPECT_TRUE(lm.ok()) << lm.status();
+  return lm.ok() ? *std::move(lm) : nullptr;
+}
+
+// The reference inputs: mask 0 becomes segment -1 (padding).
+DecoderInput ReferenceInput(const std::string& fixture) {
+  DecoderInput in;
+  in.input_ids = Reference(fixture, "input_ids");
+  in.segment_ids = at::where(Reference(fixture, "attention_mask").eq(1),
+                             at::zeros_like(in.input_ids), at::full_like(in.input_ids, -1));
+  in.position_ids = Reference(fixture, "position_ids");
+  return in;
+}
+
+at::Tensor LogitsOrDie(const CausalLm& lm, const DecoderInput& in, KvCache* cache = nullptr) {
+  auto logits = lm.Forward(in, cache);
+  EXPECT_TRUE(logits.ok()) << logits.status();
+  return logits.ok() ? *logits : at::Tensor();
+}
+
+struct ParityCase {
+  std::string fixture;
+  std::vector<std::string> adapters;
+};
+
+class DecoderParityTest : public ::testing::TestWithParam<ParityCase> {};
+
+TEST_P(DecoderParityTest, LogitsMatchTheReference) {
+  const ParityCase& c = GetParam();
+  auto lm = LoadOrDie(c.fixture);
+  ASSERT_NE(lm, nullptr);
+  c10::InferenceMode guard;
+  DecoderInput in = ReferenceInput(c.fixture);
+  at::Tensor mask = Reference(c.fixture, "attention_mask");
+  double err = RelativeError(LogitsOrDie(*lm, in), Reference(c.fixture, "logits"), mask);
+  EXPECT_LT(err, kParityTolerance) << c.fixture;
+  RecordProperty("max_relative_error", std::to_string(err));
+}
+
+TEST_P(DecoderParityTest, AdapterLogitsMatchTheReference) {
+  const ParityCase& c = GetParam();
+  auto lm = LoadOrDie(c.fixture);
+  ASSERT_NE(lm, nullptr);
+  c10::InferenceMode guard;
+  DecoderInput in = ReferenceInput(c.fixture);
+  at::Tensor mask = Reference(c.fixture, "attention_mask");
+  for (const std::string& name : c.adapters) {
+    auto adapter = LoadPeftAdapter(FixtureDir("adapters/" + name), at::kFloat, at::kCPU);
+    ASSERT_TRUE(adapter.ok()) << adapter.status();
+    auto id = lm->AddAdapter(name, *adapter);
+    ASSERT_TRUE(id.ok()) << id.status();
+    in.adapters = {*id, *id};
+    double err =
+        RelativeError(LogitsOrDie(*lm, in), Reference(c.fixture, "logits_adapter_" + name), mask);
+    EXPECT_LT(err, kParityTolerance) << c.fixture << " + " << name;
+  }
+}
+
+TEST_P(DecoderParityTest, GreedyDecodingMatchesTheReference) {
+  const ParityCase& c = GetParam();
+  auto lm = LoadOrDie(c.fixture);
+  ASSERT_NE(lm, nullptr);
+  at::Tensor prompt = Reference(c.fixture, "input_ids")[0];
+  std::vector<std::string> variants = {""};
+  for (const std::string& a : c.adapters) variants.push_back(a);
+  for (const std::string& name : variants) {
+    GenerationRequest request;
+    request.prompt_ids.assign(prompt.data_ptr<int64_t>(),
+                              prompt.data_ptr<int64_t>() + prompt.numel());
+    request.params.temperature = 0;
+    request.params.max_new_tokens = 8;
+    request.params.ignore_eos = true;
+    std::string expected_name = "greedy_ids";
+    if (!name.empty()) {
+      auto adapter = LoadPeftAdapter(FixtureDir("adapters/" + name), at::kFloat, at::kCPU);
+      ASSERT_TRUE(adapter.ok()) << adapter.status();
+      auto id = lm->AddAdapter(name, *adapter);
+      ASSERT_TRUE(id.ok()) << id.status();
+      request.adapter = *id;
+      expected_name = "greedy_ids_adapter_" + name;
+    }
+    auto out = Generate(*lm, nullptr, {request}, {});
+    ASSERT_TRUE(out.ok()) << out.status();
+    at::Tensor expected = Reference(c.fixture, expected_name);
+    std::vector<int64_t> want(expected.data_ptr<int64_t>(),
+                              expected.data_ptr<int64_t>() + expected.numel());
+    EXPECT_EQ((*out)[0].token_ids, want) << c.fixture << " " << name;
+    EXPECT_EQ((*out)[0].finish_reason, "length");
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, DecoderParityTest,
+                         ::testing::Values(ParityCase{"gpt2", {"gpt2-attn"}},
+                                           ParityCase{"llama", {"llama-qv", "llama-all-rslora"}},
+                                           ParityCase{"llama-sharded", {"llama-qv"}},
+                                           ParityCase{"llama-untied", {}},
+                                           ParityCase{"mistral", {}},
+                                           ParityCase{"qwen2", {"qwen2-qv"}}),
+                         [](const ::testing::TestParamInfo<ParityCase>& info) {
+                           std::string name = info.param.fixture;
+                           for (char& ch : name) {
+                             if (ch == '-') ch = '_';
+                           }
+                           return name;
+                         });
+
+class DecoderInvariantTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(DecoderInvariantTest, KvCacheDecodingEqualsFullForward) {
+  auto lm = LoadOrDie(GetParam());
+  ASSERT_NE(lm, nullptr);
+  c10::InferenceMode guard;
+  DecoderInput full = ReferenceInput(GetParam());
+  full.position_ids = at::Tensor();  // counted from the segments
+  at::Tensor expected = LogitsOrDie(*lm, full);
+  // Prefill 4 positions, then one token at a time.
+  auto cache = KvCache::Create(lm->config(), 2, 16, lm->dtype(), lm->device());
+  ASSERT_TRUE(cache.ok());
+  std::vector<at::Tensor> pieces;
+  for (int64_t start = 0; start < 9;) {
+    const int64_t len = start == 0 ? 4 : 1;
+    DecoderInput step;
+    step.input_ids = full.input_ids.narrow(1, start, len);
+    step.segment_ids = full.segment_ids.narrow(1, start, len);
+    pieces.push_back(LogitsOrDie(*lm, step, &*cache));
+    start += len;
+  }
+  EXPECT_EQ(cache->length(), 9);
+  at::Tensor mask = full.segment_ids.ge(0);
+  EXPECT_LT(RelativeError(at::cat(pieces, 1), expected, mask), 1e-5);
+}
+
+TEST_P(DecoderInvariantTest, PackedRowEqualsSeparateRows) {
+  auto lm = LoadOrDie(GetParam());
+  ASSERT_NE(lm, nullptr);
+  c10::InferenceMode guard;
+  at::Tensor ids = Reference(GetParam(), "input_ids")[0];  // 9 tokens
+  at::Tensor first = ids.narrow(0, 0, 5), second = ids.narrow(0, 5, 4);
+  DecoderInput packed;
+  packed.input_ids = ids.view({1, 9});
+  packed.segment_ids = at::tensor(std::vector<int64_t>{0, 0, 0, 0, 0, 1, 1, 1, 1}).view({1, 9});
+  at::Tensor together = LogitsOrDie(*lm, packed);
+  DecoderInput a, b;
+  a.input_ids = first.view({1, 5});
+  b.input_ids = second.view({1, 4});
+  at::Tensor apart = at::cat({LogitsOrDie(*lm, a), LogitsOrDie(*lm, b)}, 1);
+  EXPECT_LT(RelativeError(together, apart), 1e-5);
+}
+
+TEST_P(DecoderInvariantTest, BatchedRowsEqualSingleRows) {
+  auto lm = LoadOrDie(GetParam());
+  ASSERT_NE(lm, nullptr);
+  c10::InferenceMode guard;
+  DecoderInput both = ReferenceInput(GetParam());
+  both.position_ids = at::Tensor();
+  at::Tensor batched = LogitsOrDie(*lm, both);
+  // Row 1 without its padding.
+  DecoderInput row1;
+  row1.input_ids = both.input_ids[1].narrow(0, 3, 6).view({1, 6});
+  at::Tensor alone = LogitsOrDie(*lm, row1);
+  EXPECT_LT(RelativeError(batched[1].narrow(0, 3, 6), alone[0]), 1e-5);
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, DecoderInvariantTest,
+                         ::testing::Values("gpt2", "llama", "mistral", "qwen2"));
+
+class DecoderAdapterTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    lm_ = LoadOrDie("llama");
+    ASSERT_NE(lm_, nullptr);
+    auto qv = LoadPeftAdapter(FixtureDir("adapters/llama-qv"), at::kFloat, at::kCPU);
+    auto all = LoadPeftAdapter(FixtureDir("adapters/llama-all-rslora"), at::kFloat, at::kCPU);
+    ASSERT_TRUE(qv.ok() && all.ok());
+    qv_ = *lm_->AddAdapter("qv", *qv);
+    all_ = *lm_->AddAdapter("all", *all);
+    in_ = ReferenceInput("llama");
+  }
+  at::Tensor Run(std::vector<int> adapters) {
+    DecoderInput in = in_;
+    in.adapters = std::move(adapters);
+    return LogitsOrDie(*lm_, in);
+  }
+  std::unique_ptr<CausalLm> lm_;
+  int qv_ = 0, all_ = 0;
+  DecoderInput in_;
+};
+
+TEST_F(DecoderAdapterTest, MergedAdapterEqualsUnmerged) {
+  c10::InferenceMode guard;
+  at::Tensor mask = in_.segment_ids.ge(0);
+  at::Tensor unmerged = Run({qv_, qv_});
+  at::Tensor base = Run({});
+  ASSERT_TRUE(lm_->MergeAdapter("qv").ok());
+  EXPECT_LT(RelativeError(Run({qv_, qv_}), unmerged, mask), 1e-5);
+  // While merged, rows must use it.
+  DecoderInput mixed = in_;
+  mixed.adapters = {qv_, kNoAdapter};
+  EXPECT_EQ(lm_->Forward(mixed).status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(lm_->MergeAdapter("all").code(), absl::StatusCode::kFailedPrecondition);
+  ASSERT_TRUE(lm_->UnmergeAdapter("qv").ok());
+  EXPECT_LT(RelativeError(Run({}), base, mask), 1e-5);
+}
+
+TEST_F(DecoderAdapterTest, EachRowUsesItsOwnAdapter) {
+  c10::InferenceMode guard;
+  at::Tensor mask = in_.segment_ids.ge(0);
+  at::Tensor mixed = Run({all_, qv_});
+  at::Tensor only_all = Run({all_, all_});
+  at::Tensor only_qv = Run({qv_, qv_});
+  EXPECT_LT(RelativeError(mixed[0], only_all[0]), 1e-6);
+  EXPECT_LT(RelativeError(mixed[1], only_qv[1], mask[1]), 1e-6);
+  at::Tensor base_and_qv = Run({kNoAdapter, qv_});
+  EXPECT_LT(RelativeError(base_and_qv[0], Run({})[0]), 1e-6);
+}
+
+TEST_F(DecoderAdapterTest, RemovedAdapterIdIsRejectedAndReused) {
+  ASSERT_TRUE(lm_->RemoveAdapter("qv").ok());
+  EXPECT_FALSE(lm_->AdapterId("qv").has_value());
+  DecoderInput in = in_;
+  in.adapters = {qv_, qv_};
+  EXPECT_EQ(lm_->Forward(in).status().code(), absl::StatusCode::kInvalidArgument);
+  auto again = LoadPeftAdapter(FixtureDir("adapters/llama-qv"), at::kFloat, at::kCPU);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(*lm_->AddAdapter("qv2", *again), qv_);
+  EXPECT_EQ(lm_->AddAdapter("all", *again).status().code(), absl::StatusCode::kAlreadyExists);
+}
+
+TEST_F(DecoderAdapterTest, NewAdapterStartsAsTheBaseModel) {
+  LoraConfig config;
+  config.r = 8;
+  config.alpha = 16;
+  config.target_modules = {"q_proj",    "k_proj",  "v_proj",   "o_proj",
+                           "gate_proj", "up_proj", "down_proj"};
+  config.layers_to_transform = {0, 2};
+  auto id = lm_->CreateAdapter("fresh", config, 7);
+  ASSERT_TRUE(id.ok()) << id.status();
+  auto params = lm_->AdapterParameters("fresh");
+  ASSERT_TRUE(params.ok());
+  EXPECT_EQ(params->size(), 2u * 7 * 2);  // A and B, 7 modules, 2 layers
+  for (size_t i = 0; i < params->size(); i += 2) {
+    const at::Tensor& a = (*params)[i];
+    EXPECT_TRUE(a.requires_grad());
+    EXPECT_LE(a.abs().max().item<double>(), 1.0 / std::sqrt(static_cast<double>(a.size(1))));
+    EXPECT_GT(a.abs().max().item<double>(), 0.5 / std::sqrt(static_cast<double>(a.size(1))));
+    EXPECT_EQ((*params)[i + 1].abs().max().item<double>(), 0.0);
+  }
+  c10::InferenceMode guard;
+  EXPECT_EQ(RelativeError(Run({*id, *id}), Run({})), 0.0);
+  LoraConfig nothing = config;
+  nothing.target_modules = {"no_such_proj"};
+  EXPECT_THAT(lm_->CreateAdapter("none", nothing, 1).status().message(),
+              HasSubstr("match no linear layer"));
+}
+
+TEST_F(DecoderAdapterTest, AdapterGradientsReachAAndBOnly) {
+  LoraConfig config;
+  config.r = 4;
+  config.alpha = 8;
+  auto id = lm_->CreateAdapter("train", config, 3);
+  ASSERT_TRUE(id.ok());
+  DecoderInput in = in_;
+  in.adapters = {*id, *id};
+  in.training = true;
+  auto logits = lm_->Forward(in);
+  ASSERT_TRUE(logits.ok());
+  logits->pow(2).mean().backward();
+  auto params = lm_->AdapterParameters("train");
+  ASSERT_TRUE(params.ok());
+  // B starts at zero, so only B gets a gradient on the first step.
+  EXPECT_GT((*params)[1].grad().abs().sum().item<double>(), 0);
+  for (const at::Tensor& w : lm_->Parameters()) EXPECT_FALSE(w.grad().defined());
+}
+
+TEST(DecoderLoadTest, HalfPrecisionCheckpointsLoadInBf16) {
+  auto lm = LoadOrDie("llama", LoadOptions{at::kBFloat16, at::kCPU});
+  ASSERT_NE(lm, nullptr);
+  c10::InferenceMode guard;
+  DecoderInput in = ReferenceInput("llama");
+  at::Tensor logits = LogitsOrDie(*lm, in);
+  EXPECT_EQ(logits.scalar_type(), at::kBFloat16);
+  // bf16 keeps 8 bits of mantissa: a loose bound, but far below a wrong model.
+  EXPECT_LT(RelativeError(logits, Reference("llama", "logits"), in.segment_ids.ge(0)), 0.05);
+}
+
+std::map<std::string, at::Tensor> FixtureTensors(const std::string& fixture) {
+  std::map<std::string, at::Tensor> out;
+  auto checkpoint = tensors::Checkpoint::Open(FixtureDir(fixture));
+  EXPECT_TRUE(checkpoint.ok());
+  for (const std::string& name : checkpoint->names()) {
+    out[name] = *tensors::LoadTensor(*checkpoint, name);
+  }
+  return out;
+}
+
+TEST(DecoderLoadTest, MissingUnexpectedAndMisshapedTensorsAreNamed) {
+  auto config = LoadModelConfig(FixtureDir("qwen2"));
+  ASSERT_TRUE(config.ok());
+  auto tensors = FixtureTensors("qwen2");
+  ASSERT_TRUE(CausalLm::FromTensors(*config, tensors, {}).ok());
+
+  auto missing = tensors;
+  missing.erase("model.layers.1.self_attn.k_proj.bias");
+  EXPECT_THAT(CausalLm::FromTensors(*config, missing, {}).status().message(),
+              HasSubstr("missing 1 tensor(s): \"model.layers.1.self_attn.k_proj.bias\""));
+
+  auto extra = tensors;
+  extra["model.layers.1.self_attn.o_proj.bias"] = at::zeros({64});
+  EXPECT_THAT(
+      CausalLm::FromTensors(*config, extra, {}).status().message(),
+      HasSubstr(
+          "unexpected tensor(s) for this architecture: \"model.layers.1.self_attn.o_proj.bias\""));
+
+  auto misshaped = tensors;
+  misshaped["model.layers.0.mlp.up_proj.weight"] = at::zeros({128, 32});
+  EXPECT_THAT(CausalLm::FromTensors(*config, misshaped, {}).status().message(),
+              HasSubstr("\"model.layers.0.mlp.up_proj.weight\" has shape [128, 32] but the config "
+                        "needs [128, 64]"));
+
+  auto buffers = tensors;
+  buffers["model.layers.0.self_attn.rotary_emb.inv_freq"] = at::zeros({8});
+  EXPECT_TRUE(CausalLm::FromTensors(*config, buffers, {}).ok());
+}
+
+TEST(DecoderLoadTest, OldGpt2NamesWithoutPrefixLoad) {
+  auto config = LoadModelConfig(FixtureDir("gpt2"));
+  ASSERT_TRUE(config.ok());
+  std::map<std::string, at::Tensor> renamed;
+  for (auto& [name, t] : FixtureTensors("gpt2")) renamed[name.substr(strlen("transformer."))] = t;
+  renamed["h.0.attn.bias"] = at::ones({1, 1, 64, 64});
+  auto lm = CausalLm::FromTensors(*config, renamed, {});
+  ASSERT_TRUE(lm.ok()) << lm.status();
+  c10::InferenceMode guard;
+  DecoderInput in = ReferenceInput("gpt2");
+  EXPECT_LT(RelativeError(LogitsOrDie(**lm, in), Reference("gpt2", "logits"), in.segment_ids.ge(0)),
+            kParityTolerance);
+}
+
+TEST(DecoderLoadTest, AdapterForAnotherModelIsRejected) {
+  auto lm = LoadOrDie("qwen2");
+  ASSERT_NE(lm, nullptr);
+  auto gpt2 = LoadPeftAdapter(FixtureDir("adapters/gpt2-attn"), at::kFloat, at::kCPU);
+  ASSERT_TRUE(gpt2.ok());
+  EXPECT_THAT(lm->AddAdapter("x", *gpt2).status().message(),
+              HasSubstr("is not a linear layer of this qwen2 model"));
+  auto llama = LoadPeftAdapter(FixtureDir("adapters/llama-all-rslora"), at::kFloat, at::kCPU);
+  ASSERT_TRUE(llama.ok());
+  // Same module names, different shapes (qwen2's MLP is 128 wide, so up_proj fits, but
+  // llama-all-rslora adapts layer 1 only; force a mismatch by truncating A).
+  llama->modules.begin()->second.a = llama->modules.begin()->second.a.narrow(1, 0, 32);
+  EXPECT_THAT(lm->AddAdapter("y", *llama).status().message(), HasSubstr("but the layer is"));
+}
+
+TEST(DecoderForwardTest, CacheOverflowAndBadShapesAreErrors) {
+  auto lm = LoadOrDie("gpt2");
+  ASSERT_NE(lm, nullptr);
+  c10::InferenceMode guard;
+  auto cache = KvCache::Create(lm->config(), 1, 4, lm->dtype(), lm->device());
+  ASSERT_TRUE(cache.ok());
+  DecoderInput in;
+  in.input_ids = at::arange(5, at::kLong).view({1, 5});
+  EXPECT_EQ(lm->Forward(in, &*cache).status().code(), absl::StatusCode::kResourceExhausted);
+  in.input_ids = at::arange(65, at::kLong).view({1, 65});
+  EXPECT_THAT(lm->Forward(in).status().message(), HasSubstr("past the model's maximum of 63"));
+  in.input_ids = at::arange(4, at::kLong);
+  EXPECT_EQ(lm->Forward(in).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace switchyard::model

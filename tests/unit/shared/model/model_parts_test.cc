@@ -1,0 +1,284 @@
+// Configs, adapter configs and PEFT files, the loss, and `model init`.
+#include <c10/core/InferenceMode.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "shared/core/file_util.h"
+#include "shared/model/config.h"
+#include "shared/model/decoder.h"
+#include "shared/model/encoder.h"
+#include "shared/model/gemv.h"
+#include "shared/model/init.h"
+#include "shared/model/lora.h"
+#include "shared/model/loss.h"
+#include "tests/unit/shared/model/model_testing.h"
+
+namespace switchyard::model {
+namespace {
+
+using testing::FixtureDir;
+using ::testing::HasSubstr;
+using testing::RelativeError;
+
+TEST(ModelConfigTest, ReadsEveryFixtureArchitecture) {
+  auto llama = LoadModelConfig(FixtureDir("llama"));
+  ASSERT_TRUE(llama.ok()) << llama.status();
+  EXPECT_EQ(llama->arch, Architecture::kLlama);
+  EXPECT_EQ(llama->num_kv_heads, 2);
+  EXPECT_EQ(llama->rope_scaling.type, RopeScaling::Type::kLlama3);
+  EXPECT_TRUE(llama->tie_word_embeddings);
+  auto qwen = LoadModelConfig(FixtureDir("qwen2"));
+  ASSERT_TRUE(qwen.ok());
+  EXPECT_TRUE(qwen->attention_bias);
+  EXPECT_FALSE(qwen->output_bias);
+  EXPECT_FALSE(qwen->sliding_window.has_value());  // use_sliding_window false
+  auto gpt2 = LoadModelConfig(FixtureDir("gpt2"));
+  ASSERT_TRUE(gpt2.ok());
+  EXPECT_EQ(gpt2->intermediate_size, 128);
+  EXPECT_EQ(gpt2->activation, Activation::kGeluTanh);
+  auto mistral = LoadModelConfig(FixtureDir("mistral"));
+  ASSERT_TRUE(mistral.ok());
+  EXPECT_EQ(mistral->torch_dtype, "bfloat16");
+  auto bert = LoadModelConfig(FixtureDir("bert"));
+  ASSERT_TRUE(bert.ok());
+  EXPECT_FALSE(bert->is_decoder());
+}
+
+TEST(ModelConfigTest, ErrorsNameTheField) {
+  EXPECT_THAT(ParseModelConfig(R"({"model_type": "t5"})").status().message(),
+              HasSubstr("\"model_type\" \"t5\" is not supported"));
+  EXPECT_THAT(ParseModelConfig(R"({"model_type": "llama", "vocab_size": 10, "hidden_size": 64,
+      "num_hidden_layers": 1, "num_attention_heads": 6, "intermediate_size": 8})")
+                  .status()
+                  .message(),
+              HasSubstr("\"num_attention_heads\" (6) must divide \"hidden_size\" (64)"));
+  EXPECT_THAT(ParseModelConfig(R"({"model_type": "llama", "vocab_size": 10, "hidden_size": 64,
+      "num_hidden_layers": 1, "num_attention_heads": 4, "num_key_value_heads": 3,
+      "intermediate_size": 8})")
+                  .status()
+                  .message(),
+              HasSubstr("\"num_key_value_heads\" (3) must divide"));
+  EXPECT_THAT(ParseModelConfig(R"({"model_type": "llama", "vocab_size": 10, "hidden_size": 64,
+      "num_hidden_layers": 1, "num_attention_heads": 4, "intermediate_size": 8,
+      "rope_scaling": {"rope_type": "yarn", "factor": 4}})")
+                  .status()
+                  .message(),
+              HasSubstr("\"yarn\" is not supported"));
+  EXPECT_THAT(ParseModelConfig(R"({"model_type": "llama", "hidden_size": 64})").status().message(),
+              HasSubstr("\"vocab_size\" is required"));
+}
+
+TEST(ModelConfigTest, JsonRoundTripsThroughTheParser) {
+  for (const char* fixture : {"gpt2", "llama", "llama-untied", "mistral", "qwen2", "bert"}) {
+    auto c = LoadModelConfig(FixtureDir(fixture));
+    ASSERT_TRUE(c.ok());
+    auto again = ParseModelConfig(ModelConfigToJson(*c).dump());
+    ASSERT_TRUE(again.ok()) << fixture << ": " << again.status();
+    EXPECT_EQ(ModelConfigToJson(*again).dump(), ModelConfigToJson(*c).dump()) << fixture;
+    EXPECT_EQ(again->NumParameters(), c->NumParameters());
+  }
+}
+
+TEST(AdapterConfigTest, ReadsPeftFieldsAndRefusesWhatItCannotRun) {
+  auto c = ParseAdapterConfig(
+      R"({"peft_type": "LORA", "r": 8, "lora_alpha": 16, "target_modules": ["q_proj"],
+          "use_rslora": true, "layers_to_transform": [1], "rank_pattern": {}, "use_dora": false})");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_DOUBLE_EQ(c->Scale(), 16 / std::sqrt(8.0));
+  EXPECT_TRUE(c->Targets("model.layers.1.self_attn.q_proj", 1));
+  EXPECT_FALSE(c->Targets("model.layers.0.self_attn.q_proj", 0));
+  EXPECT_FALSE(c->Targets("model.layers.1.self_attn.k_proj", 1));
+  auto regex = ParseAdapterConfig(R"({"r": 4, "target_modules": ".*\\.(q|v)_proj"})");
+  ASSERT_TRUE(regex.ok());
+  EXPECT_TRUE(regex->Targets("model.layers.3.self_attn.v_proj", 3));
+  EXPECT_FALSE(regex->Targets("model.layers.3.self_attn.o_proj", 3));
+  EXPECT_THAT(ParseAdapterConfig(R"({"r": 4, "target_modules": ["q"], "use_dora": true})")
+                  .status()
+                  .message(),
+              HasSubstr("\"use_dora\" is set"));
+  EXPECT_THAT(
+      ParseAdapterConfig(R"({"peft_type": "IA3", "target_modules": ["q"]})").status().message(),
+      HasSubstr("only LORA"));
+  EXPECT_THAT(ParseAdapterConfig(R"({"r": 0, "target_modules": ["q"]})").status().message(),
+              HasSubstr("\"r\" must be a positive integer"));
+}
+
+TEST(PeftFilesTest, AdaptersRoundTrip) {
+  for (const char* name : {"llama-qv", "llama-all-rslora", "gpt2-attn", "qwen2-qv"}) {
+    auto adapter =
+        LoadPeftAdapter(FixtureDir(std::string("adapters/") + name), at::kFloat, at::kCPU);
+    ASSERT_TRUE(adapter.ok()) << adapter.status();
+    const std::string dir = ::testing::TempDir() + "/peft-" + RandomHex(4);
+    ASSERT_TRUE(SavePeftAdapter(*adapter, dir, at::kFloat).ok());
+    auto again = LoadPeftAdapter(dir, at::kFloat, at::kCPU);
+    ASSERT_TRUE(again.ok()) << again.status();
+    EXPECT_EQ(AdapterConfigToJson(again->config).dump(),
+              AdapterConfigToJson(adapter->config).dump());
+    ASSERT_EQ(again->modules.size(), adapter->modules.size());
+    for (const auto& [path, w] : adapter->modules) {
+      EXPECT_TRUE(at::equal(again->modules[path].a, w.a)) << path;
+      EXPECT_TRUE(at::equal(again->modules[path].b, w.b)) << path;
+    }
+    RemoveAll(dir).IgnoreError();
+  }
+}
+
+TEST(PeftFilesTest, TrainedAdapterSavesInPeftLayoutAndServesTheSame) {
+  auto lm = CausalLm::Load(FixtureDir("qwen2"), {});
+  ASSERT_TRUE(lm.ok());
+  LoraConfig config;
+  config.r = 2;
+  config.alpha = 4;
+  config.target_modules = {"o_proj", "down_proj"};
+  auto id = (*lm)->CreateAdapter("mine", config, 9);
+  ASSERT_TRUE(id.ok());
+  {
+    at::NoGradGuard no_grad;
+    auto params = (*lm)->AdapterParameters("mine");
+    ASSERT_TRUE(params.ok());
+    for (at::Tensor& t : *params) t.normal_(0, 0.2);
+  }
+  auto exported = (*lm)->ExportAdapter("mine");
+  ASSERT_TRUE(exported.ok());
+  const std::string dir = ::testing::TempDir() + "/mine-" + RandomHex(4);
+  ASSERT_TRUE(SavePeftAdapter(*exported, dir, at::kFloat).ok());
+  auto file = tensors::SafetensorsFile::Open(dir + "/adapter_model.safetensors");
+  ASSERT_TRUE(file.ok());
+  const tensors::TensorInfo* a =
+      (*file)->header().Find("base_model.model.model.layers.1.mlp.down_proj.lora_A.weight");
+  ASSERT_NE(a, nullptr);
+  EXPECT_EQ(a->shape, (std::vector<int64_t>{2, 128}));
+  EXPECT_EQ((*file)->header().metadata.at("format"), "pt");
+  auto loaded = LoadPeftAdapter(dir, at::kFloat, at::kCPU);
+  ASSERT_TRUE(loaded.ok());
+  auto other = (*lm)->AddAdapter("loaded", *loaded);
+  ASSERT_TRUE(other.ok());
+  c10::InferenceMode guard;
+  DecoderInput in;
+  in.input_ids = at::arange(10, at::kLong).view({1, 10});
+  in.adapters = {*id};
+  at::Tensor trained = *(*lm)->Forward(in);
+  in.adapters = {*other};
+  EXPECT_EQ(RelativeError(*(*lm)->Forward(in), trained), 0.0);
+  RemoveAll(dir).IgnoreError();
+}
+
+TEST(LossTest, LabelsNeverCrossSegmentsOrPadding) {
+  at::Tensor ids = at::tensor(std::vector<int64_t>{5, 6, 7, 8, 9, 0}).view({1, 6});
+  at::Tensor seg = at::tensor(std::vector<int64_t>{0, 0, 0, 1, 1, -1}).view({1, 6});
+  at::Tensor labels = NextTokenLabels(ids, seg, at::Tensor());
+  EXPECT_TRUE(
+      at::equal(labels, at::tensor(std::vector<int64_t>{6, 7, -100, 9, -100, -100}).view({1, 6})));
+  at::Tensor trained = at::tensor(std::vector<int64_t>{0, 0, 1, 0, 1, 0}).view({1, 6});
+  labels = NextTokenLabels(ids, seg, trained);
+  EXPECT_TRUE(at::equal(
+      labels, at::tensor(std::vector<int64_t>{-100, 7, -100, 9, -100, -100}).view({1, 6})));
+}
+
+TEST(LossTest, CrossEntropyCountsOnlyLabelledPositions) {
+  at::Tensor logits = at::randn({2, 3, 5});
+  at::Tensor labels = at::tensor(std::vector<int64_t>{1, -100, 4, -100, -100, 0}).view({2, 3});
+  LossOutput out = CausalLmLoss(logits, labels);
+  at::Tensor lp = at::log_softmax(logits, -1);
+  double expected = -(lp[0][0][1] + lp[0][2][4] + lp[1][2][0]).item<double>() / 3;
+  EXPECT_NEAR(out.loss.item<double>(), expected, 1e-6);
+  EXPECT_EQ(out.tokens.item<int64_t>(), 3);
+  at::Tensor lps = LabelLogProbs(logits, labels);
+  EXPECT_NEAR(lps[0][2].item<double>(), lp[0][2][4].item<double>(), 1e-6);
+  EXPECT_EQ(lps[0][1].item<double>(), 0.0);
+  LossOutput none = CausalLmLoss(logits, at::full({2, 3}, -100, at::kLong));
+  EXPECT_EQ(none.tokens.item<int64_t>(), 0);
+  EXPECT_EQ(none.loss.item<double>(), 0.0);
+}
+
+class InitTest : public ::testing::TestWithParam<Architecture> {};
+
+TEST_P(InitTest, WritesACheckpointThatLoadsAndRuns) {
+  const std::string dir = ::testing::TempDir() + "/init-" + RandomHex(4);
+  InitOptions o;
+  o.arch = GetParam();
+  o.layers = 2;
+  o.hidden = 32;
+  o.heads = 4;
+  o.kv_heads = (o.arch == Architecture::kGpt2 || o.arch == Architecture::kBert) ? 0 : 2;
+  o.seed = 1;
+  if (o.arch == Architecture::kBert)
+    o.vocab_from = std::string(SWITCHYARD_TEST_DATA_DIR) + "/text/bert-uncased";
+  absl::Status s = InitCheckpoint(o, dir);
+  ASSERT_TRUE(s.ok()) << s;
+  auto config = LoadModelConfig(dir);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->hidden_size, 32);
+  c10::InferenceMode guard;
+  if (o.arch == Architecture::kBert) {
+    auto encoder = BertEncoder::Load(dir, {});
+    ASSERT_TRUE(encoder.ok()) << encoder.status();
+    auto e = (*encoder)->Embed(at::ones({1, 4}, at::kLong), at::ones({1, 4}, at::kLong));
+    ASSERT_TRUE(e.ok());
+    EXPECT_NEAR(e->norm().item<double>(), 1.0, 1e-5);
+  } else {
+    auto lm = CausalLm::Load(dir, {});
+    ASSERT_TRUE(lm.ok()) << lm.status();
+    EXPECT_EQ((*lm)->config().vocab_size, 257);
+    DecoderInput in;
+    in.input_ids = at::arange(6, at::kLong).view({1, 6});
+    auto logits = (*lm)->Forward(in);
+    ASSERT_TRUE(logits.ok());
+    EXPECT_EQ(logits->size(2), 257);
+    // Same seed, same weights.
+    const std::string again = dir + "-again";
+    ASSERT_TRUE(InitCheckpoint(o, again).ok());
+    EXPECT_EQ(*ReadFile(dir + "/model.safetensors"), *ReadFile(again + "/model.safetensors"));
+    RemoveAll(again).IgnoreError();
+  }
+  EXPECT_EQ(InitCheckpoint(o, dir).code(), absl::StatusCode::kAlreadyExists);
+  RemoveAll(dir).IgnoreError();
+}
+
+INSTANTIATE_TEST_SUITE_P(Architectures, InitTest,
+                         ::testing::Values(Architecture::kGpt2, Architecture::kLlama,
+                                           Architecture::kMistral, Architecture::kQwen2,
+                                           Architecture::kBert),
+                         [](const auto& info) {
+                           return std::string(ArchitectureName(info.param));
+                         });
+
+TEST(InitTest, BadShapesNameTheFlag) {
+  InitOptions o;
+  o.hidden = 64;
+  o.heads = 5;
+  EXPECT_THAT(InitCheckpoint(o, ::testing::TempDir() + "/x").message(),
+              HasSubstr("--heads (5) must divide --hidden (64)"));
+  o.heads = 4;
+  o.kv_heads = 3;
+  EXPECT_THAT(InitCheckpoint(o, ::testing::TempDir() + "/x").message(),
+              HasSubstr("--kv-heads (3)"));
+}
+
+}  // namespace
+}  // namespace switchyard::model
+
+namespace switchyard::model {
+namespace {
+
+TEST(SmallBatchLinearTest, MatchesAtLinearForEveryRowCountAndDtype) {
+  c10::InferenceMode guard;
+  for (at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
+    for (int64_t in : {7, 64, 203}) {
+      at::Tensor w = at::randn({37, in}).to(dtype);
+      at::Tensor b = at::randn({37}).to(dtype);
+      for (int64_t m = 1; m <= kGemvMaxRows; ++m) {
+        at::Tensor x = at::randn({m, 1, in}).to(dtype);
+        ASSERT_TRUE(UseSmallBatchLinear(x, w, b));
+        at::Tensor ours = SmallBatchLinear(x, w, b);
+        at::Tensor ref = at::linear(x.to(at::kFloat), w.to(at::kFloat), b.to(at::kFloat));
+        EXPECT_EQ(ours.sizes(), ref.sizes());
+        EXPECT_LT(RelativeError(ours, ref), dtype == at::kFloat ? 1e-6 : 1e-2) << m << " " << in;
+      }
+      EXPECT_FALSE(UseSmallBatchLinear(at::randn({9, in}).to(dtype), w, b));
+    }
+  }
+}
+
+}  // namespace
+}  // namespace switchyard::model
