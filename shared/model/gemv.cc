@@ -17,6 +17,11 @@ bool CpuHasAvx2Fma() {
   return has;
 }
 
+bool CpuHasAvx512Bf16() {
+  static const bool has = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16");
+  return has;
+}
+
 __attribute__((target("avx2,fma"))) inline float HorizontalSum(__m256 v) {
   __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
   lo = _mm_add_ps(lo, hi);
@@ -49,45 +54,104 @@ inline float LoadScalar(const void* w, int64_t k) {
   }
 }
 
-// y[m][r] = dot(W[r], x[m]) for rows [r0, r1) and M input rows. R weight rows
-// go together so that R * M independent accumulators hide FMA latency.
+// y[m][r] = dot(W[r], x[m]) for rows [r0, r1) and M input rows. Rows are read
+// one after another (sequential memory, which the prefetchers follow); U
+// chunks of 8 per step give M * U independent accumulators to hide FMA latency.
 template <bool kBf16, int M>
 __attribute__((target("avx2,fma"))) void Rows(const void* w, const float* x, float* y, int64_t in,
                                               int64_t out, int64_t r0, int64_t r1) {
-  constexpr int R = M >= 8 ? 1 : (M >= 4 ? 2 : (M >= 2 ? 4 : 8));
+  constexpr int U = M >= 4 ? 1 : (M >= 2 ? 2 : 4);
   const int64_t elem = kBf16 ? 2 : 4;
   const char* base = static_cast<const char*>(w);
-  int64_t r = r0;
-  for (; r + R <= r1; r += R) {
-    __m256 acc[R][M];
-    for (int i = 0; i < R; ++i) {
-      for (int m = 0; m < M; ++m) acc[i][m] = _mm256_setzero_ps();
+  for (int64_t r = r0; r < r1; ++r) {
+    const void* row = base + r * in * elem;
+    __m256 acc[U][M];
+    for (int u = 0; u < U; ++u) {
+      for (int m = 0; m < M; ++m) acc[u][m] = _mm256_setzero_ps();
     }
     int64_t k = 0;
+    for (; k + 8 * U <= in; k += 8 * U) {
+      for (int u = 0; u < U; ++u) {
+        __m256 wv = Load8<kBf16>(row, k + 8 * u);
+        for (int m = 0; m < M; ++m) {
+          acc[u][m] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + m * in + k + 8 * u), acc[u][m]);
+        }
+      }
+    }
     for (; k + 8 <= in; k += 8) {
-      __m256 xs[M];
-      for (int m = 0; m < M; ++m) xs[m] = _mm256_loadu_ps(x + m * in + k);
-      for (int i = 0; i < R; ++i) {
-        __m256 wv = Load8<kBf16>(base + (r + i) * in * elem, k);
-        for (int m = 0; m < M; ++m) acc[i][m] = _mm256_fmadd_ps(wv, xs[m], acc[i][m]);
-      }
+      __m256 wv = Load8<kBf16>(row, k);
+      for (int m = 0; m < M; ++m)
+        acc[0][m] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + m * in + k), acc[0][m]);
     }
-    for (int i = 0; i < R; ++i) {
-      const void* row = base + (r + i) * in * elem;
-      for (int m = 0; m < M; ++m) {
-        float sum = HorizontalSum(acc[i][m]);
-        for (int64_t t = k; t < in; ++t) sum += LoadScalar<kBf16>(row, t) * x[m * in + t];
-        y[m * out + r + i] = sum;
-      }
-    }
-  }
-  for (; r < r1; ++r) {  // leftover rows, one at a time
-    const void* row = base + r * in * elem;
     for (int m = 0; m < M; ++m) {
-      float sum = 0;
-      for (int64_t t = 0; t < in; ++t) sum += LoadScalar<kBf16>(row, t) * x[m * in + t];
+      __m256 total = acc[0][m];
+      for (int u = 1; u < U; ++u) total = _mm256_add_ps(total, acc[u][m]);
+      float sum = HorizontalSum(total);
+      for (int64_t t = k; t < in; ++t) sum += LoadScalar<kBf16>(row, t) * x[m * in + t];
       y[m * out + r] = sum;
     }
+  }
+}
+
+// bf16 weights and bf16 inputs with AVX-512 BF16: one instruction multiplies
+// 32 pairs and accumulates in fp32, so converting the weights costs nothing.
+template <int M>
+__attribute__((target("avx512f,avx512bf16"))) void RowsDotBf16(const uint16_t* w, const uint16_t* x,
+                                                               float* y, int64_t in, int64_t out,
+                                                               int64_t r0, int64_t r1) {
+  constexpr int U = M >= 4 ? 1 : (M >= 2 ? 2 : 4);
+  for (int64_t r = r0; r < r1; ++r) {
+    const uint16_t* row = w + r * in;
+    __m512 acc[U][M];
+    for (int u = 0; u < U; ++u) {
+      for (int m = 0; m < M; ++m) acc[u][m] = _mm512_setzero_ps();
+    }
+    int64_t k = 0;
+    for (; k + 32 * U <= in; k += 32 * U) {
+      for (int u = 0; u < U; ++u) {
+        __m512bh wv = (__m512bh)_mm512_loadu_si512(row + k + 32 * u);
+        for (int m = 0; m < M; ++m) {
+          acc[u][m] = _mm512_dpbf16_ps(acc[u][m], wv,
+                                       (__m512bh)_mm512_loadu_si512(x + m * in + k + 32 * u));
+        }
+      }
+    }
+    for (; k + 32 <= in; k += 32) {
+      __m512bh wv = (__m512bh)_mm512_loadu_si512(row + k);
+      for (int m = 0; m < M; ++m) {
+        acc[0][m] = _mm512_dpbf16_ps(acc[0][m], wv, (__m512bh)_mm512_loadu_si512(x + m * in + k));
+      }
+    }
+    for (int m = 0; m < M; ++m) {
+      __m512 total = acc[0][m];
+      for (int u = 1; u < U; ++u) total = _mm512_add_ps(total, acc[u][m]);
+      float sum = _mm512_reduce_add_ps(total);
+      for (int64_t t = k; t < in; ++t)
+        sum += LoadScalar<true>(row, t) * LoadScalar<true>(x + m * in, t);
+      y[m * out + r] = sum;
+    }
+  }
+}
+
+void DispatchDotBf16(int64_t m, const uint16_t* w, const uint16_t* x, float* y, int64_t in,
+                     int64_t out, int64_t r0, int64_t r1) {
+  switch (m) {
+    case 1:
+      return RowsDotBf16<1>(w, x, y, in, out, r0, r1);
+    case 2:
+      return RowsDotBf16<2>(w, x, y, in, out, r0, r1);
+    case 3:
+      return RowsDotBf16<3>(w, x, y, in, out, r0, r1);
+    case 4:
+      return RowsDotBf16<4>(w, x, y, in, out, r0, r1);
+    case 5:
+      return RowsDotBf16<5>(w, x, y, in, out, r0, r1);
+    case 6:
+      return RowsDotBf16<6>(w, x, y, in, out, r0, r1);
+    case 7:
+      return RowsDotBf16<7>(w, x, y, in, out, r0, r1);
+    default:
+      return RowsDotBf16<8>(w, x, y, in, out, r0, r1);
   }
 }
 
@@ -137,18 +201,22 @@ at::Tensor SmallBatchLinear(const at::Tensor& x, const at::Tensor& weight, const
   const int64_t in = weight.size(1), out = weight.size(0);
   const int64_t m = x.numel() / in;
   const bool bf16 = weight.scalar_type() == at::kBFloat16;
-  at::Tensor xf = x.reshape({m, in}).to(at::kFloat).contiguous();  // (M, in), small
+  const bool dot_bf16 = bf16 && CpuHasAvx512Bf16();
+  // The (M, in) inputs, small: bf16 for the dot-product kernel, else fp32.
+  at::Tensor xs = x.reshape({m, in}).to(dot_bf16 ? at::kBFloat16 : at::kFloat).contiguous();
   at::Tensor yf = at::empty({m, out}, at::kFloat);
   const void* w = weight.data_ptr();
-  const float* xp = xf.data_ptr<float>();
   float* yp = yf.data_ptr<float>();
   // Chunks of at least ~64 KiB of weights per task.
   const int64_t grain = std::max<int64_t>(8, (64 << 10) / (in * (bf16 ? 2 : 4)));
   at::parallel_for(0, out, grain, [&](int64_t r0, int64_t r1) {
-    if (bf16) {
-      Dispatch<true>(m, w, xp, yp, in, out, r0, r1);
+    if (dot_bf16) {
+      DispatchDotBf16(m, static_cast<const uint16_t*>(w),
+                      static_cast<const uint16_t*>(xs.data_ptr()), yp, in, out, r0, r1);
+    } else if (bf16) {
+      Dispatch<true>(m, w, xs.data_ptr<float>(), yp, in, out, r0, r1);
     } else {
-      Dispatch<false>(m, w, xp, yp, in, out, r0, r1);
+      Dispatch<false>(m, w, xs.data_ptr<float>(), yp, in, out, r0, r1);
     }
   });
   if (bias.defined()) yf.add_(bias.to(at::kFloat));
