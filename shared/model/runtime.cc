@@ -5,9 +5,19 @@
 
 #include <thread>
 
+#include "shared/model/cpu_allocator.h"
+
 namespace switchyard::model {
+namespace {
+
+// Freed CPU blocks kept for reuse (see cpu_allocator.h).
+constexpr size_t kCpuCacheBytes = size_t{4} << 30;
+
+}  // namespace
 
 int SetTorchThreads(int threads) {
+  // Every entry point calls this first, so the allocator is installed here too.
+  InstallCachingCpuAllocator(kCpuCacheBytes);
   if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   if (at::get_num_threads() != threads) at::set_num_threads(threads);
   return at::get_num_threads();

@@ -20,7 +20,8 @@
 namespace switchyard::model {
 
 // Sets LibTorch's intra-op thread count; `threads` <= 0 means every core.
-// LibTorch starts with one thread, so every entry point calls this once.
+// LibTorch starts with one thread, so every entry point calls this once; it
+// also installs the caching CPU allocator (cpu_allocator.h, 4 GiB budget).
 // Returns the count in effect.
 int SetTorchThreads(int threads);
 

@@ -53,7 +53,7 @@ double Median(std::vector<double> v) {
 double MatmulPeak(at::ScalarType dtype, int64_t n) {
   at::Tensor a = at::randn({n, n}).to(dtype), b = at::randn({n, n}).to(dtype);
   double best = 0;
-  for (int i = 0; i < 5; ++i) {
+  for (int i = 0; i < 10; ++i) {
     auto t0 = Clock::now();
     at::Tensor c = at::matmul(a, b);
     best = std::max(best, 2.0 * n * n * n / Seconds(t0, Clock::now()) / 1e9);
@@ -319,7 +319,7 @@ int main(int argc, char** argv) {
                peak_bf16 = MatmulPeak(at::kBFloat16, 2048);
   const double copy_gbs = CopyBandwidth();
   std::printf(
-      "machine: matmul peak fp32 %.0f GFLOP/s, bf16 %.0f GFLOP/s (2048^3, best of 5); "
+      "machine: matmul peak fp32 %.0f GFLOP/s, bf16 %.0f GFLOP/s (2048^3, best of 10); "
       "copy bandwidth %.1f GB/s (read + write, 256 MiB)\n\n",
       peak_fp32, peak_bf16, copy_gbs);
 
@@ -353,7 +353,8 @@ int main(int argc, char** argv) {
   for (at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
     auto lm = model::CausalLm::FromTensors(config, weights, {dtype, at::kCPU});
     if (!lm.ok()) return 1;
-    for (absl::string_view streams : absl::StrSplit(f.GetString("streams"), ',')) {
+    for (absl::string_view streams :
+         absl::StrSplit(f.GetString("streams"), ',', absl::SkipEmpty())) {
       int64_t n = std::stoll(std::string(streams));
       DecodeResult r = Decode(**lm, n, f.GetInt("decode-tokens"), copy_gbs);
       std::printf("%-12s %8lld %10.1f %14.1f %8.0f%% %12s\n", r.mode.c_str(), (long long)n,

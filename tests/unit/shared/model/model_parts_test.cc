@@ -5,6 +5,7 @@
 
 #include "shared/core/file_util.h"
 #include "shared/model/config.h"
+#include "shared/model/cpu_allocator.h"
 #include "shared/model/decoder.h"
 #include "shared/model/encoder.h"
 #include "shared/model/gemv.h"
@@ -278,6 +279,34 @@ TEST(SmallBatchLinearTest, MatchesAtLinearForEveryRowCountAndDtype) {
       EXPECT_FALSE(UseSmallBatchLinear(at::randn({9, in}).to(dtype), w, b));
     }
   }
+}
+
+}  // namespace
+}  // namespace switchyard::model
+
+namespace switchyard::model {
+namespace {
+
+TEST(CachingCpuAllocatorTest, ReusesLargeBlocksAndPassesSmallOnesThrough) {
+  InstallCachingCpuAllocator(size_t{64} << 20);
+  void* first = nullptr;
+  {
+    at::Tensor big = at::empty({4 << 20}, at::kFloat);  // 16 MiB
+    first = big.data_ptr();
+    big.fill_(1);
+  }
+  EXPECT_GE(CachedCpuBytes(), size_t{16} << 20);
+  at::Tensor again = at::empty({4 << 20}, at::kFloat);
+  EXPECT_EQ(again.data_ptr(), first);  // the same block, no new pages
+  at::Tensor smaller = at::empty({(4 << 20) - 1000}, at::kFloat);
+  EXPECT_NE(smaller.data_ptr(), first);
+  at::Tensor tiny = at::ones({10});
+  EXPECT_EQ(tiny.sum().item<float>(), 10.0f);
+  // Past the budget, freed blocks go back to the system.
+  InstallCachingCpuAllocator(0);
+  again = at::Tensor();
+  smaller = at::Tensor();
+  EXPECT_LE(CachedCpuBytes(), size_t{32} << 20);
 }
 
 }  // namespace

@@ -1,0 +1,26 @@
+// A caching CPU allocator for LibTorch.
+//
+// A training step allocates the same large tensors (activations, logits,
+// gradients) every step. glibc hands allocations above 32 MiB straight to mmap
+// and returns them on free, so each step pays page faults and the kernel's
+// zeroing of every page again (a fifth of a CPU training step, measured).
+// This allocator keeps freed blocks of 1 MiB and more, up to a byte budget, and
+// reuses one when a request fits it with at most 1/8 waste. Thread-safe.
+
+#ifndef SWITCHYARD_SHARED_MODEL_CPU_ALLOCATOR_H_
+#define SWITCHYARD_SHARED_MODEL_CPU_ALLOCATOR_H_
+
+#include <cstddef>
+
+namespace switchyard::model {
+
+// Makes the caching allocator LibTorch's CPU allocator (once; later calls only
+// change the budget). `cache_bytes` caps the memory kept for reuse.
+void InstallCachingCpuAllocator(size_t cache_bytes);
+
+// Bytes currently held for reuse (for tests and metrics).
+size_t CachedCpuBytes();
+
+}  // namespace switchyard::model
+
+#endif  // SWITCHYARD_SHARED_MODEL_CPU_ALLOCATOR_H_
