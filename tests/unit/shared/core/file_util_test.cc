@@ -8,31 +8,14 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "tests/testing/temp_dir.h"
 
 namespace switchyard {
 namespace {
 
 using ::testing::HasSubstr;
 
-class FileUtilTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    dir_ = absl::StrCat(::testing::TempDir(), "/file_util_test_", RandomHex(8));
-    ASSERT_TRUE(MakeDirs(dir_).ok());
-  }
-  void TearDown() override { (void)RemoveAll(dir_); }
-
-  // Names of the entries in dir_.
-  std::set<std::string> Entries() const {
-    std::set<std::string> out;
-    for (const auto& e : std::filesystem::directory_iterator(dir_)) {
-      out.insert(e.path().filename().string());
-    }
-    return out;
-  }
-
-  std::string dir_;
-};
+class FileUtilTest : public testing::TempDirTest {};
 
 TEST_F(FileUtilTest, WriteFileAtomicCreatesThenReplacesContent) {
   const std::string path = dir_ + "/a.txt";

@@ -12,6 +12,7 @@
 #include "nlohmann/json.hpp"
 #include "shared/core/file_util.h"
 #include "shared/tensors/safetensors.h"
+#include "tests/testing/temp_dir.h"
 
 namespace switchyard::tensors {
 namespace {
@@ -20,11 +21,10 @@ using ::testing::AllOf;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
-class CheckpointTest : public ::testing::Test {
+class CheckpointTest : public testing::TempDirTest {
  protected:
   void SetUp() override {
-    dir_ = absl::StrCat(::testing::TempDir(), "/checkpoint_test_", RandomHex(8));
-    ASSERT_TRUE(MakeDirs(dir_).ok());
+    TempDirTest::SetUp();
     // Five tensors of 40, 24, 8, 100 and 4 bytes, in state-dict order.
     const std::vector<std::pair<std::string, size_t>> specs = {{"embed.weight", 40},
                                                                {"layers.0.w", 24},
@@ -41,16 +41,6 @@ class CheckpointTest : public ::testing::Test {
                         specs[i].second});
     }
   }
-  void TearDown() override { (void)RemoveAll(dir_); }
-
-  std::set<std::string> Entries() const {
-    std::set<std::string> out;
-    for (const auto& e : std::filesystem::directory_iterator(dir_)) {
-      out.insert(e.path().filename().string());
-    }
-    return out;
-  }
-
   // Every written tensor is found with its bytes.
   void ExpectAllTensors(const Checkpoint& checkpoint) {
     ASSERT_EQ(checkpoint.num_tensors(), views_.size());
@@ -68,7 +58,6 @@ class CheckpointTest : public ::testing::Test {
     ASSERT_TRUE(WriteFileAtomic(dir_ + "/model.safetensors.index.json", index.dump()).ok());
   }
 
-  std::string dir_;
   std::vector<std::string> data_;
   std::vector<TensorView> views_;
 };

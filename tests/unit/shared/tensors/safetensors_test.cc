@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
 #include "shared/core/file_util.h"
+#include "tests/testing/temp_dir.h"
 
 namespace switchyard::tensors {
 namespace {
@@ -44,24 +45,7 @@ std::vector<DType> AllDTypes() {
   return out;
 }
 
-class SafetensorsTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    dir_ = absl::StrCat(::testing::TempDir(), "/safetensors_test_", RandomHex(8));
-    ASSERT_TRUE(MakeDirs(dir_).ok());
-  }
-  void TearDown() override { (void)RemoveAll(dir_); }
-
-  std::set<std::string> Entries() const {
-    std::set<std::string> out;
-    for (const auto& e : std::filesystem::directory_iterator(dir_)) {
-      out.insert(e.path().filename().string());
-    }
-    return out;
-  }
-
-  std::string dir_;
-};
+class SafetensorsTest : public testing::TempDirTest {};
 
 TEST(DTypeTest, NamesAndBitSizesMatchTheReferenceImplementation) {
   const std::vector<std::pair<std::string, int>> expected = {
