@@ -2,6 +2,9 @@
 
 #include <ATen/Parallel.h>
 #include <ATen/core/grad_mode.h>
+// GCC 12's AVX-512 intrinsic headers trip -Wmaybe-uninitialized on their own
+// _mm256_undefined_pd() placeholders.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
 
 #include <atomic>
@@ -96,9 +99,10 @@ __attribute__((target("avx2,fma"))) void Rows(const void* w, const float* x, flo
 // bf16 weights and bf16 inputs with AVX-512 BF16: one instruction multiplies
 // 32 pairs and accumulates in fp32, so converting the weights costs nothing.
 template <int M>
-__attribute__((target("avx512f,avx512bf16"))) void RowsDotBf16(const uint16_t* w, const uint16_t* x,
-                                                               float* y, int64_t in, int64_t out,
-                                                               int64_t r0, int64_t r1) {
+__attribute__((target("avx512f,avx512bf16,avx2,fma"))) void RowsDotBf16(const uint16_t* w,
+                                                                        const uint16_t* x, float* y,
+                                                                        int64_t in, int64_t out,
+                                                                        int64_t r0, int64_t r1) {
   constexpr int U = M >= 4 ? 1 : (M >= 2 ? 2 : 4);
   for (int64_t r = r0; r < r1; ++r) {
     const uint16_t* row = w + r * in;
