@@ -71,6 +71,13 @@ int ReportError(const absl::Status& status) {
       grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message())));
 }
 
+std::vector<std::string> ExpandShortFlags(std::vector<std::string> args) {
+  for (std::string& a : args) {
+    if (a == "-o") a = "--output";
+  }
+  return args;
+}
+
 int ParseOrExit(FlagSet* flags, const std::vector<std::string>& args, size_t min_positional,
                 size_t max_positional) {
   absl::Status s = flags->Parse(args);

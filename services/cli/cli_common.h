@@ -41,6 +41,9 @@ int ExitCodeFor(grpc::StatusCode code);
 int ParseOrExit(FlagSet* flags, const std::vector<std::string>& args, size_t min_positional,
                 size_t max_positional);
 
+// "-o X" is the conventional short form of --output: rewrites it so.
+std::vector<std::string> ExpandShortFlags(std::vector<std::string> args);
+
 // Proto message as indented JSON (proto3 JSON mapping), newline-terminated.
 std::string ToJson(const google::protobuf::Message& message);
 

@@ -47,14 +47,6 @@ const char* kDataUsage =
     "  export NAME[@V] [-o FILE]   Download a version's file byte for byte.\n\n"
     "Run `switchyard data <verb> --help` for the flags of each verb.\n";
 
-// "-o FILE" is the conventional short form of --output.
-std::vector<std::string> ExpandShortFlags(std::vector<std::string> args) {
-  for (std::string& a : args) {
-    if (a == "-o") a = "--output";
-  }
-  return args;
-}
-
 bool ParseFormatFlag(const FlagSet& flags, DatasetFormat* format) {
   if (!dataset::ParseFormat(flags.GetString("format"), format)) {
     std::cerr << "error: --format must be auto, chat, completion or preference\n";

@@ -92,10 +92,10 @@ int Init(const std::vector<std::string>& args) {
                   "Empty: a 257-token byte-level tokenizer.");
   flags.AddString("dtype", "float32", "Stored dtype: float32, bfloat16 or float16.");
   flags.AddInt("seed", 0, "Random seed.");
-  flags.AddString("o", "", "Output directory (created; must be empty).");
-  int rc = ParseOrExit(&flags, args, 0, 0);
+  flags.AddString("output", "", "Output directory (-o; created, must be empty).");
+  int rc = ParseOrExit(&flags, ExpandShortFlags(args), 0, 0);
   if (rc >= 0) return rc;
-  if ((rc = RequireFlags(flags, {"o"})) >= 0) return rc;
+  if ((rc = RequireFlags(flags, {"output"})) >= 0) return rc;
   model::InitOptions o;
   auto arch = model::ParseArchitectureName(flags.GetString("arch"));
   if (!arch.ok()) return ReportError(arch.status());
@@ -113,15 +113,15 @@ int Init(const std::vector<std::string>& args) {
   o.tie_embeddings = flags.GetBool("tie-embeddings");
   o.vocab_from = flags.GetString("vocab-from");
   o.seed = static_cast<uint64_t>(flags.GetInt("seed"));
-  absl::Status status = model::InitCheckpoint(o, flags.GetString("o"));
+  absl::Status status = model::InitCheckpoint(o, flags.GetString("output"));
   if (!status.ok()) {
     const int code = ReportError(status);
     return absl::IsInvalidArgument(status) ? kExitUsage : code;  // a bad flag
   }
-  auto config = model::LoadModelConfig(flags.GetString("o"));
+  auto config = model::LoadModelConfig(flags.GetString("output"));
   if (!config.ok()) return ReportError(config.status());
   std::cerr << "wrote " << model::ArchitectureName(config->arch) << " checkpoint with "
-            << config->NumParameters() << " parameters to " << flags.GetString("o") << "\n";
+            << config->NumParameters() << " parameters to " << flags.GetString("output") << "\n";
   return kExitOk;
 }
 
@@ -135,7 +135,7 @@ int Score(const std::vector<std::string>& args) {
   flags.AddString("ids", "", "Token ids separated by spaces or commas (at least two).");
   flags.AddBool("json", false, "Print a JSON array.");
   AddRuntimeFlags(&flags);
-  int rc = ParseOrExit(&flags, args, 0, 0);
+  int rc = ParseOrExit(&flags, ExpandShortFlags(args), 0, 0);
   if (rc >= 0) return rc;
   if ((rc = RequireFlags(flags, {"model", "ids"})) >= 0) return rc;
   std::vector<int64_t> ids;
@@ -201,7 +201,7 @@ int Generate(const std::vector<std::string>& args) {
   flags.AddBool("ignore-eos", false, "Keep going past EOS.");
   flags.AddBool("json", false, "Print one JSON object (text, tokens, logprobs, finish reason).");
   AddRuntimeFlags(&flags);
-  int rc = ParseOrExit(&flags, args, 0, 0);
+  int rc = ParseOrExit(&flags, ExpandShortFlags(args), 0, 0);
   if (rc >= 0) return rc;
   if ((rc = RequireFlags(flags, {"model"})) >= 0) return rc;
   if (!flags.IsSet("prompt")) {
@@ -310,14 +310,14 @@ int Merge(const std::vector<std::string>& args) {
                 "that serves without the adapter.");
   flags.AddString("model", "", "Base checkpoint directory.");
   flags.AddString("adapter", "", "PEFT LoRA adapter directory.");
-  flags.AddString("o", "", "Output directory (created; must be empty).");
+  flags.AddString("output", "", "Output directory (-o; created, must be empty).");
   flags.AddString("dtype", "", "Stored dtype (default: the base checkpoint's).");
   flags.AddInt("threads", 0, "LibTorch intra-op threads (0 = every core).");
-  int rc = ParseOrExit(&flags, args, 0, 0);
+  int rc = ParseOrExit(&flags, ExpandShortFlags(args), 0, 0);
   if (rc >= 0) return rc;
-  if ((rc = RequireFlags(flags, {"model", "adapter", "o"})) >= 0) return rc;
+  if ((rc = RequireFlags(flags, {"model", "adapter", "output"})) >= 0) return rc;
   model::SetTorchThreads(static_cast<int>(flags.GetInt("threads")));
-  const std::string base = flags.GetString("model"), out = flags.GetString("o");
+  const std::string base = flags.GetString("model"), out = flags.GetString("output");
   auto config = model::LoadModelConfig(base);
   if (!config.ok()) return ReportError(config.status());
   std::string dtype_name = flags.GetString("dtype");
@@ -344,13 +344,7 @@ int Merge(const std::vector<std::string>& args) {
   model::ModelConfig merged_config = (*lm)->config();
   merged_config.torch_dtype = std::string(model::DtypeName(*dtype));
   s = model::SaveCheckpoint(tmp, model::ModelConfigToJson(merged_config).dump(2) + "\n", weights);
-  for (const char* name : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                           "generation_config.json", "vocab.txt", "chat_template.jinja"}) {
-    if (!s.ok()) break;
-    if (!std::filesystem::exists(base + "/" + name, ec)) continue;
-    auto contents = ReadFile(base + "/" + name);
-    s = contents.ok() ? WriteFileAtomic(tmp + "/" + name, *contents) : contents.status();
-  }
+  if (s.ok()) s = model::CopyModelSideFiles(base, tmp, /*generation_config=*/true);
   if (s.ok()) s = RenameDurably(tmp, out);
   if (!s.ok()) {
     RemoveAll(tmp).IgnoreError();

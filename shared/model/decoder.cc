@@ -95,6 +95,7 @@ struct CausalLm::Context {
   int64_t batch = 0, length = 0;  // B, T of this call
   int64_t past = 0;               // tokens already in the cache
   at::Tensor segments;            // (B, T) int64
+  bool has_padding = false;       // some segment id is -1
   at::Tensor positions;           // (B, T) int64
   at::Tensor mask;                // (B, 1, 1, T, S) float32 additive, or undefined
   at::Tensor cos, sin;            // (B, T, 1, head_dim) in the model dtype (RoPE)
@@ -228,13 +229,7 @@ absl::StatusOr<std::unique_ptr<CausalLm>> CausalLm::Load(const std::string& dir,
   std::unique_ptr<CausalLm> model(new CausalLm(config, options));
   WeightTable table = model->Table();
   SY_RETURN_IF_ERROR(LoadWeightTable(dir, table, options));
-  if (config.tie_word_embeddings || !model->lm_head_.defined()) {
-    if (!config.tie_word_embeddings) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(dir, ": missing tensor \"lm_head.weight\" (tie_word_embeddings is false)"));
-    }
-    model->lm_head_ = model->embed_;
-  }
+  SY_RETURN_IF_ERROR(model->TieHead(dir));
   return model;
 }
 
@@ -247,14 +242,18 @@ absl::StatusOr<std::unique_ptr<CausalLm>> CausalLm::FromTensors(
   std::unique_ptr<CausalLm> model(new CausalLm(config, options));
   WeightTable table = model->Table();
   SY_RETURN_IF_ERROR(FillWeightTable(tensors, table, options));
-  if (config.tie_word_embeddings || !model->lm_head_.defined()) {
-    if (!config.tie_word_embeddings) {
-      return absl::InvalidArgumentError(
-          "missing tensor \"lm_head.weight\" (tie_word_embeddings is false)");
-    }
-    model->lm_head_ = model->embed_;
-  }
+  SY_RETURN_IF_ERROR(model->TieHead("tensors"));
   return model;
+}
+
+absl::Status CausalLm::TieHead(const std::string& where) {
+  if (config_.tie_word_embeddings) {
+    lm_head_ = embed_;  // a stored head of a tied model is ignored, as transformers does
+  } else if (!lm_head_.defined()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ": missing tensor \"lm_head.weight\" (tie_word_embeddings is false)"));
+  }
+  return absl::OkStatus();
 }
 
 // ---------------------------------------------------------------------------
@@ -350,9 +349,9 @@ absl::StatusOr<CausalLm::Context> CausalLm::Prepare(const DecoderInput& in,
           std::get<0>(at::where(starts, index, at::zeros_like(index)).cummax(1));
       ctx.positions = (index - start_index).masked_fill(valid.logical_not(), 0);
     }
-    if (T > 0) {
+    if (IsGpt2(config_) && T > 0) {  // learned positions end; RoPE has no table
       const int64_t max_pos = ctx.positions.max().item<int64_t>();
-      if (IsGpt2(config_) && max_pos >= config_.max_position_embeddings) {
+      if (max_pos >= config_.max_position_embeddings) {
         return absl::InvalidArgumentError(absl::StrCat("position ", max_pos,
                                                        " is past the model's maximum of ",
                                                        config_.max_position_embeddings - 1));
@@ -361,8 +360,8 @@ absl::StatusOr<CausalLm::Context> CausalLm::Prepare(const DecoderInput& in,
 
     // Attention mask over the keys: the cache's positions, then this call's.
     const int64_t S = ctx.past + T;
-    const bool padded = (cache != nullptr && cache->has_padding_) ||
-                        (T > 0 && ctx.segments.min().item<int64_t>() < 0);
+    ctx.has_padding = T > 0 && ctx.segments.min().item<int64_t>() < 0;
+    const bool padded = (cache != nullptr && cache->has_padding_) || ctx.has_padding;
     const bool windowed = config_.sliding_window.has_value() && S > *config_.sliding_window;
     if (T > 1 || padded || windowed) {
       at::Tensor key_segments =
@@ -464,8 +463,7 @@ absl::StatusOr<at::Tensor> CausalLm::Hidden(const DecoderInput& in, KvCache* cac
     if (cache != nullptr) {
       cache->segments_.narrow(1, ctx.past, ctx.length).copy_(ctx.segments);
       cache->next_position_ = cache->next_position_ + ctx.segments.ge(0).sum(1);
-      cache->has_padding_ =
-          cache->has_padding_ || (ctx.length > 0 && ctx.segments.min().item<int64_t>() < 0);
+      cache->has_padding_ = cache->has_padding_ || ctx.has_padding;
       cache->length_ += ctx.length;
     }
     return x;

@@ -134,6 +134,8 @@ class CausalLm {
 
   CausalLm(ModelConfig config, LoadOptions options);
   WeightTable Table();
+  // After loading: the LM head becomes the embedding when tied, else must exist.
+  absl::Status TieHead(const std::string& where);
   std::vector<LoraLinear*> Linears();
   absl::StatusOr<Context> Prepare(const DecoderInput& input, const KvCache* cache) const;
   at::Tensor Attention(const Block& block, int layer, const at::Tensor& x, const Context& ctx,

@@ -77,16 +77,22 @@ std::optional<int64_t> SpecialTokenId(const nlohmann::json& config, const char* 
   return *id;
 }
 
-absl::Status CopyIfPresent(const std::string& from_dir, const std::string& to_dir,
-                           const std::string& name) {
-  const std::string from = from_dir + "/" + name;
-  std::error_code ec;
-  if (!fs::exists(from, ec)) return absl::OkStatus();
-  SY_ASSIGN_OR_RETURN(std::string contents, ReadFile(from));
-  return WriteFileAtomic(to_dir + "/" + name, contents);
-}
-
 }  // namespace
+
+absl::Status CopyModelSideFiles(const std::string& from_dir, const std::string& to_dir,
+                                bool generation_config) {
+  std::vector<std::string> names = {"tokenizer.json", "tokenizer_config.json",
+                                    "special_tokens_map.json", "vocab.txt", "chat_template.jinja"};
+  if (generation_config) names.push_back("generation_config.json");
+  for (const std::string& name : names) {
+    const std::string from = from_dir + "/" + name;
+    std::error_code ec;
+    if (!fs::exists(from, ec)) continue;
+    SY_ASSIGN_OR_RETURN(std::string contents, ReadFile(from));
+    SY_RETURN_IF_ERROR(WriteFileAtomic(to_dir + "/" + name, contents));
+  }
+  return absl::OkStatus();
+}
 
 std::map<std::string, at::Tensor> RandomWeights(const ModelConfig& c, uint64_t seed) {
   std::map<std::string, at::Tensor> tensors;
@@ -229,10 +235,7 @@ absl::Status InitCheckpoint(const InitOptions& o, const std::string& out_dir) {
     SY_ASSIGN_OR_RETURN(std::unique_ptr<text::Tokenizer> tokenizer,
                         text::Tokenizer::FromFile(o.vocab_from + "/tokenizer.json"));
     c.vocab_size = tokenizer->vocab_size();
-    for (const char* name : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                             "vocab.txt", "chat_template.jinja"}) {
-      SY_RETURN_IF_ERROR(CopyIfPresent(o.vocab_from, out_dir, name));
-    }
+    SY_RETURN_IF_ERROR(CopyModelSideFiles(o.vocab_from, out_dir, /*generation_config=*/false));
     absl::StatusOr<std::string> tc_text = ReadFile(o.vocab_from + "/tokenizer_config.json");
     if (tc_text.ok()) {
       nlohmann::json tc = nlohmann::json::parse(*tc_text, nullptr, false);

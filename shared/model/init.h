@@ -40,6 +40,12 @@ struct InitOptions {
 // Errors name the option, e.g. `--heads (5) must divide --hidden (64)`.
 absl::Status InitCheckpoint(const InitOptions& options, const std::string& out_dir);
 
+// Copies the tokenizer files (tokenizer.json, tokenizer_config.json,
+// special_tokens_map.json, vocab.txt, chat_template.jinja) and, when asked,
+// generation_config.json that `from_dir` has into `to_dir`, each atomically.
+absl::Status CopyModelSideFiles(const std::string& from_dir, const std::string& to_dir,
+                                bool generation_config);
+
 // Random float32 CPU weights for `config` in Hugging Face names and layouts,
 // initialised as InitCheckpoint does (for benchmarks and tests that need no
 // files). May throw c10::Error.
