@@ -89,9 +89,11 @@ int Init(const std::vector<std::string>& args) {
                 "Share the LM head with the embedding (gpt2 always does).");
   flags.AddString("vocab-from", "",
                   "Directory with the tokenizer.json to copy; its vocabulary sizes the model.\n"
-                  "Empty: a 257-token byte-level tokenizer.");
+                  "Empty: a 259-token byte-level tokenizer with a ChatML chat template.");
   flags.AddString("dtype", "float32", "Stored dtype: float32, bfloat16 or float16.");
   flags.AddInt("seed", 0, "Random seed.");
+  flags.AddDouble("init-std", 0.02,
+                  "Standard deviation of the random weights (transformers' initializer_range).");
   flags.AddString("output", "", "Output directory (-o; created, must be empty).");
   int rc = ParseOrExit(&flags, ExpandShortFlags(args), 0, 0);
   if (rc >= 0) return rc;
@@ -113,6 +115,11 @@ int Init(const std::vector<std::string>& args) {
   o.tie_embeddings = flags.GetBool("tie-embeddings");
   o.vocab_from = flags.GetString("vocab-from");
   o.seed = static_cast<uint64_t>(flags.GetInt("seed"));
+  o.init_std = flags.GetDouble("init-std");
+  if (!(o.init_std > 0)) {
+    std::cerr << "error: --init-std must be positive\n";
+    return kExitUsage;
+  }
   absl::Status status = model::InitCheckpoint(o, flags.GetString("output"));
   if (!status.ok()) {
     const int code = ReportError(status);

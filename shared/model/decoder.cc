@@ -321,6 +321,7 @@ absl::StatusOr<CausalLm::Context> CausalLm::Prepare(const DecoderInput& in,
     ctx.routing.groups.push_back(std::move(g));
   }
   ctx.routing.training = in.training;
+  ctx.routing.generator = in.generator;
 
   return TorchCall("preparing the forward pass", [&]() -> absl::StatusOr<Context> {
     ctx.segments =
@@ -496,12 +497,12 @@ std::vector<std::pair<std::string, at::Tensor>> CausalLm::NamedWeights() const {
   return out;
 }
 
-std::vector<at::Tensor> CausalLm::Parameters() const {
-  std::vector<at::Tensor> out;
+std::vector<std::pair<std::string, at::Tensor>> CausalLm::NamedParameters() const {
+  std::vector<std::pair<std::string, at::Tensor>> out;
   WeightTable table = const_cast<CausalLm*>(this)->Table();
   for (const WeightSlot& s : table.slots) {
     if (s.name == "lm_head.weight" && lm_head_.is_same(embed_)) continue;
-    out.push_back(*s.target);
+    out.emplace_back(s.name, *s.target);
   }
   return out;
 }

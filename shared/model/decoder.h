@@ -49,6 +49,8 @@ struct DecoderInput {
   // means no adapter for any row.
   std::vector<int> adapters;
   bool training = false;  // LoRA dropout on
+  // LoRA dropout masks come from it when defined (on the model's device).
+  at::Generator generator;
 };
 
 // Keys and values of earlier positions for incremental decoding. Rows hold
@@ -98,8 +100,10 @@ class CausalLm {
   // Base weights in Hugging Face names and layouts (GPT-2 Conv1D weights
   // transposed back); the tied LM head appears once, as the embedding.
   std::vector<std::pair<std::string, at::Tensor>> NamedWeights() const;
-  // Every base weight tensor as stored (for full fine-tuning).
-  std::vector<at::Tensor> Parameters() const;
+  // Every base weight tensor as stored, under its Hugging Face name (GPT-2
+  // Conv1D weights as stored here, transposed); the tied LM head appears once,
+  // as the embedding. For full fine-tuning: set requires_grad on the ones to train.
+  std::vector<std::pair<std::string, at::Tensor>> NamedParameters() const;
   // Writes config.json + model.safetensors (sharded past 5 GB) in `dir`.
   absl::Status Save(const std::string& dir) const;
 

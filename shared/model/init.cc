@@ -21,13 +21,22 @@ namespace fs = std::filesystem;
 using ojson = nlohmann::ordered_json;
 
 constexpr char kEndOfText[] = "<|endoftext|>";
+constexpr char kImStart[] = "<|im_start|>";
+constexpr char kImEnd[] = "<|im_end|>";
+// ChatML, as Qwen2 and SmolLM2 write it (no default system message).
+constexpr char kChatMlTemplate[] =
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + "
+    "message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}"
+    "{{ '<|im_start|>assistant\\n' }}{% endif %}";
 
-// A byte-level BPE tokenizer.json with no merges: every byte is a token.
+// A byte-level BPE tokenizer.json with no merges: every byte is a token, plus
+// the special tokens <|endoftext|> (256), <|im_start|> (257), <|im_end|> (258).
 std::string ByteTokenizerJson() {
   ojson vocab = ojson::object();
   const text::ByteLevelAlphabet& alphabet = text::ByteLevelAlphabet::Get();
   for (int b = 0; b < 256; ++b) vocab[alphabet.Encode(static_cast<unsigned char>(b))] = b;
-  vocab[kEndOfText] = 256;
+  const char* specials[] = {kEndOfText, kImStart, kImEnd};
+  for (int i = 0; i < 3; ++i) vocab[specials[i]] = 256 + i;
   ojson byte_level = {{"type", "ByteLevel"},
                       {"add_prefix_space", false},
                       {"trim_offsets", true},
@@ -36,13 +45,16 @@ std::string ByteTokenizerJson() {
   j["version"] = "1.0";
   j["truncation"] = nullptr;
   j["padding"] = nullptr;
-  j["added_tokens"] = {{{"id", 256},
-                        {"content", kEndOfText},
-                        {"single_word", false},
-                        {"lstrip", false},
-                        {"rstrip", false},
-                        {"normalized", false},
-                        {"special", true}}};
+  j["added_tokens"] = ojson::array();
+  for (int i = 0; i < 3; ++i) {
+    j["added_tokens"].push_back({{"id", 256 + i},
+                                 {"content", specials[i]},
+                                 {"single_word", false},
+                                 {"lstrip", false},
+                                 {"rstrip", false},
+                                 {"normalized", false},
+                                 {"special", true}});
+  }
   j["normalizer"] = nullptr;
   j["pre_tokenizer"] = byte_level;
   j["post_processor"] = byte_level;
@@ -94,13 +106,14 @@ absl::Status CopyModelSideFiles(const std::string& from_dir, const std::string& 
   return absl::OkStatus();
 }
 
-std::map<std::string, at::Tensor> RandomWeights(const ModelConfig& c, uint64_t seed) {
+std::map<std::string, at::Tensor> RandomWeights(const ModelConfig& c, uint64_t seed,
+                                                double init_std) {
   std::map<std::string, at::Tensor> tensors;
   at::Generator gen = at::detail::createCPUGenerator(seed);
   const int64_t h = c.hidden_size, q = c.num_heads * c.head_dim, kv = c.num_kv_heads * c.head_dim;
   const int64_t inter = c.intermediate_size, v = c.vocab_size;
   auto normal = [&](const std::string& name, std::vector<int64_t> shape) {
-    tensors[name] = at::empty(shape, at::kFloat).normal_(0.0, 0.02, gen);
+    tensors[name] = at::empty(shape, at::kFloat).normal_(0.0, init_std, gen);
   };
   auto fill = [&](const std::string& name, std::vector<int64_t> shape, double value) {
     tensors[name] = at::full(shape, value, at::kFloat);
@@ -223,14 +236,16 @@ absl::Status InitCheckpoint(const InitOptions& o, const std::string& out_dir) {
     SY_RETURN_IF_ERROR(WriteFileAtomic(out_dir + "/tokenizer.json", ByteTokenizerJson()));
     ojson tc = {{"tokenizer_class", "PreTrainedTokenizerFast"},
                 {"bos_token", kEndOfText},
-                {"eos_token", kEndOfText},
+                {"eos_token", kImEnd},
                 {"unk_token", kEndOfText},
+                {"pad_token", kEndOfText},
                 {"model_max_length", c.max_position_embeddings},
-                {"clean_up_tokenization_spaces", false}};
+                {"clean_up_tokenization_spaces", false},
+                {"chat_template", kChatMlTemplate}};
     SY_RETURN_IF_ERROR(WriteFileAtomic(out_dir + "/tokenizer_config.json", tc.dump(2) + "\n"));
-    c.vocab_size = 257;
+    c.vocab_size = 259;
     c.bos_token_id = 256;
-    c.eos_token_ids = {256};
+    c.eos_token_ids = {256, 258};
   } else {
     SY_ASSIGN_OR_RETURN(std::unique_ptr<text::Tokenizer> tokenizer,
                         text::Tokenizer::FromFile(o.vocab_from + "/tokenizer.json"));
@@ -249,7 +264,7 @@ absl::Status InitCheckpoint(const InitOptions& o, const std::string& out_dir) {
 
   std::map<std::string, at::Tensor> tensors;
   SY_RETURN_IF_ERROR(TorchCall("initialising weights", [&] {
-    tensors = RandomWeights(c, o.seed);
+    tensors = RandomWeights(c, o.seed, o.init_std);
     for (auto& [name, t] : tensors) t = t.to(o.dtype);
   }));
   std::vector<std::pair<std::string, at::Tensor>> named(tensors.begin(), tensors.end());
@@ -287,7 +302,9 @@ absl::Status InitCheckpoint(const InitOptions& o, const std::string& out_dir) {
     ojson gen;
     gen["_from_model_config"] = true;
     gen["bos_token_id"] = c.bos_token_id.has_value() ? ojson(*c.bos_token_id) : ojson(nullptr);
-    gen["eos_token_id"] = c.eos_token_ids.empty() ? ojson(nullptr) : ojson(c.eos_token_ids[0]);
+    gen["eos_token_id"] = c.eos_token_ids.empty()       ? ojson(nullptr)
+                          : c.eos_token_ids.size() == 1 ? ojson(c.eos_token_ids[0])
+                                                        : ojson(c.eos_token_ids);
     gen["transformers_version"] = "4.46.0";
     SY_RETURN_IF_ERROR(WriteFileAtomic(out_dir + "/generation_config.json", gen.dump(2) + "\n"));
   }

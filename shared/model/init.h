@@ -34,6 +34,10 @@ struct InitOptions {
   std::string vocab_from;
   uint64_t seed = 0;
   at::ScalarType dtype = at::kFloat;
+  // Standard deviation of the normal initialisation of every weight matrix
+  // (transformers' initializer_range). Larger values give a random model
+  // logits that a frozen LM head lets LoRA move (demos, tests).
+  double init_std = 0.02;
 };
 
 // Writes the checkpoint into `out_dir` (created; must be empty or absent).
@@ -49,7 +53,8 @@ absl::Status CopyModelSideFiles(const std::string& from_dir, const std::string& 
 // Random float32 CPU weights for `config` in Hugging Face names and layouts,
 // initialised as InitCheckpoint does (for benchmarks and tests that need no
 // files). May throw c10::Error.
-std::map<std::string, at::Tensor> RandomWeights(const ModelConfig& config, uint64_t seed);
+std::map<std::string, at::Tensor> RandomWeights(const ModelConfig& config, uint64_t seed,
+                                                double init_std = 0.02);
 
 }  // namespace switchyard::model
 

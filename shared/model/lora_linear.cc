@@ -13,7 +13,14 @@ at::Tensor LoraLinear::Forward(const at::Tensor& x, const AdapterRouting& routin
     const Slot* slot = FindSlot(g.adapter);
     if (slot == nullptr) continue;
     at::Tensor in = g.all_rows ? x : x.index_select(0, g.rows);
-    if (routing.training && slot->dropout > 0) in = at::dropout(in, slot->dropout, true);
+    if (routing.training && slot->dropout > 0) {
+      if (routing.generator.defined()) {
+        const double keep = 1 - slot->dropout;
+        in = in * at::empty_like(in).bernoulli_(keep, routing.generator).div_(keep);
+      } else {
+        in = at::dropout(in, slot->dropout, true);
+      }
+    }
     at::Tensor delta = at::linear(at::linear(in, slot->a), slot->b) * slot->scale;
     y = g.all_rows ? y + delta : y.index_add(0, g.rows, delta);
   }

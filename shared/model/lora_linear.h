@@ -25,6 +25,9 @@ struct AdapterRouting {
   };
   std::vector<Group> groups;  // one per adapter some row uses (not merged ones)
   bool training = false;      // apply LoRA dropout
+  // Draws the dropout masks when defined (a seeded per-job generator makes
+  // training reproducible with other work in the process); else the default.
+  at::Generator generator;
 };
 
 class LoraLinear {

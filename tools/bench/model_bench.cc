@@ -136,8 +136,7 @@ TrainResult TrainStep(const model::ModelConfig& c, const std::map<std::string, a
     adapter = *(*lm)->CreateAdapter("bench", lc, 1);
     params = *(*lm)->AdapterParameters("bench");
   } else {
-    params = (*lm)->Parameters();
-    for (at::Tensor& p : params) p.requires_grad_(true);
+    for (auto& [name, p] : (*lm)->NamedParameters()) params.push_back(p.requires_grad_(true));
   }
   for (const at::Tensor& p : params) r.trainable += p.numel();
   torch::optim::AdamW optimizer(params, torch::optim::AdamWOptions(1e-4));

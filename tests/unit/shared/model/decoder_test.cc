@@ -298,7 +298,7 @@ TEST_F(DecoderAdapterTest, AdapterGradientsReachAAndBOnly) {
   ASSERT_TRUE(params.ok());
   // B starts at zero, so only B gets a gradient on the first step.
   EXPECT_GT((*params)[1].grad().abs().sum().item<double>(), 0);
-  for (const at::Tensor& w : lm_->Parameters()) EXPECT_FALSE(w.grad().defined());
+  for (const auto& [name, w] : lm_->NamedParameters()) EXPECT_FALSE(w.grad().defined()) << name;
 }
 
 TEST(DecoderLoadTest, HalfPrecisionCheckpointsLoadInBf16) {

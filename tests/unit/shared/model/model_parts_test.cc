@@ -220,12 +220,12 @@ TEST_P(InitTest, WritesACheckpointThatLoadsAndRuns) {
   } else {
     auto lm = CausalLm::Load(dir, {});
     ASSERT_TRUE(lm.ok()) << lm.status();
-    EXPECT_EQ((*lm)->config().vocab_size, 257);
+    EXPECT_EQ((*lm)->config().vocab_size, 259);
     DecoderInput in;
     in.input_ids = at::arange(6, at::kLong).view({1, 6});
     auto logits = (*lm)->Forward(in);
     ASSERT_TRUE(logits.ok());
-    EXPECT_EQ(logits->size(2), 257);
+    EXPECT_EQ(logits->size(2), 259);
     // Same seed, same weights.
     const std::string again = dir + "-again";
     ASSERT_TRUE(InitCheckpoint(o, again).ok());

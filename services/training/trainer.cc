@@ -1,0 +1,522 @@
+#include "services/training/trainer.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "shared/core/file_util.h"
+#include "shared/core/logging.h"
+#include "shared/core/status_macros.h"
+#include "shared/model/init.h"
+#include "shared/model/loss.h"
+#include "shared/model/runtime.h"
+
+namespace switchyard::training {
+namespace {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
+using model::TorchCall;
+
+constexpr char kStateFile[] = "trainer_state.json";
+constexpr char kOptimizerFile[] = "optimizer.safetensors";
+
+// Layer index of a decoder parameter name ("model.layers.3.mlp..." or GPT-2's
+// "transformer.h.3.attn..."), or -1.
+int LayerOf(const std::string& name) {
+  for (const char* marker : {".layers.", ".h."}) {
+    size_t at = name.find(marker);
+    if (at == std::string::npos) continue;
+    size_t begin = at + std::strlen(marker), end = name.find('.', begin);
+    int layer;
+    if (absl::SimpleAtoi(name.substr(begin, end - begin), &layer)) return layer;
+  }
+  return -1;
+}
+
+bool IsEmbedding(const std::string& name) {
+  return absl::StrContains(name, "embed_tokens") || absl::StrContains(name, ".wte.") ||
+         absl::StrContains(name, ".wpe.") || absl::StartsWith(name, "wte.") ||
+         absl::StartsWith(name, "wpe.");
+}
+
+// Peak resident memory of the process, bytes (VmHWM).
+int64_t PeakMemoryBytes() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (absl::StartsWith(line, "VmHWM:")) {
+      int64_t kb = 0;
+      std::string digits;
+      for (char c : line) {
+        if (c >= '0' && c <= '9') digits += c;
+      }
+      if (absl::SimpleAtoi(digits, &kb)) return kb * 1024;
+    }
+  }
+  return 0;
+}
+
+int64_t DirBytes(const std::string& dir) {
+  int64_t total = 0;
+  std::error_code ec;
+  for (const auto& e : fs::recursive_directory_iterator(dir, ec)) {
+    if (e.is_regular_file(ec)) total += static_cast<int64_t>(e.file_size(ec));
+  }
+  return total;
+}
+
+uint64_t DropoutSeed(uint64_t seed, int64_t step, int64_t micro) {
+  return seed * 0x9E3779B97F4A7C15ull + static_cast<uint64_t>(step) * 1000003ull +
+         static_cast<uint64_t>(micro);
+}
+
+int64_t NowMs() { return absl::ToUnixMillis(absl::Now()); }
+
+}  // namespace
+
+struct Trainer::State {
+  int64_t step = 0;
+  int64_t tokens = 0;
+  double train_loss = 0;
+  std::optional<TrainMetrics> last_train;
+  std::optional<EvalMetrics> last_eval;
+  std::optional<EvalMetrics> best_eval;
+  int evals_since_best = 0;
+  std::string best_checkpoint;  // id of the checkpoint saved at best_eval
+};
+
+Trainer::Trainer(TrainerSetup setup) : setup_(std::move(setup)) {}
+
+absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(TrainerSetup setup) {
+  std::unique_ptr<Trainer> t(new Trainer(std::move(setup)));
+  SY_RETURN_IF_ERROR(t->Prepare());
+  return t;
+}
+
+absl::Status Trainer::Prepare() {
+  const JobSpec& spec = setup_.spec;
+  const Hyperparameters& hp = spec.hyperparameters;
+  model::CausalLm& lm = *setup_.model;
+  lora_ = spec.adapter.kind != AdapterKind::kFull;
+  std::vector<TrainableParam> params;
+  if (lora_) {
+    if (setup_.start_adapter) {
+      SY_ASSIGN_OR_RETURN(adapter_id_, lm.AddAdapter("train", *setup_.start_adapter));
+    } else {
+      const LoraSpec& l = spec.adapter.lora;
+      model::LoraConfig c;
+      c.r = l.r.value_or(8);
+      c.alpha = l.alpha.value_or(2.0 * c.r);
+      c.dropout = l.dropout.value_or(0);
+      c.target_modules = l.target_modules;
+      c.layers_to_transform.assign(l.layers.begin(), l.layers.end());
+      c.use_rslora = l.rslora;
+      c.base_model_name_or_path = setup_.base_model_id;
+      absl::StatusOr<int> id = lm.CreateAdapter("train", c, spec.seed.value_or(0));
+      if (!id.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat("adapter.lora: ", id.status().message()));
+      }
+      adapter_id_ = *id;
+    }
+    SY_ASSIGN_OR_RETURN(std::vector<at::Tensor> ab, lm.AdapterParameters("train"));
+    for (size_t i = 0; i < ab.size(); ++i) {
+      ab[i].requires_grad_(true);
+      params.push_back({absl::StrCat("lora.", i), ab[i], true});
+    }
+  } else {
+    const FullSpec& f = spec.adapter.full;
+    for (int layer : f.frozen_layers) {
+      if (layer < 0 || layer >= lm.config().num_layers) {
+        return absl::InvalidArgumentError(absl::StrCat("adapter.full.frozen_layers: layer ", layer,
+                                                       " is outside [0, ", lm.config().num_layers,
+                                                       ")"));
+      }
+    }
+    for (auto& [name, p] : lm.NamedParameters()) {
+      const int layer = LayerOf(name);
+      const bool frozen = (f.freeze_embeddings && IsEmbedding(name)) ||
+                          (layer >= 0 && std::find(f.frozen_layers.begin(), f.frozen_layers.end(),
+                                                   layer) != f.frozen_layers.end());
+      if (frozen) continue;
+      p.requires_grad_(true);
+      params.push_back({name, p, p.dim() >= 2});
+    }
+  }
+  if (params.empty()) return absl::InvalidArgumentError("adapter: nothing is left to train");
+  AdamWOptions o;
+  o.weight_decay = hp.weight_decay.value_or(0);
+  optimizer_ = std::make_unique<AdamW>(std::move(params), o);
+
+  std::vector<int64_t> lengths;
+  for (const SftExample& ex : setup_.train) lengths.push_back(static_cast<int64_t>(ex.ids.size()));
+  BatchPlanOptions po;
+  po.epochs = hp.epochs.value_or(1);
+  po.batch_size = hp.batch_size.value_or(1);
+  po.micro_batches = hp.gradient_accumulation_steps.value_or(1);
+  po.packing = hp.packing.value_or(false);
+  po.max_seq_length = hp.max_seq_length.value_or(0);
+  po.seed = spec.seed.value_or(0);
+  plan_ = std::make_unique<BatchPlan>(lengths, po);
+  if (plan_->total_steps() == 0) return absl::InvalidArgumentError("training_dataset: no examples");
+  return absl::OkStatus();
+}
+
+model::DecoderInput Trainer::Input(const Batch& batch, uint64_t dropout_seed) const {
+  const at::Device device = setup_.model->device();
+  model::DecoderInput in;
+  in.input_ids = batch.input_ids.to(device);
+  in.segment_ids = batch.segment_ids.to(device);
+  if (lora_) in.adapters.assign(batch.input_ids.size(0), adapter_id_);
+  if (device.is_cpu()) in.generator = at::detail::createCPUGenerator(dropout_seed);
+  return in;
+}
+
+absl::StatusOr<Trainer::StepStats> Trainer::RunStep(int64_t step) {
+  std::vector<Batch> batches;
+  int64_t label_total = 0;
+  for (const std::vector<Row>& rows : plan_->MicroBatches(step)) {
+    batches.push_back(MakeBatch(setup_.train, rows));
+    label_total += batches.back().label_tokens;
+  }
+  optimizer_->ZeroGrad();
+  double loss_sum = 0;
+  int64_t correct = 0;
+  const uint64_t seed = setup_.spec.seed.value_or(0);
+  SY_RETURN_IF_ERROR(TorchCall(absl::StrCat("training step ", step), [&]() -> absl::Status {
+    for (size_t i = 0; i < batches.size(); ++i) {
+      model::DecoderInput in = Input(batches[i], DropoutSeed(seed, step, i));
+      in.training = true;
+      SY_ASSIGN_OR_RETURN(at::Tensor logits, setup_.model->Forward(in));
+      model::LossOutput out = model::CausalLmLoss(logits, batches[i].labels.to(logits.device()));
+      const int64_t n = out.tokens.item<int64_t>();
+      // Each token weighs the same whichever micro-batch holds it.
+      (out.loss * (static_cast<double>(n) / std::max<int64_t>(1, label_total))).backward();
+      loss_sum += out.loss.item<double>() * n;
+      correct += out.correct.item<int64_t>();
+    }
+    return absl::OkStatus();
+  }));
+  const double loss = loss_sum / std::max<int64_t>(1, label_total);
+  if (!std::isfinite(loss)) {
+    return absl::InternalError(
+        absl::StrCat("nan_loss: the training loss became ", loss, " at step ", step,
+                     "; lower hyperparameters.learning_rate or use precision fp32"));
+  }
+  const Hyperparameters& hp = setup_.spec.hyperparameters;
+  const double lr = LearningRateAt(hp.lr_scheduler, hp.learning_rate.value_or(1e-4), step,
+                                   hp.warmup_steps.value_or(0), plan_->total_steps());
+  double norm = 0;
+  SY_RETURN_IF_ERROR(TorchCall("optimizer step", [&] {
+    norm = optimizer_->ClipGradNorm(hp.max_grad_norm.value_or(0));
+    optimizer_->Step(lr);
+  }));
+  StepStats st;
+  st.loss = loss;
+  st.loss_sum = loss_sum;
+  st.correct = correct;
+  st.label_tokens = label_total;
+  for (const Batch& b : batches) st.tokens += b.tokens;
+  st.grad_norm = norm;
+  st.learning_rate = lr;
+  return st;
+}
+
+absl::StatusOr<EvalMetrics> Trainer::Evaluate() {
+  EvalMetrics m;
+  if (setup_.validation.empty()) return m;
+  const auto t0 = Clock::now();
+  const Hyperparameters& hp = setup_.spec.hyperparameters;
+  const int64_t rows_per_batch =
+      std::max<int64_t>(1, hp.batch_size.value_or(1) / hp.gradient_accumulation_steps.value_or(1));
+  double loss_sum = 0;
+  int64_t tokens = 0, correct = 0;
+  SY_RETURN_IF_ERROR(TorchCall("evaluation", [&]() -> absl::Status {
+    at::NoGradGuard no_grad;
+    const int64_t n = static_cast<int64_t>(setup_.validation.size());
+    for (int64_t first = 0; first < n; first += rows_per_batch) {
+      std::vector<Row> rows;
+      for (int64_t i = first; i < std::min(n, first + rows_per_batch); ++i) rows.push_back({i});
+      Batch batch = MakeBatch(setup_.validation, rows);
+      SY_ASSIGN_OR_RETURN(at::Tensor logits, setup_.model->Forward(Input(batch, 0)));
+      model::LossOutput out = model::CausalLmLoss(logits, batch.labels.to(logits.device()));
+      const int64_t k = out.tokens.item<int64_t>();
+      loss_sum += out.loss.item<double>() * k;
+      tokens += k;
+      correct += out.correct.item<int64_t>();
+    }
+    return absl::OkStatus();
+  }));
+  m.validation_loss = loss_sum / std::max<int64_t>(1, tokens);
+  m.validation_mean_token_accuracy = static_cast<double>(correct) / std::max<int64_t>(1, tokens);
+  m.duration_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  return m;
+}
+
+absl::StatusOr<std::vector<CheckpointInfo>> Trainer::ListCheckpoints() const {
+  std::vector<CheckpointInfo> out;
+  std::error_code ec;
+  if (!fs::exists(setup_.checkpoints_dir, ec)) return out;
+  for (const auto& e : fs::directory_iterator(setup_.checkpoints_dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.empty() || name[0] == '.' || !e.is_directory(ec)) continue;
+    absl::StatusOr<std::string> text = ReadFile(e.path().string() + "/" + kStateFile);
+    if (!text.ok()) continue;  // not a finished checkpoint
+    json j = json::parse(*text, nullptr, false);
+    if (!j.is_object()) {
+      return absl::DataLossError(absl::StrCat(e.path().string(), "/", kStateFile, " is corrupt"));
+    }
+    CheckpointInfo c = CheckpointFromJson(j["checkpoint"]);
+    c.path = e.path().string();
+    out.push_back(std::move(c));
+  }
+  if (ec) return absl::InternalError(absl::StrCat(setup_.checkpoints_dir, ": ", ec.message()));
+  std::sort(out.begin(), out.end(), [](const CheckpointInfo& a, const CheckpointInfo& b) {
+    return std::make_pair(a.step, static_cast<int>(a.kind)) <
+           std::make_pair(b.step, static_cast<int>(b.kind));
+  });
+  return out;
+}
+
+absl::StatusOr<std::optional<CheckpointInfo>> Trainer::ResumePoint() const {
+  SY_ASSIGN_OR_RETURN(std::vector<CheckpointInfo> all, ListCheckpoints());
+  if (all.empty()) return std::optional<CheckpointInfo>();
+  return std::optional<CheckpointInfo>(all.back());
+}
+
+absl::StatusOr<CheckpointInfo> Trainer::SaveCheckpoint(CheckpointKind kind, const State& state) {
+  CheckpointInfo c;
+  c.kind = kind;
+  c.step = state.step;
+  c.epoch = plan_->epoch_progress(state.step);
+  c.checkpoint_id = kind == CheckpointKind::kFinal ? std::string("final")
+                    : kind == CheckpointKind::kEpoch
+                        ? absl::StrCat("epoch-", plan_->epoch_of(state.step) + 1)
+                        : absl::StrCat("step-", state.step);
+  c.train_loss = state.train_loss;
+  if (state.last_eval && state.last_eval->step == state.step) {
+    c.validation_loss = state.last_eval->validation_loss;
+    c.is_best = state.last_eval->is_best;
+  }
+  c.path = setup_.checkpoints_dir + "/" + c.checkpoint_id;
+  c.create_time_ms = NowMs();
+  const std::string tmp = setup_.checkpoints_dir + "/.tmp-" + c.checkpoint_id;
+  SY_RETURN_IF_ERROR(RemoveAll(tmp));
+  SY_RETURN_IF_ERROR(MakeDirs(tmp));
+  if (lora_) {
+    SY_ASSIGN_OR_RETURN(model::LoraAdapter adapter, setup_.model->ExportAdapter("train"));
+    adapter.config.base_model_name_or_path = setup_.base_model_id;
+    SY_RETURN_IF_ERROR(model::SavePeftAdapter(adapter, tmp, setup_.model->dtype()));
+  } else {
+    SY_RETURN_IF_ERROR(setup_.model->Save(tmp));
+    SY_RETURN_IF_ERROR(model::CopyModelSideFiles(setup_.base_dir, tmp, true));
+  }
+  SY_RETURN_IF_ERROR(TorchCall("saving the optimizer state", [&]() -> absl::Status {
+    return optimizer_->Save(tmp + "/" + kOptimizerFile);
+  }));
+  json j;
+  j["checkpoint"] = CheckpointToJson(c);
+  j["tokens"] = state.tokens;
+  j["evals_since_best"] = state.evals_since_best;
+  j["best_checkpoint"] = c.is_best ? c.checkpoint_id : state.best_checkpoint;
+  if (state.last_train) j["last_train"] = TrainMetricsToJson(*state.last_train);
+  if (state.last_eval) j["last_eval"] = EvalMetricsToJson(*state.last_eval);
+  if (state.best_eval) j["best_eval"] = EvalMetricsToJson(*state.best_eval);
+  // The state file goes last: a directory without it is not a checkpoint.
+  SY_RETURN_IF_ERROR(WriteFileAtomic(tmp + "/" + kStateFile, j.dump(2) + "\n"));
+  SY_RETURN_IF_ERROR(RemoveAll(c.path));
+  SY_RETURN_IF_ERROR(RenameDurably(tmp, c.path));
+  c.size_bytes = DirBytes(c.path);
+  return c;
+}
+
+absl::Status Trainer::LoadCheckpoint(const CheckpointInfo& c, State* state) {
+  SY_ASSIGN_OR_RETURN(std::string text, ReadFile(c.path + "/" + kStateFile));
+  json j = json::parse(text, nullptr, false);
+  if (!j.is_object())
+    return absl::DataLossError(absl::StrCat(c.path, "/", kStateFile, " is corrupt"));
+  SY_RETURN_IF_ERROR(TorchCall("loading the optimizer state", [&]() -> absl::Status {
+    return optimizer_->Load(c.path + "/" + kOptimizerFile);
+  }));
+  state->step = c.step;
+  state->train_loss = c.train_loss;
+  state->tokens = j.value("tokens", int64_t{0});
+  state->evals_since_best = j.value("evals_since_best", 0);
+  state->best_checkpoint = j.value("best_checkpoint", "");
+  if (j.contains("last_train")) state->last_train = TrainMetricsFromJson(j["last_train"]);
+  if (j.contains("last_eval")) state->last_eval = EvalMetricsFromJson(j["last_eval"]);
+  if (j.contains("best_eval")) state->best_eval = EvalMetricsFromJson(j["best_eval"]);
+  if (optimizer_->steps() != c.step) {
+    return absl::DataLossError(absl::StrCat(c.path, ": optimizer state is at step ",
+                                            optimizer_->steps(), ", checkpoint at ", c.step));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Trainer::Prune(const State& state) {
+  const CheckpointSpec& cs = setup_.spec.checkpoints;
+  const int keep = std::max(1, cs.keep_last.value_or(3));
+  SY_ASSIGN_OR_RETURN(std::vector<CheckpointInfo> all, ListCheckpoints());
+  std::vector<const CheckpointInfo*> rolling;
+  for (const CheckpointInfo& c : all) {
+    if (c.kind == CheckpointKind::kFinal) continue;
+    if (cs.keep_best.value_or(false) && c.checkpoint_id == state.best_checkpoint) continue;
+    rolling.push_back(&c);
+  }
+  for (size_t i = 0; i + keep < rolling.size(); ++i)
+    SY_RETURN_IF_ERROR(RemoveAll(rolling[i]->path));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<TrainerResult> Trainer::Run(TrainerListener* listener) {
+  TrainerListener quiet;
+  if (listener == nullptr) listener = &quiet;
+  const JobSpec& spec = setup_.spec;
+  const Hyperparameters& hp = spec.hyperparameters;
+  const CheckpointSpec& cs = spec.checkpoints;
+  const int64_t total = plan_->total_steps();
+  SY_RETURN_IF_ERROR(MakeDirs(setup_.checkpoints_dir));
+  State state;
+  TrainerResult result;
+  SY_ASSIGN_OR_RETURN(std::optional<CheckpointInfo> resume, ResumePoint());
+  if (resume) {
+    SY_RETURN_IF_ERROR(LoadCheckpoint(*resume, &state));
+    SY_LOG(kInfo, "trainer") << "resuming from " << resume->path << " at step " << state.step;
+  }
+  const bool keep_best = cs.keep_best.value_or(false);
+  auto finish = [&](TrainerResult::Outcome outcome,
+                    std::optional<CheckpointInfo> checkpoint) -> absl::StatusOr<TrainerResult> {
+    result.outcome = outcome;
+    result.step = state.step;
+    result.tokens = state.tokens;
+    result.last_train = state.last_train;
+    result.last_eval = state.last_eval;
+    result.best_eval = state.best_eval;
+    if (checkpoint && keep_best && !state.best_checkpoint.empty() &&
+        (outcome == TrainerResult::Outcome::kCompleted ||
+         outcome == TrainerResult::Outcome::kEarlyStopped)) {
+      SY_ASSIGN_OR_RETURN(std::vector<CheckpointInfo> all, ListCheckpoints());
+      for (const CheckpointInfo& c : all) {
+        if (c.checkpoint_id == state.best_checkpoint) checkpoint = c;
+      }
+    }
+    result.result_checkpoint = checkpoint;
+    return result;
+  };
+  if (resume && resume->kind == CheckpointKind::kFinal) {
+    return finish(TrainerResult::Outcome::kCompleted, resume);
+  }
+
+  // Evaluates and updates the best/patience state; emits the event.
+  auto evaluate = [&]() -> absl::Status {
+    SY_ASSIGN_OR_RETURN(EvalMetrics m, Evaluate());
+    m.step = state.step;
+    m.epoch = plan_->epoch_progress(state.step);
+    const double delta = cs.early_stopping_min_delta.value_or(0);
+    // The evaluation before training is a baseline, never "best".
+    if (state.step > 0) {
+      if (!state.best_eval || m.validation_loss < state.best_eval->validation_loss - delta) {
+        m.is_best = true;
+        state.best_eval = m;
+        state.evals_since_best = 0;
+      } else {
+        ++state.evals_since_best;
+      }
+    }
+    state.last_eval = m;
+    listener->OnEval(m);
+    return absl::OkStatus();
+  };
+  auto save = [&](CheckpointKind kind) -> absl::StatusOr<CheckpointInfo> {
+    SY_ASSIGN_OR_RETURN(CheckpointInfo c, SaveCheckpoint(kind, state));
+    if (c.is_best) state.best_checkpoint = c.checkpoint_id;
+    listener->OnCheckpoint(c);
+    SY_RETURN_IF_ERROR(Prune(state));
+    return c;
+  };
+
+  const bool has_validation = !setup_.validation.empty();
+  if (has_validation && state.step == 0) SY_RETURN_IF_ERROR(evaluate());
+
+  const int64_t log_every = std::max(1, hp.log_interval_steps.value_or(1));
+  const int64_t eval_every = hp.eval_interval_steps.value_or(0);
+  const int64_t save_every = cs.interval_steps.value_or(0);
+  const int patience = cs.early_stopping_patience.value_or(0);
+  // Sums over the steps since the last TrainMetrics event.
+  StepStats window;
+  int64_t window_steps = 0;
+  double window_seconds = 0;
+  std::optional<CheckpointInfo> last_saved;
+  while (state.step < total) {
+    StopRequest stop = listener->PollStop();
+    if (stop == StopRequest::kCancel) return finish(TrainerResult::Outcome::kCancelled, {});
+    if (stop == StopRequest::kPause) {
+      if (state.step > 0 && (!last_saved || last_saved->step != state.step)) {
+        SY_ASSIGN_OR_RETURN(last_saved, save(CheckpointKind::kPause));
+      }
+      return finish(TrainerResult::Outcome::kPaused, last_saved);
+    }
+    const int64_t step = state.step + 1;
+    const auto t0 = Clock::now();
+    SY_ASSIGN_OR_RETURN(StepStats st, RunStep(step));
+    window_seconds += std::chrono::duration<double>(Clock::now() - t0).count();
+    ++window_steps;
+    window.loss_sum += st.loss_sum;
+    window.correct += st.correct;
+    window.label_tokens += st.label_tokens;
+    window.tokens += st.tokens;
+    window.grad_norm += st.grad_norm;
+    state.step = step;
+    state.train_loss = st.loss;
+    state.tokens += st.tokens;
+    if (step % log_every == 0 || step == total) {
+      const double label_tokens = static_cast<double>(std::max<int64_t>(1, window.label_tokens));
+      TrainMetrics m;
+      m.step = step;
+      m.total_steps = total;
+      m.epoch = plan_->epoch_progress(step);
+      m.loss = window.loss_sum / label_tokens;
+      m.mean_token_accuracy = static_cast<double>(window.correct) / label_tokens;
+      m.learning_rate = st.learning_rate;
+      m.grad_norm = window.grad_norm / window_steps;
+      m.tokens_per_second = window.tokens / std::max(1e-9, window_seconds);
+      m.tokens = state.tokens;
+      m.peak_memory_bytes = PeakMemoryBytes();
+      state.last_train = m;
+      listener->OnTrain(m);
+      window = StepStats();
+      window_steps = 0;
+      window_seconds = 0;
+    }
+    const bool ends_epoch = plan_->ends_epoch(step);
+    if (has_validation && ((eval_every > 0 && step % eval_every == 0) || ends_epoch)) {
+      SY_RETURN_IF_ERROR(evaluate());
+    }
+    const bool early_stop = patience > 0 && state.evals_since_best >= patience;
+    if (step == total || early_stop) {
+      SY_ASSIGN_OR_RETURN(CheckpointInfo c, save(CheckpointKind::kFinal));
+      return finish(
+          early_stop ? TrainerResult::Outcome::kEarlyStopped : TrainerResult::Outcome::kCompleted,
+          c);
+    }
+    const bool new_best =
+        keep_best && state.last_eval && state.last_eval->step == step && state.last_eval->is_best;
+    if (ends_epoch) {
+      SY_ASSIGN_OR_RETURN(last_saved, save(CheckpointKind::kEpoch));
+    } else if ((save_every > 0 && step % save_every == 0) || new_best) {
+      SY_ASSIGN_OR_RETURN(last_saved, save(CheckpointKind::kStep));
+    }
+  }
+  return finish(TrainerResult::Outcome::kCompleted, last_saved);
+}
+
+}  // namespace switchyard::training

@@ -1,0 +1,121 @@
+// Trainer: the supervised fine-tuning loop of one job, visible in one place
+// (setup, train, evaluate, checkpoint, resume), in torchtune's spirit.
+//
+// Each optimizer step takes its rows from a BatchPlan, runs the micro-batches
+// forward and backward (the loss of a step is the mean over all its
+// loss-bearing tokens, however they split into micro-batches), clips the
+// gradient norm, and updates with AdamW at the scheduled learning rate.
+// Evaluation runs before training, every eval_interval_steps and at each epoch
+// end; checkpoints are saved every interval_steps, at each epoch end, at a
+// pause and at the end. A checkpoint holds the adapter (PEFT layout) or full
+// weights, the optimizer state (with fp32 master weights) and
+// trainer_state.json; data order and dropout masks are functions of (seed,
+// step), so Run() on a directory with checkpoints continues from the newest
+// and, on CPU, ends with the same weights as an uninterrupted run.
+//
+// Not thread-safe; one Run() at a time.
+#ifndef SWITCHYARD_SERVICES_TRAINING_TRAINER_H_
+#define SWITCHYARD_SERVICES_TRAINING_TRAINER_H_
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "services/training/batching.h"
+#include "services/training/job_types.h"
+#include "services/training/optimizer.h"
+#include "services/training/sft_data.h"
+#include "shared/model/decoder.h"
+
+namespace switchyard::training {
+
+struct TrainerSetup {
+  // Resolved: every optional hyperparameter and checkpoint field set.
+  JobSpec spec;
+  std::unique_ptr<model::CausalLm> model;
+  // Continue training this adapter (a fine-tuned base model) instead of a new one.
+  std::optional<model::LoraAdapter> start_adapter;
+  std::vector<SftExample> train;
+  std::vector<SftExample> validation;
+  std::string checkpoints_dir;  // jobs/<id>/checkpoints
+  std::string base_dir;         // tokenizer side files for full-weight checkpoints
+  std::string base_model_id;    // adapter_config.json base_model_name_or_path
+};
+
+enum class StopRequest { kNone, kPause, kCancel };
+
+// Receives progress. Called on the thread running Run().
+class TrainerListener {
+ public:
+  virtual ~TrainerListener() = default;
+  virtual void OnTrain(const TrainMetrics& metrics) {}
+  virtual void OnEval(const EvalMetrics& metrics) {}
+  virtual void OnCheckpoint(const CheckpointInfo& checkpoint) {}
+  // Asked before every optimizer step.
+  virtual StopRequest PollStop() { return StopRequest::kNone; }
+};
+
+struct TrainerResult {
+  enum class Outcome { kCompleted, kEarlyStopped, kPaused, kCancelled };
+  Outcome outcome = Outcome::kCompleted;
+  int64_t step = 0;
+  int64_t tokens = 0;
+  // The checkpoint to register: "final", or the best one with keep_best.
+  // Paused: the checkpoint the job continues from.
+  std::optional<CheckpointInfo> result_checkpoint;
+  std::optional<TrainMetrics> last_train;
+  std::optional<EvalMetrics> last_eval;
+  std::optional<EvalMetrics> best_eval;
+};
+
+class Trainer {
+ public:
+  // Attaches the trainable adapter (or marks full-fine-tuning parameters) and
+  // plans the batches. INVALID_ARGUMENT naming the field for settings the
+  // model cannot take (a frozen layer past the last, LoRA targets matching
+  // nothing).
+  static absl::StatusOr<std::unique_ptr<Trainer>> Create(TrainerSetup setup);
+
+  int64_t total_steps() const { return plan_->total_steps(); }
+  int64_t trainable_parameters() const { return optimizer_->num_elements(); }
+  // The checkpoint Run() will continue from; empty for a fresh start.
+  absl::StatusOr<std::optional<CheckpointInfo>> ResumePoint() const;
+
+  // Trains to the end, an early stop, or a stop request. Errors: a checkpoint
+  // that cannot be written or read, a non-finite loss (INTERNAL, "nan_loss"
+  // in the message), LibTorch failures with context.
+  absl::StatusOr<TrainerResult> Run(TrainerListener* listener);
+
+  // Evaluation on the validation examples at the current weights.
+  absl::StatusOr<EvalMetrics> Evaluate();
+
+ private:
+  struct State;
+  // One optimizer step's sums (or a log window's).
+  struct StepStats {
+    double loss = 0;      // mean per label token
+    double loss_sum = 0;  // nats over label tokens
+    int64_t correct = 0, label_tokens = 0, tokens = 0;
+    double grad_norm = 0, learning_rate = 0;
+  };
+  explicit Trainer(TrainerSetup setup);
+  absl::Status Prepare();
+  absl::StatusOr<StepStats> RunStep(int64_t step);
+  absl::StatusOr<CheckpointInfo> SaveCheckpoint(CheckpointKind kind, const State& state);
+  absl::Status LoadCheckpoint(const CheckpointInfo& checkpoint, State* state);
+  absl::Status Prune(const State& state);
+  absl::StatusOr<std::vector<CheckpointInfo>> ListCheckpoints() const;
+  model::DecoderInput Input(const Batch& batch, uint64_t dropout_seed) const;
+
+  TrainerSetup setup_;
+  bool lora_ = true;
+  int adapter_id_ = model::kNoAdapter;
+  std::unique_ptr<BatchPlan> plan_;
+  std::unique_ptr<AdamW> optimizer_;
+};
+
+}  // namespace switchyard::training
+
+#endif  // SWITCHYARD_SERVICES_TRAINING_TRAINER_H_

@@ -1,0 +1,89 @@
+// Helpers for the training tests: a tiny chat model made by InitCheckpoint
+// (ChatML template, byte-level tokenizer), small chat datasets, and a resolved
+// job spec with test-sized settings.
+#ifndef SWITCHYARD_TESTS_UNIT_SERVICES_TRAINING_TRAINING_TESTING_H_
+#define SWITCHYARD_TESTS_UNIT_SERVICES_TRAINING_TRAINING_TESTING_H_
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "services/training/job_types.h"
+#include "shared/core/file_util.h"
+#include "shared/model/init.h"
+
+namespace switchyard::training::testing {
+
+// A 2-layer Llama-shaped model (hidden 64) with the built-in ChatML
+// tokenizer. Weights are drawn with std 0.1 rather than 0.02: a frozen LM head
+// of 0.02-scale rows caps the logits a LoRA adapter can reach near ln(vocab).
+inline void MakeTinyModel(const std::string& dir, uint64_t seed = 1,
+                          model::Architecture arch = model::Architecture::kLlama) {
+  model::InitOptions o;
+  o.arch = arch;
+  o.init_std = 0.1;
+  o.layers = 2;
+  o.hidden = 64;
+  o.heads = 4;
+  o.max_positions = 256;
+  o.seed = seed;
+  absl::Status s = model::InitCheckpoint(o, dir);
+  ASSERT_TRUE(s.ok()) << s;
+}
+
+// `n` chat examples with a learnable answer: "Echo: <word>" -> "<word> <word>".
+inline std::string ChatJsonl(int n, int offset = 0) {
+  static const char* kWords[] = {"apple", "river", "stone", "cloud", "maple", "tiger",
+                                 "ocean", "piano", "lemon", "amber", "delta", "flint"};
+  std::string out;
+  for (int i = 0; i < n; ++i) {
+    const std::string w = kWords[(i + offset) % 12];
+    out += absl::StrCat(R"({"messages":[{"role":"system","content":"Repeat twice."},)",
+                        R"({"role":"user","content":"Echo: )", w, R"("},)",
+                        R"({"role":"assistant","content":")", w, " ", w, R"("}]})", "\n");
+  }
+  return out;
+}
+
+// A resolved spec: LoRA r 4, fp32 on CPU, small batches, every auto value set.
+inline JobSpec TestSpec() {
+  JobSpec s;
+  s.base_model = "tiny";
+  s.training_dataset = "echo@1";
+  s.adapter.kind = AdapterKind::kLora;
+  s.adapter.lora.r = 4;
+  s.adapter.lora.alpha = 8;
+  s.adapter.lora.dropout = 0.1;
+  s.adapter.lora.target_modules = {"q_proj",    "k_proj",  "v_proj",   "o_proj",
+                                   "gate_proj", "up_proj", "down_proj"};
+  Hyperparameters& h = s.hyperparameters;
+  h.epochs = 2;
+  h.batch_size = 4;
+  h.gradient_accumulation_steps = 1;
+  h.learning_rate = 1e-2;
+  h.lr_scheduler = LrScheduler::kLinear;
+  h.warmup_ratio = 0;
+  h.warmup_steps = 0;
+  h.weight_decay = 0;
+  h.max_grad_norm = 1.0;
+  h.max_seq_length = 128;
+  h.packing = false;
+  h.loss_on = LossOn::kAssistant;
+  h.eval_interval_steps = 0;
+  h.log_interval_steps = 1;
+  h.precision = Precision::kFp32;
+  s.checkpoints.interval_steps = 0;
+  s.checkpoints.keep_last = 3;
+  s.checkpoints.keep_best = false;
+  s.checkpoints.early_stopping_patience = 0;
+  s.checkpoints.early_stopping_min_delta = 0;
+  s.seed = 7;
+  s.device = "cpu";
+  return s;
+}
+
+}  // namespace switchyard::training::testing
+
+#endif  // SWITCHYARD_TESTS_UNIT_SERVICES_TRAINING_TRAINING_TESTING_H_
