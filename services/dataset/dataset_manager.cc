@@ -414,11 +414,16 @@ absl::StatusOr<ValidationReport> DatasetManager::TokenStats(const VersionRecord&
   return DatasetValidator::ValidateFiles(options, train, validation.ok() ? *validation : "");
 }
 
+std::string VersionFilePath(const std::string& data_dir, const std::string& dataset_id,
+                            int64_t version, const std::string& split) {
+  return absl::StrCat(data_dir, "/datasets/", dataset_id, "/v", version, "/", split, ".jsonl");
+}
+
 absl::StatusOr<std::string> DatasetManager::FilePath(const VersionRecord& version,
                                                      Split split) const {
   for (const FileRecord& f : version.files) {
     if (f.split == SplitName(split)) {
-      return absl::StrCat(VersionDir(version.dataset_id, version.version), "/", f.split, ".jsonl");
+      return VersionFilePath(options_.data_dir, version.dataset_id, version.version, f.split);
     }
   }
   return absl::NotFoundError(absl::StrCat("datasets/", version.dataset_id, "/versions/",

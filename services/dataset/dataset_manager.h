@@ -56,6 +56,12 @@ struct UploadResult {
 
 class DatasetManager;
 
+// Where a committed version's file lives:
+// <data_dir>/datasets/<id>/v<N>/<split>.jsonl. For readers of a shared data
+// dir that hold no DatasetManager (the training service).
+std::string VersionFilePath(const std::string& data_dir, const std::string& dataset_id,
+                            int64_t version, const std::string& split);
+
 // One upload in progress. Destroying it without Commit() discards everything.
 // Not thread-safe.
 class UploadSession {

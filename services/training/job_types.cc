@@ -349,6 +349,76 @@ std::vector<Issue> IssuesFromJson(const json& j) {
   return out;
 }
 
+json JobToJson(const Job& job) {
+  json j = {{"job_id", job.job_id},
+            {"state", JobStateName(job.state)},
+            {"spec", JobSpecToJson(job.spec)},
+            {"errors", IssuesToJson(job.errors)},
+            {"warnings", IssuesToJson(job.warnings)},
+            {"fine_tuned_model", job.fine_tuned_model},
+            {"device", job.device},
+            {"step", job.step},
+            {"total_steps", job.total_steps},
+            {"epoch", job.epoch},
+            {"trained_tokens", job.trained_tokens},
+            {"training_examples", job.training_examples},
+            {"validation_examples", job.validation_examples},
+            {"restarts", job.restarts},
+            {"last_event_sequence", job.last_event_sequence},
+            {"create_time_ms", job.create_time_ms},
+            {"start_time_ms", job.start_time_ms},
+            {"end_time_ms", job.end_time_ms},
+            {"estimated_end_time_ms", job.estimated_end_time_ms},
+            {"queue_order_ms", job.queue_order_ms}};
+  if (job.resolved_spec) j["resolved_spec"] = JobSpecToJson(*job.resolved_spec);
+  if (job.latest_train) j["latest_train"] = TrainMetricsToJson(*job.latest_train);
+  if (job.latest_eval) j["latest_eval"] = EvalMetricsToJson(*job.latest_eval);
+  if (job.best_eval) j["best_eval"] = EvalMetricsToJson(*job.best_eval);
+  return j;
+}
+
+absl::StatusOr<Job> JobFromJson(const json& j) {
+  if (!j.is_object()) return absl::InvalidArgumentError("job record is not a JSON object");
+  Job job;
+  try {
+    job.job_id = j.at("job_id").get<std::string>();
+    if (!ParseJobState(j.at("state").get<std::string>(), &job.state)) {
+      return absl::InvalidArgumentError("job record has an unknown state");
+    }
+    absl::StatusOr<JobSpec> spec = JobSpecFromJson(j.at("spec"));
+    if (!spec.ok()) return spec.status();
+    job.spec = std::move(*spec);
+    if (j.contains("resolved_spec")) {
+      absl::StatusOr<JobSpec> resolved = JobSpecFromJson(j["resolved_spec"]);
+      if (!resolved.ok()) return resolved.status();
+      job.resolved_spec = std::move(*resolved);
+    }
+    job.errors = IssuesFromJson(j.value("errors", json::array()));
+    job.warnings = IssuesFromJson(j.value("warnings", json::array()));
+    job.fine_tuned_model = j.value("fine_tuned_model", "");
+    job.device = j.value("device", "");
+    job.step = j.value("step", int64_t{0});
+    job.total_steps = j.value("total_steps", int64_t{0});
+    job.epoch = j.value("epoch", 0.0);
+    job.trained_tokens = j.value("trained_tokens", int64_t{0});
+    job.training_examples = j.value("training_examples", int64_t{0});
+    job.validation_examples = j.value("validation_examples", int64_t{0});
+    job.restarts = j.value("restarts", 0);
+    job.last_event_sequence = j.value("last_event_sequence", int64_t{0});
+    job.create_time_ms = j.value("create_time_ms", int64_t{0});
+    job.start_time_ms = j.value("start_time_ms", int64_t{0});
+    job.end_time_ms = j.value("end_time_ms", int64_t{0});
+    job.estimated_end_time_ms = j.value("estimated_end_time_ms", int64_t{0});
+    job.queue_order_ms = j.value("queue_order_ms", int64_t{0});
+    if (j.contains("latest_train")) job.latest_train = TrainMetricsFromJson(j["latest_train"]);
+    if (j.contains("latest_eval")) job.latest_eval = EvalMetricsFromJson(j["latest_eval"]);
+    if (j.contains("best_eval")) job.best_eval = EvalMetricsFromJson(j["best_eval"]);
+  } catch (const json::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat("job record is malformed: ", e.what()));
+  }
+  return job;
+}
+
 json JobEventToJson(const JobEvent& e) {
   json j = {{"job", e.job_id},
             {"sequence", e.sequence},

@@ -184,8 +184,9 @@ struct Job {
   int64_t start_time_ms = 0;  // 0 = not yet
   int64_t end_time_ms = 0;
   int64_t estimated_end_time_ms = 0;
-  // Set by PauseJob/CancelJob while the job still holds its device.
-  bool pause_requested = false;
+  // Order in the queue: smaller runs first (creation or requeue time, ms;
+  // jobs interrupted by a restart go before every other).
+  int64_t queue_order_ms = 0;
 };
 
 nlohmann::json JobSpecToJson(const JobSpec& spec);
@@ -200,6 +201,9 @@ nlohmann::json CheckpointToJson(const CheckpointInfo& c);
 CheckpointInfo CheckpointFromJson(const nlohmann::json& j);
 nlohmann::json IssuesToJson(const std::vector<Issue>& issues);
 std::vector<Issue> IssuesFromJson(const nlohmann::json& j);
+// The whole job record (the job store's row).
+nlohmann::json JobToJson(const Job& job);
+absl::StatusOr<Job> JobFromJson(const nlohmann::json& j);
 // One line of events.jsonl.
 nlohmann::json JobEventToJson(const JobEvent& e);
 absl::StatusOr<JobEvent> JobEventFromJson(const nlohmann::json& j);

@@ -262,11 +262,11 @@ absl::StatusOr<EvalMetrics> Trainer::Evaluate() {
   return m;
 }
 
-absl::StatusOr<std::vector<CheckpointInfo>> Trainer::ListCheckpoints() const {
+absl::StatusOr<std::vector<CheckpointInfo>> ListCheckpoints(const std::string& dir) {
   std::vector<CheckpointInfo> out;
   std::error_code ec;
-  if (!fs::exists(setup_.checkpoints_dir, ec)) return out;
-  for (const auto& e : fs::directory_iterator(setup_.checkpoints_dir, ec)) {
+  if (!fs::exists(dir, ec)) return out;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
     const std::string name = e.path().filename().string();
     if (name.empty() || name[0] == '.' || !e.is_directory(ec)) continue;
     absl::StatusOr<std::string> text = ReadFile(e.path().string() + "/" + kStateFile);
@@ -279,7 +279,7 @@ absl::StatusOr<std::vector<CheckpointInfo>> Trainer::ListCheckpoints() const {
     c.path = e.path().string();
     out.push_back(std::move(c));
   }
-  if (ec) return absl::InternalError(absl::StrCat(setup_.checkpoints_dir, ": ", ec.message()));
+  if (ec) return absl::InternalError(absl::StrCat(dir, ": ", ec.message()));
   std::sort(out.begin(), out.end(), [](const CheckpointInfo& a, const CheckpointInfo& b) {
     return std::make_pair(a.step, static_cast<int>(a.kind)) <
            std::make_pair(b.step, static_cast<int>(b.kind));
@@ -288,7 +288,7 @@ absl::StatusOr<std::vector<CheckpointInfo>> Trainer::ListCheckpoints() const {
 }
 
 absl::StatusOr<std::optional<CheckpointInfo>> Trainer::ResumePoint() const {
-  SY_ASSIGN_OR_RETURN(std::vector<CheckpointInfo> all, ListCheckpoints());
+  SY_ASSIGN_OR_RETURN(std::vector<CheckpointInfo> all, ListCheckpoints(setup_.checkpoints_dir));
   if (all.empty()) return std::optional<CheckpointInfo>();
   return std::optional<CheckpointInfo>(all.back());
 }
@@ -365,7 +365,7 @@ absl::Status Trainer::LoadCheckpoint(const CheckpointInfo& c, State* state) {
 absl::Status Trainer::Prune(const State& state) {
   const CheckpointSpec& cs = setup_.spec.checkpoints;
   const int keep = std::max(1, cs.keep_last.value_or(3));
-  SY_ASSIGN_OR_RETURN(std::vector<CheckpointInfo> all, ListCheckpoints());
+  SY_ASSIGN_OR_RETURN(std::vector<CheckpointInfo> all, ListCheckpoints(setup_.checkpoints_dir));
   std::vector<const CheckpointInfo*> rolling;
   for (const CheckpointInfo& c : all) {
     if (c.kind == CheckpointKind::kFinal) continue;
@@ -404,7 +404,7 @@ absl::StatusOr<TrainerResult> Trainer::Run(TrainerListener* listener) {
     if (checkpoint && keep_best && !state.best_checkpoint.empty() &&
         (outcome == TrainerResult::Outcome::kCompleted ||
          outcome == TrainerResult::Outcome::kEarlyStopped)) {
-      SY_ASSIGN_OR_RETURN(std::vector<CheckpointInfo> all, ListCheckpoints());
+      SY_ASSIGN_OR_RETURN(std::vector<CheckpointInfo> all, ListCheckpoints(setup_.checkpoints_dir));
       for (const CheckpointInfo& c : all) {
         if (c.checkpoint_id == state.best_checkpoint) checkpoint = c;
       }

@@ -70,6 +70,10 @@ struct TrainerResult {
   std::optional<EvalMetrics> best_eval;
 };
 
+// The finished checkpoints under `dir` (those with trainer_state.json),
+// oldest first; an absent directory has none.
+absl::StatusOr<std::vector<CheckpointInfo>> ListCheckpoints(const std::string& dir);
+
 class Trainer {
  public:
   // Attaches the trainable adapter (or marks full-fine-tuning parameters) and
@@ -106,7 +110,6 @@ class Trainer {
   absl::StatusOr<CheckpointInfo> SaveCheckpoint(CheckpointKind kind, const State& state);
   absl::Status LoadCheckpoint(const CheckpointInfo& checkpoint, State* state);
   absl::Status Prune(const State& state);
-  absl::StatusOr<std::vector<CheckpointInfo>> ListCheckpoints() const;
   model::DecoderInput Input(const Batch& batch, uint64_t dropout_seed) const;
 
   TrainerSetup setup_;

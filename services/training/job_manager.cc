@@ -1,0 +1,471 @@
+#include "services/training/job_manager.h"
+
+#include <prometheus/counter.h>
+#include <prometheus/gauge.h>
+#include <prometheus/registry.h>
+
+#include <algorithm>
+#include <filesystem>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "services/dataset/dataset_manager.h"
+#include "services/training/job_runner.h"
+#include "services/training/job_spec.h"
+#include "services/training/trainer.h"
+#include "shared/core/file_util.h"
+#include "shared/core/logging.h"
+#include "shared/core/status_macros.h"
+#include "shared/model/runtime.h"
+
+namespace switchyard::training {
+namespace {
+
+namespace fs = std::filesystem;
+
+int64_t NowMs() { return absl::ToUnixMillis(absl::Now()); }
+
+bool InProgress(JobState s) {
+  return s == JobState::kQueued || s == JobState::kValidating || s == JobState::kRunning ||
+         s == JobState::kPaused;
+}
+
+}  // namespace
+
+JobManager::Metrics::Metrics(prometheus::Registry& r)
+    : jobs(prometheus::BuildGauge()
+               .Name("switchyard_training_jobs")
+               .Help("Fine-tuning jobs by state.")
+               .Register(r)),
+      finished(prometheus::BuildCounter()
+                   .Name("switchyard_training_jobs_finished_total")
+                   .Help("Jobs that reached a terminal state in this process, by state.")
+                   .Register(r)),
+      steps(prometheus::BuildCounter()
+                .Name("switchyard_training_steps_total")
+                .Help("Optimizer steps taken by this process.")
+                .Register(r)
+                .Add({})),
+      tokens(prometheus::BuildCounter()
+                 .Name("switchyard_training_tokens_total")
+                 .Help("Tokens trained on by this process (padding excluded).")
+                 .Register(r)
+                 .Add({})),
+      loss(prometheus::BuildGauge()
+               .Name("switchyard_training_loss")
+               .Help("Latest training loss of each running job, nats per loss-bearing token.")
+               .Register(r)),
+      tokens_per_second(prometheus::BuildGauge()
+                            .Name("switchyard_training_tokens_per_second")
+                            .Help("Latest training throughput of each running job.")
+                            .Register(r)),
+      peak_memory(prometheus::BuildGauge()
+                      .Name("switchyard_training_peak_memory_bytes")
+                      .Help("Peak memory of each running job's process (CPU: peak resident "
+                            "set) at its latest step, bytes.")
+                      .Register(r)) {}
+
+JobManager::JobManager(JobManagerOptions options, std::unique_ptr<JobStore> store,
+                       ModelRegistry* registry, dataset::DatasetCatalog* datasets)
+    : options_(std::move(options)),
+      store_(std::move(store)),
+      registry_(registry),
+      datasets_(datasets) {
+  if (options_.metrics != nullptr) metrics_ = std::make_unique<Metrics>(*options_.metrics);
+}
+
+absl::StatusOr<std::unique_ptr<JobManager>> JobManager::Open(JobManagerOptions options,
+                                                             std::unique_ptr<JobStore> store,
+                                                             ModelRegistry* registry,
+                                                             dataset::DatasetCatalog* datasets) {
+  SY_RETURN_IF_ERROR(MakeDirs(options.data_dir + "/jobs"));
+  std::unique_ptr<JobManager> m(
+      new JobManager(std::move(options), std::move(store), registry, datasets));
+  std::lock_guard<std::mutex> lock(m->mu_);
+  m->RefreshStateGaugesLocked();
+  return m;
+}
+
+JobManager::~JobManager() { Shutdown(); }
+
+std::string JobManager::JobDir(const std::string& job_id) const {
+  return options_.data_dir + "/jobs/" + job_id;
+}
+
+absl::StatusOr<std::string> JobManager::JobIdOf(const std::string& name) const {
+  std::string id = absl::StartsWith(name, "jobs/") ? name.substr(5) : name;
+  if (id.empty() || id.find('/') != std::string::npos) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("name: expected \"jobs/<job_id>\", got \"", name, "\""));
+  }
+  return id;
+}
+
+absl::StatusOr<JobEventLog*> JobManager::LogLocked(const std::string& job_id) {
+  auto it = logs_.find(job_id);
+  if (it != logs_.end()) return it->second.get();
+  SY_RETURN_IF_ERROR(MakeDirs(JobDir(job_id)));
+  SY_ASSIGN_OR_RETURN(std::unique_ptr<JobEventLog> log,
+                      JobEventLog::Open(JobDir(job_id) + "/events.jsonl"));
+  JobEventLog* raw = log.get();
+  logs_[job_id] = std::move(log);
+  return raw;
+}
+
+absl::Status JobManager::EmitLocked(Job* job, JobEvent event, bool durable) {
+  SY_ASSIGN_OR_RETURN(JobEventLog * log, LogLocked(job->job_id));
+  event.job_id = job->job_id;
+  SY_ASSIGN_OR_RETURN(JobEvent stored, log->Append(std::move(event), durable));
+  job->last_event_sequence = stored.sequence;
+  SY_RETURN_IF_ERROR(store_->Update(*job));
+  changed_.notify_all();
+  return absl::OkStatus();
+}
+
+absl::Status JobManager::TransitionLocked(Job* job, JobState to, const std::string& reason,
+                                          std::vector<Issue> errors) {
+  JobEvent e;
+  StateChange change;
+  change.from = job->state;
+  change.to = to;
+  change.reason = reason;
+  change.errors = errors;
+  e.level = to == JobState::kFailed ? EventLevel::kError : EventLevel::kInfo;
+  e.message = absl::StrCat(JobStateName(job->state), " -> ", JobStateName(to),
+                           reason.empty() ? "" : ": ", reason);
+  e.state_change = std::move(change);
+  const int64_t now = NowMs();
+  if (to == JobState::kRunning && job->start_time_ms == 0) job->start_time_ms = now;
+  if (IsTerminal(to)) {
+    job->end_time_ms = now;
+    job->estimated_end_time_ms = 0;
+    if (metrics_) metrics_->finished.Add({{"state", JobStateName(to)}}).Increment();
+  }
+  if (to == JobState::kQueued) job->queue_order_ms = now;
+  if (to == JobState::kFailed) job->errors = std::move(errors);
+  job->state = to;
+  SY_RETURN_IF_ERROR(EmitLocked(job, std::move(e), true));
+  RefreshStateGaugesLocked();
+  return absl::OkStatus();
+}
+
+void JobManager::RefreshStateGaugesLocked() {
+  if (!metrics_) return;
+  absl::StatusOr<std::vector<Job>> jobs = store_->List();
+  if (!jobs.ok()) return;
+  std::map<JobState, int64_t> counts;
+  for (const Job& j : *jobs) ++counts[j.state];
+  for (JobState s :
+       {JobState::kQueued, JobState::kValidating, JobState::kRunning, JobState::kPaused,
+        JobState::kSucceeded, JobState::kFailed, JobState::kCancelled}) {
+    metrics_->jobs.Add({{"state", JobStateName(s)}}).Set(static_cast<double>(counts[s]));
+  }
+}
+
+void JobManager::FillQueuePositionsLocked(std::vector<Job*> jobs) {
+  absl::StatusOr<std::vector<Job>> all = store_->List();
+  if (!all.ok()) return;
+  std::vector<std::pair<int64_t, std::string>> queue;
+  for (const Job& j : *all) {
+    if (j.state == JobState::kQueued) queue.emplace_back(j.queue_order_ms, j.job_id);
+  }
+  std::sort(queue.begin(), queue.end());
+  for (Job* job : jobs) {
+    job->queue_position = 0;
+    if (job->state != JobState::kQueued) continue;
+    for (size_t i = 0; i < queue.size(); ++i) {
+      if (queue[i].second == job->job_id) job->queue_position = static_cast<int>(i + 1);
+    }
+  }
+}
+
+absl::Status JobManager::Start() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (started_) return absl::FailedPreconditionError("the job manager is already started");
+  model::SetTorchThreads(options_.cpu_threads);
+  SY_ASSIGN_OR_RETURN(std::vector<Job> jobs, store_->List());
+  for (Job& job : jobs) {
+    if (job.state != JobState::kValidating && job.state != JobState::kRunning) continue;
+    absl::StatusOr<std::vector<CheckpointInfo>> checkpoints =
+        ListCheckpoints(JobDir(job.job_id) + "/checkpoints");
+    std::string from = "the beginning (no checkpoint yet)";
+    if (checkpoints.ok() && !checkpoints->empty()) {
+      from = absl::StrCat("jobs/", job.job_id, "/checkpoints/", checkpoints->back().checkpoint_id);
+    }
+    ++job.restarts;
+    SY_RETURN_IF_ERROR(TransitionLocked(
+        &job, JobState::kQueued, absl::StrCat("the service restarted; resumes from ", from)));
+    job.queue_order_ms = 0;  // ahead of every job queued normally
+    SY_RETURN_IF_ERROR(store_->Update(job));
+    SY_LOG(kInfo, "jobs") << "jobs/" << job.job_id << " was interrupted; requeued to resume from "
+                          << from;
+  }
+  started_ = true;
+  scheduler_ = std::thread([this] { SchedulerLoop(); });
+  return absl::OkStatus();
+}
+
+void JobManager::Shutdown() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!started_ || stopping_) return;
+    stopping_ = true;
+    for (auto& [id, active] : active_) active->stop = StopKind::kShutdown;
+    changed_.notify_all();
+  }
+  if (scheduler_.joinable()) scheduler_.join();
+  for (std::thread& t : workers_) {
+    if (t.joinable()) t.join();
+  }
+}
+
+void JobManager::SchedulerLoop() {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!stopping_) {
+    absl::StatusOr<std::vector<Job>> jobs = store_->List();
+    if (jobs.ok()) {
+      std::vector<Job*> queued;
+      for (Job& j : *jobs) {
+        if (j.state == JobState::kQueued && !active_.count(j.job_id)) queued.push_back(&j);
+      }
+      std::sort(queued.begin(), queued.end(), [](const Job* a, const Job* b) {
+        return std::make_pair(a->queue_order_ms, a->job_id) <
+               std::make_pair(b->queue_order_ms, b->job_id);
+      });
+      for (Job* job : queued) {
+        const std::string device = JobRunner::DeviceFor(job->spec.device);
+        if (busy_slots_[device] >= options_.max_jobs_per_device) continue;
+        ++busy_slots_[device];
+        auto active = std::make_shared<Active>();
+        active->device = device;
+        active_[job->job_id] = active;
+        workers_.emplace_back([this, id = job->job_id, active] {
+          JobRunner(this, id, active).Run();
+          std::lock_guard<std::mutex> done(mu_);
+          --busy_slots_[active->device];
+          active_.erase(id);
+          changed_.notify_all();
+        });
+      }
+    } else {
+      SY_LOG(kError, "jobs") << "cannot read the job queue: " << jobs.status();
+    }
+    changed_.wait_for(lock, std::chrono::seconds(5));
+  }
+}
+
+absl::StatusOr<Job> JobManager::CreateJob(const JobSpec& submitted,
+                                          const CreateJobOptions& options) {
+  SY_RETURN_IF_ERROR(ValidateJobSpec(submitted));
+  JobSpec spec = submitted;
+  Job job;
+  job.job_id = options.job_id.empty() ? "ft-" + RandomHex(6) : options.job_id;
+  SY_RETURN_IF_ERROR(dataset::DatasetManager::ValidateDatasetId(job.job_id));
+  // The base must exist; datasets are pinned to a version now.
+  SY_RETURN_IF_ERROR(JobRunner::ResolveBase(this, spec.base_model).status());
+  for (auto [ref, field] :
+       {std::pair<std::string*, const char*>{&spec.training_dataset, "training_dataset"},
+        {&spec.validation_dataset, "validation_dataset"}}) {
+    if (ref->empty()) continue;
+    std::string name;
+    int64_t version;
+    SY_RETURN_IF_ERROR(ParseDatasetRef(*ref, field, &name, &version));
+    absl::StatusOr<dataset::VersionRecord> v = datasets_->GetVersion(name, version);
+    if (!v.ok()) {
+      return absl::Status(v.status().code(), absl::StrCat(field, ": ", v.status().message()));
+    }
+    if (v->format != dataset::DatasetFormat::kChat &&
+        v->format != dataset::DatasetFormat::kCompletion) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          field, ": datasets/", name, "@", v->version, " is ", dataset::FormatName(v->format),
+          " data; supervised fine-tuning needs chat or completion data"));
+    }
+    *ref = absl::StrCat(name, "@", v->version);
+  }
+  job.spec = spec;
+  job.state = JobState::kQueued;
+  job.create_time_ms = NowMs();
+  job.device = JobRunner::DeviceFor(spec.device);
+  if (options.validate_only) {
+    SY_RETURN_IF_ERROR(JobRunner::ValidateOnly(this, &job));
+    return job;
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  SY_ASSIGN_OR_RETURN(std::vector<Job> all, store_->List());
+  int64_t queued = 0;
+  for (const Job& j : all) queued += j.state == JobState::kQueued;
+  if (queued >= options_.max_queued_jobs) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("the job queue is full (", queued, " queued, --max-queued-jobs ",
+                     options_.max_queued_jobs, "); wait for jobs to start or cancel some"));
+  }
+  job.queue_order_ms = job.create_time_ms;
+  SY_RETURN_IF_ERROR(store_->Insert(job));
+  (void)RemoveAll(JobDir(job.job_id));  // debris of an earlier job with this id
+  JobEvent e;
+  StateChange change;
+  change.to = JobState::kQueued;
+  change.reason = "created";
+  e.state_change = change;
+  e.message =
+      absl::StrCat("created; base ", spec.base_model, ", training data ", spec.training_dataset);
+  SY_RETURN_IF_ERROR(EmitLocked(&job, std::move(e), true));
+  RefreshStateGaugesLocked();
+  FillQueuePositionsLocked({&job});
+  return job;
+}
+
+absl::StatusOr<Job> JobManager::GetJob(const std::string& name) {
+  SY_ASSIGN_OR_RETURN(std::string id, JobIdOf(name));
+  std::lock_guard<std::mutex> lock(mu_);
+  SY_ASSIGN_OR_RETURN(Job job, store_->Get(id));
+  FillQueuePositionsLocked({&job});
+  return job;
+}
+
+absl::StatusOr<JobPage> JobManager::ListJobs(int page_size, const std::string& page_token,
+                                             const JobFilter& filter) {
+  if (page_size < 0) return absl::InvalidArgumentError("page_size: must not be negative");
+  if (page_size == 0) page_size = 50;
+  page_size = std::min(page_size, 1000);
+  int64_t offset = 0;
+  if (!page_token.empty() && (!absl::SimpleAtoi(page_token, &offset) || offset < 0)) {
+    return absl::InvalidArgumentError("page_token: not a token from a previous response");
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  SY_ASSIGN_OR_RETURN(std::vector<Job> all, store_->List());
+  std::vector<Job> matching;
+  const std::string base = absl::StartsWith(filter.base_model, "models/")
+                               ? filter.base_model.substr(7)
+                               : filter.base_model;
+  for (Job& j : all) {
+    if (!filter.states.empty() &&
+        std::find(filter.states.begin(), filter.states.end(), j.state) == filter.states.end()) {
+      continue;
+    }
+    if (!base.empty() && j.spec.base_model != base && j.spec.base_model != "models/" + base) {
+      continue;
+    }
+    matching.push_back(std::move(j));
+  }
+  JobPage page;
+  page.total_size = static_cast<int64_t>(matching.size());
+  for (int64_t i = offset; i < page.total_size && i < offset + page_size; ++i) {
+    page.jobs.push_back(std::move(matching[i]));
+  }
+  if (offset + page_size < page.total_size)
+    page.next_page_token = std::to_string(offset + page_size);
+  std::vector<Job*> ptrs;
+  for (Job& j : page.jobs) ptrs.push_back(&j);
+  FillQueuePositionsLocked(ptrs);
+  return page;
+}
+
+absl::StatusOr<Job> JobManager::CancelJob(const std::string& name) {
+  SY_ASSIGN_OR_RETURN(std::string id, JobIdOf(name));
+  std::lock_guard<std::mutex> lock(mu_);
+  SY_ASSIGN_OR_RETURN(Job job, store_->Get(id));
+  if (IsTerminal(job.state)) {
+    return absl::FailedPreconditionError(absl::StrCat("jobs/", id, " is ", JobStateName(job.state),
+                                                      "; only a job in progress can be cancelled"));
+  }
+  auto it = active_.find(id);
+  const bool working = job.state == JobState::kValidating || job.state == JobState::kRunning;
+  if (working && it != active_.end()) {
+    it->second->stop = StopKind::kCancel;  // at the next step boundary
+  } else {
+    SY_RETURN_IF_ERROR(TransitionLocked(&job, JobState::kCancelled, "cancelled by request"));
+  }
+  FillQueuePositionsLocked({&job});
+  return job;
+}
+
+absl::StatusOr<Job> JobManager::PauseJob(const std::string& name) {
+  SY_ASSIGN_OR_RETURN(std::string id, JobIdOf(name));
+  std::lock_guard<std::mutex> lock(mu_);
+  SY_ASSIGN_OR_RETURN(Job job, store_->Get(id));
+  if (job.state != JobState::kQueued && job.state != JobState::kValidating &&
+      job.state != JobState::kRunning) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("jobs/", id, " is ", JobStateName(job.state),
+                     "; only a queued, validating or running job can be paused"));
+  }
+  auto it = active_.find(id);
+  const bool working = job.state == JobState::kValidating || job.state == JobState::kRunning;
+  if (working && it != active_.end()) {
+    it->second->stop = StopKind::kPause;  // checkpoints at the next step boundary
+  } else {
+    SY_RETURN_IF_ERROR(TransitionLocked(&job, JobState::kPaused, "paused by request"));
+  }
+  FillQueuePositionsLocked({&job});
+  return job;
+}
+
+absl::StatusOr<Job> JobManager::ResumeJob(const std::string& name) {
+  SY_ASSIGN_OR_RETURN(std::string id, JobIdOf(name));
+  std::lock_guard<std::mutex> lock(mu_);
+  SY_ASSIGN_OR_RETURN(Job job, store_->Get(id));
+  // (A worker that just paused it may still be releasing the device; the
+  // scheduler starts it again once that worker is gone.)
+  if (job.state != JobState::kPaused) {
+    return absl::FailedPreconditionError(absl::StrCat("jobs/", id, " is ", JobStateName(job.state),
+                                                      "; only a paused job can be resumed"));
+  }
+  SY_RETURN_IF_ERROR(TransitionLocked(&job, JobState::kQueued, "resumed by request"));
+  FillQueuePositionsLocked({&job});
+  return job;
+}
+
+absl::StatusOr<std::vector<JobEvent>> JobManager::ListEvents(const std::string& name,
+                                                             int64_t after_sequence, int limit) {
+  return WaitEvents(name, after_sequence, limit, absl::ZeroDuration());
+}
+
+absl::StatusOr<std::vector<JobEvent>> JobManager::WaitEvents(const std::string& name,
+                                                             int64_t after_sequence, int limit,
+                                                             absl::Duration timeout) {
+  SY_ASSIGN_OR_RETURN(std::string id, JobIdOf(name));
+  std::unique_lock<std::mutex> lock(mu_);
+  SY_RETURN_IF_ERROR(store_->Get(id).status());
+  SY_ASSIGN_OR_RETURN(JobEventLog * log, LogLocked(id));
+  const auto deadline = std::chrono::steady_clock::now() + absl::ToChronoNanoseconds(timeout);
+  while (log->last_sequence() <= after_sequence && !stopping_ &&
+         std::chrono::steady_clock::now() < deadline) {
+    changed_.wait_until(lock, deadline);
+  }
+  return log->After(after_sequence, std::max(1, limit));
+}
+
+absl::StatusOr<std::vector<CheckpointInfo>> JobManager::ListCheckpoints(const std::string& name) {
+  SY_ASSIGN_OR_RETURN(std::string id, JobIdOf(name));
+  SY_RETURN_IF_ERROR(GetJob(id).status());
+  return training::ListCheckpoints(JobDir(id) + "/checkpoints");
+}
+
+absl::StatusOr<ModelRecord> JobManager::CheckpointModel(const std::string& name) {
+  SY_ASSIGN_OR_RETURN(ResolvedBase base, JobRunner::ResolveBase(this, name));
+  const ModelKind kind = base.adapter_dir.empty() ? ModelKind::kFullFineTune : ModelKind::kAdapter;
+  const std::string dir = kind == ModelKind::kAdapter ? base.adapter_dir : base.base_dir;
+  SY_ASSIGN_OR_RETURN(ModelRecord record, registry_->Inspect(dir, kind));
+  record.model_id = name;
+  record.base_model = base.root_id;
+  return record;
+}
+
+std::optional<std::string> JobManager::ModelInUse(const std::string& model_id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  absl::StatusOr<std::vector<Job>> jobs = store_->List();
+  if (!jobs.ok()) return "the job store cannot be read";
+  for (const Job& j : *jobs) {
+    if (!InProgress(j.state)) continue;
+    const std::string& b = j.spec.base_model;
+    if (b == model_id || b == "models/" + model_id) {
+      return absl::StrCat("jobs/", j.job_id, " (", JobStateName(j.state), ") trains on it");
+    }
+  }
+  return std::nullopt;
+}
+
+}  // namespace switchyard::training

@@ -1,0 +1,391 @@
+#include "services/training/job_manager.h"
+
+#include <gtest/gtest.h>
+#include <prometheus/registry.h>
+#include <prometheus/text_serializer.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "services/dataset/dataset_manager.h"
+#include "services/training/job_spec.h"
+#include "shared/core/file_util.h"
+#include "shared/model/runtime.h"
+#include "tests/testing/temp_dir.h"
+#include "tests/unit/services/training/training_testing.h"
+
+namespace switchyard::training {
+namespace {
+
+namespace fs = std::filesystem;
+
+// A data dir with the tiny model registered as "tiny" and the chat dataset
+// "echo" (train + validation), and a JobManager over it.
+class JobManagerTest : public switchyard::testing::TempDirTest {
+ protected:
+  void SetUp() override {
+    TempDirTest::SetUp();
+    testing::MakeTinyModel(dir_ + "/models/tiny");
+    auto catalog = dataset::SqliteDatasetCatalog::Open(dir_ + "/switchyard.db");
+    ASSERT_TRUE(catalog.ok());
+    dataset::ManagerOptions o;
+    o.data_dir = dir_;
+    auto datasets = dataset::DatasetManager::Open(o, std::move(*catalog));
+    ASSERT_TRUE(datasets.ok()) << datasets.status();
+    dataset::UploadRequest request;
+    request.dataset_id = "echo";
+    auto session = (*datasets)->StartUpload(request);
+    ASSERT_TRUE(session.ok());
+    ASSERT_TRUE((*session)->Write(dataset::Split::kTrain, testing::ChatJsonl(16)).ok());
+    ASSERT_TRUE((*session)->Write(dataset::Split::kValidation, testing::ChatJsonl(4, 5)).ok());
+    auto committed = (*session)->Commit();
+    ASSERT_TRUE(committed.ok() && committed->version) << committed.status();
+    session->reset();
+    datasets->reset();
+    Open();
+  }
+  void TearDown() override {
+    jobs_.reset();
+    TempDirTest::TearDown();
+  }
+
+  void Open(int max_jobs_per_device = 1) {
+    jobs_.reset();
+    registry_.reset();
+    catalog_.reset();
+    auto registry = ModelRegistry::Open(dir_, dir_ + "/switchyard.db");
+    ASSERT_TRUE(registry.ok()) << registry.status();
+    registry_ = std::move(*registry);
+    auto catalog = dataset::SqliteDatasetCatalog::Open(dir_ + "/switchyard.db");
+    ASSERT_TRUE(catalog.ok());
+    catalog_ = std::move(*catalog);
+    auto store = SqliteJobStore::Open(dir_ + "/switchyard.db");
+    ASSERT_TRUE(store.ok());
+    JobManagerOptions o;
+    o.data_dir = dir_;
+    o.max_jobs_per_device = max_jobs_per_device;
+    o.cpu_threads = 1;
+    o.metrics = &metrics_;
+    auto jobs = JobManager::Open(o, std::move(*store), registry_.get(), catalog_.get());
+    ASSERT_TRUE(jobs.ok()) << jobs.status();
+    jobs_ = std::move(*jobs);
+  }
+
+  static JobSpec Spec() {
+    JobSpec s;
+    s.base_model = "tiny";
+    s.training_dataset = "echo";
+    s.device = "cpu";
+    s.suffix = "t";
+    s.seed = 11;
+    s.adapter.kind = AdapterKind::kLora;
+    s.adapter.lora.r = 4;
+    s.hyperparameters.epochs = 3;
+    s.hyperparameters.batch_size = 4;
+    s.hyperparameters.learning_rate = 1e-2;
+    s.checkpoints.interval_steps = 2;
+    return s;
+  }
+
+  // Waits for a terminal state (or `state`) and returns the job.
+  Job WaitFor(const std::string& id, std::optional<JobState> state = std::nullopt,
+              int64_t min_step = 0) {
+    int64_t seen = 0;
+    for (int i = 0; i < 6000; ++i) {
+      auto job = jobs_->GetJob(id);
+      EXPECT_TRUE(job.ok()) << job.status();
+      if (!job.ok()) return Job();
+      const bool done =
+          state ? job->state == *state && job->step >= min_step : IsTerminal(job->state);
+      if (done) return *job;
+      auto events = jobs_->WaitEvents(id, seen, 100, absl::Milliseconds(50));
+      if (events.ok() && !events->empty()) seen = events->back().sequence;
+    }
+    ADD_FAILURE() << "jobs/" << id << " did not get there";
+    return Job();
+  }
+
+  prometheus::Registry metrics_;
+  std::unique_ptr<ModelRegistry> registry_;
+  std::unique_ptr<dataset::SqliteDatasetCatalog> catalog_;
+  std::unique_ptr<JobManager> jobs_;
+};
+
+TEST_F(JobManagerTest, JobRunsToSuccessAndRegistersAnAdapterModel) {
+  ASSERT_TRUE(jobs_->Start().ok());
+  auto created = jobs_->CreateJob(Spec(), {});
+  ASSERT_TRUE(created.ok()) << created.status();
+  EXPECT_EQ(created->state, JobState::kQueued);
+  EXPECT_EQ(created->spec.training_dataset, "echo@1");  // pinned at creation
+  Job job = WaitFor(created->job_id);
+  ASSERT_EQ(job.state, JobState::kSucceeded) << (job.errors.empty() ? "" : job.errors[0].message);
+  EXPECT_EQ(job.fine_tuned_model, "ft:tiny:t:" + job.job_id);
+  EXPECT_EQ(job.step, 12);
+  EXPECT_EQ(job.total_steps, 12);
+  EXPECT_EQ(job.training_examples, 16);
+  EXPECT_EQ(job.validation_examples, 4);  // the version's validation file
+  ASSERT_TRUE(job.resolved_spec);
+  EXPECT_TRUE(job.resolved_spec->hyperparameters.warmup_steps.has_value());
+  ASSERT_TRUE(job.best_eval && job.latest_eval);
+
+  auto model = registry_->Get(job.fine_tuned_model);
+  ASSERT_TRUE(model.ok()) << model.status();
+  EXPECT_EQ(model->kind, ModelKind::kAdapter);
+  EXPECT_EQ(model->base_model, "tiny");
+  EXPECT_NE(model->fine_tune_json.find("\"jobs/" + job.job_id + "\""), std::string::npos);
+  EXPECT_FALSE(fs::exists(model->path + "/optimizer.safetensors"));
+
+  // Events: gapless, states in order, the same lines in events.jsonl.
+  auto events = jobs_->ListEvents(job.job_id, 0, 1000);
+  ASSERT_TRUE(events.ok());
+  std::vector<JobState> states;
+  int train = 0, checkpoints = 0;
+  for (size_t i = 0; i < events->size(); ++i) {
+    const JobEvent& e = (*events)[i];
+    EXPECT_EQ(e.sequence, static_cast<int64_t>(i + 1));
+    if (e.state_change) states.push_back(e.state_change->to);
+    train += e.train.has_value();
+    checkpoints += e.checkpoint.has_value();
+  }
+  EXPECT_EQ(states, (std::vector<JobState>{JobState::kQueued, JobState::kValidating,
+                                           JobState::kRunning, JobState::kSucceeded}));
+  EXPECT_EQ(train, 12);
+  EXPECT_GE(checkpoints, 4);
+  std::ifstream log(dir_ + "/jobs/" + job.job_id + "/events.jsonl");
+  std::string line;
+  int lines = 0;
+  while (std::getline(log, line)) ++lines;
+  EXPECT_EQ(lines, static_cast<int>(events->size()));
+  EXPECT_EQ(job.last_event_sequence, static_cast<int64_t>(events->size()));
+
+  std::string text = prometheus::TextSerializer().Serialize(metrics_.Collect());
+  EXPECT_NE(text.find("switchyard_training_steps_total 12"), std::string::npos) << text;
+  EXPECT_NE(text.find("switchyard_training_jobs{state=\"succeeded\"} 1"), std::string::npos);
+  // A fine-tuned model trains further from its adapter.
+  JobSpec again = Spec();
+  again.base_model = job.fine_tuned_model;
+  again.hyperparameters.epochs = 1;
+  auto second = jobs_->CreateJob(again, {});
+  ASSERT_TRUE(second.ok()) << second.status();
+  Job done = WaitFor(second->job_id);
+  ASSERT_EQ(done.state, JobState::kSucceeded)
+      << (done.errors.empty() ? "" : done.errors[0].message);
+  EXPECT_EQ(done.fine_tuned_model, "ft:tiny:t:" + done.job_id);
+}
+
+TEST_F(JobManagerTest, ShutdownMidRunResumesAfterRestartWithTheSameResult) {
+  ASSERT_TRUE(jobs_->Start().ok());
+  JobSpec spec = Spec();
+  auto reference = jobs_->CreateJob(spec, {});
+  ASSERT_TRUE(reference.ok());
+  Job ref = WaitFor(reference->job_id);
+  ASSERT_EQ(ref.state, JobState::kSucceeded);
+
+  auto created = jobs_->CreateJob(spec, {});
+  ASSERT_TRUE(created.ok());
+  WaitFor(created->job_id, JobState::kRunning, 3);
+  Open();  // destroys the manager: Shutdown() stops the job after a checkpoint
+  auto stopped = jobs_->GetJob(created->job_id);
+  ASSERT_TRUE(stopped.ok());
+  EXPECT_EQ(stopped->state, JobState::kRunning);
+  ASSERT_TRUE(jobs_->Start().ok());
+  Job job = WaitFor(created->job_id);
+  ASSERT_EQ(job.state, JobState::kSucceeded);
+  EXPECT_EQ(job.restarts, 1);
+  auto a = ReadFile(dir_ + "/models/" + ref.fine_tuned_model + "/adapter_model.safetensors");
+  auto b = ReadFile(dir_ + "/models/" + job.fine_tuned_model + "/adapter_model.safetensors");
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_TRUE(*a == *b) << "the resumed job's adapter differs from the uninterrupted one's";
+}
+
+TEST_F(JobManagerTest, SecondJobQueuesBehindTheFirstAndCancelFreesTheDevice) {
+  ASSERT_TRUE(jobs_->Start().ok());
+  JobSpec slow = Spec();
+  slow.hyperparameters.epochs = 50;
+  auto first = jobs_->CreateJob(slow, {});
+  auto second = jobs_->CreateJob(Spec(), {});
+  ASSERT_TRUE(first.ok() && second.ok());
+  WaitFor(first->job_id, JobState::kRunning, 1);
+  auto queued = jobs_->GetJob(second->job_id);
+  ASSERT_TRUE(queued.ok());
+  EXPECT_EQ(queued->state, JobState::kQueued);
+  EXPECT_EQ(queued->queue_position, 1);
+  ASSERT_TRUE(jobs_->CancelJob(first->job_id).ok());
+  EXPECT_EQ(WaitFor(first->job_id).state, JobState::kCancelled);
+  EXPECT_EQ(WaitFor(second->job_id).state, JobState::kSucceeded);
+  EXPECT_EQ(jobs_->CancelJob(first->job_id).status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_F(JobManagerTest, PauseAndResumeFinishTheJob) {
+  ASSERT_TRUE(jobs_->Start().ok());
+  JobSpec spec = Spec();
+  spec.hyperparameters.epochs = 6;
+  auto created = jobs_->CreateJob(spec, {});
+  ASSERT_TRUE(created.ok());
+  WaitFor(created->job_id, JobState::kRunning, 2);
+  ASSERT_TRUE(jobs_->PauseJob(created->job_id).ok());
+  Job paused = WaitFor(created->job_id, JobState::kPaused);
+  EXPECT_GT(paused.step, 0);
+  EXPECT_EQ(jobs_->PauseJob(created->job_id).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  ASSERT_TRUE(jobs_->ResumeJob(created->job_id).ok());
+  Job done = WaitFor(created->job_id);
+  EXPECT_EQ(done.state, JobState::kSucceeded);
+  EXPECT_EQ(done.step, 24);
+}
+
+TEST_F(JobManagerTest, CreateJobChecksFieldsAndReferencesBeforeQueueing) {
+  JobSpec s = Spec();
+  s.hyperparameters.learning_rate = -1;
+  auto r = jobs_->CreateJob(s, {});
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("hyperparameters.learning_rate"), std::string::npos);
+  s = Spec();
+  s.suffix = "Bad Suffix!";
+  EXPECT_NE(jobs_->CreateJob(s, {}).status().message().find("suffix"), std::string::npos);
+  s = Spec();
+  s.training_dataset = "missing@1";
+  EXPECT_EQ(jobs_->CreateJob(s, {}).status().code(), absl::StatusCode::kNotFound);
+  s = Spec();
+  s.base_model = "nope";
+  r = jobs_->CreateJob(s, {});
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_NE(r.status().message().find("base_model"), std::string::npos);
+  s = Spec();
+  s.method = Method::kDpo;
+  EXPECT_EQ(jobs_->CreateJob(s, {}).status().code(), absl::StatusCode::kUnimplemented);
+  auto listed = jobs_->ListJobs(0, "", {});
+  ASSERT_TRUE(listed.ok());
+  EXPECT_EQ(listed->total_size, 0);
+}
+
+TEST_F(JobManagerTest, ValidateOnlyResolvesAutoSettingsFromTheData) {
+  JobSpec s;
+  s.base_model = "tiny";
+  s.training_dataset = "echo@1";
+  CreateJobOptions o;
+  o.validate_only = true;
+  auto job = jobs_->CreateJob(s, o);
+  ASSERT_TRUE(job.ok()) << job.status();
+  ASSERT_TRUE(job->errors.empty()) << job->errors[0].message;
+  ASSERT_TRUE(job->resolved_spec);
+  const Hyperparameters& h = job->resolved_spec->hyperparameters;
+  EXPECT_EQ(*h.epochs, 7);  // 16 examples: ceil(100 / 16)
+  EXPECT_EQ(*h.batch_size, 1);
+  EXPECT_DOUBLE_EQ(*h.learning_rate, 2e-4);
+  EXPECT_EQ(job->resolved_spec->adapter.kind, AdapterKind::kLora);
+  EXPECT_EQ(*job->resolved_spec->adapter.lora.r, 8);
+  EXPECT_EQ(job->resolved_spec->adapter.lora.target_modules.size(), 7u);
+  EXPECT_EQ(job->resolved_spec->device, "cpu");
+  EXPECT_EQ(job->total_steps, 7 * 16);
+  EXPECT_TRUE(job->resolved_spec->seed.has_value());
+  auto listed = jobs_->ListJobs(0, "", {});
+  EXPECT_EQ(listed->total_size, 0);  // nothing queued
+
+  s.hyperparameters.max_seq_length = 20;  // shorter than every example
+  job = jobs_->CreateJob(s, o);
+  ASSERT_TRUE(job.ok());
+  ASSERT_FALSE(job->errors.empty());
+  EXPECT_EQ(job->errors[0].kind, "example_too_long");
+  EXPECT_EQ(job->errors[0].line, 1);
+  EXPECT_EQ(job->errors[0].file, "train");
+}
+
+TEST_F(JobManagerTest, ExamplesTooLongFailTheJobNamingTheLine) {
+  ASSERT_TRUE(jobs_->Start().ok());
+  JobSpec s = Spec();
+  s.hyperparameters.max_seq_length = 20;
+  auto created = jobs_->CreateJob(s, {});
+  ASSERT_TRUE(created.ok());
+  Job job = WaitFor(created->job_id);
+  EXPECT_EQ(job.state, JobState::kFailed);
+  ASSERT_FALSE(job.errors.empty());
+  EXPECT_EQ(job.errors[0].kind, "example_too_long");
+  auto events = jobs_->ListEvents(job.job_id, 0, 100);
+  ASSERT_TRUE(events.ok());
+  EXPECT_NE(events->back().message.find("train line 1"), std::string::npos)
+      << events->back().message;
+}
+
+TEST_F(JobManagerTest, TornEventLineIsDroppedOnReopen) {
+  const std::string path = dir_ + "/events.jsonl";
+  {
+    auto log = JobEventLog::Open(path);
+    ASSERT_TRUE(log.ok());
+    JobEvent e;
+    e.message = "one";
+    ASSERT_TRUE((*log)->Append(e, true).ok());
+    e.message = "two";
+    ASSERT_TRUE((*log)->Append(e, true).ok());
+  }
+  std::ofstream(path, std::ios::app) << R"({"job":"x","sequence":3,"mess)";
+  auto log = JobEventLog::Open(path);
+  ASSERT_TRUE(log.ok());
+  EXPECT_EQ((*log)->last_sequence(), 2);
+  JobEvent e;
+  e.message = "three";
+  auto appended = (*log)->Append(e, true);
+  ASSERT_TRUE(appended.ok());
+  EXPECT_EQ(appended->sequence, 3);
+  auto again = JobEventLog::Open(path);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ((*again)->last_sequence(), 3);
+  EXPECT_EQ((*again)->After(2, 10)[0].message, "three");
+}
+
+TEST(JobSpecTest, AutoEpochsAndBatchFollowTheDatasetSize) {
+  JobSpec s;
+  SpecFacts f;
+  f.training_examples = 20;
+  f.longest_example = 100;
+  f.context_length = 2048;
+  JobSpec r = ResolveJobSpec(s, f, 1);
+  EXPECT_EQ(*r.hyperparameters.epochs, 5);
+  f.training_examples = 1000;
+  r = ResolveJobSpec(s, f, 1);
+  EXPECT_EQ(*r.hyperparameters.epochs, 3);
+  EXPECT_EQ(*r.hyperparameters.batch_size, 2);
+  f.training_examples = 100000;
+  r = ResolveJobSpec(s, f, 1);
+  EXPECT_EQ(*r.hyperparameters.epochs, 1);
+  EXPECT_EQ(*r.hyperparameters.batch_size, 200);
+  // 200 rows x 100 tokens per step on CPU: micro-batches of <= 8192 tokens.
+  EXPECT_EQ(*r.hyperparameters.gradient_accumulation_steps, 4);
+  EXPECT_EQ(*r.hyperparameters.max_seq_length, 100);
+  EXPECT_EQ(*r.seed, 1u);
+  s.adapter.kind = AdapterKind::kFull;
+  EXPECT_DOUBLE_EQ(*ResolveJobSpec(s, f, 1).hyperparameters.learning_rate, 1e-5);
+}
+
+TEST(JobSpecTest, ValidationNamesTheField) {
+  JobSpec s;
+  s.base_model = "tiny";
+  s.training_dataset = "echo@1";
+  EXPECT_TRUE(ValidateJobSpec(s).ok());
+  auto check = [&](auto mutate, const std::string& field) {
+    JobSpec t = s;
+    mutate(t);
+    absl::Status st = ValidateJobSpec(t);
+    EXPECT_FALSE(st.ok()) << field;
+    EXPECT_NE(st.message().find(field), std::string::npos) << st;
+  };
+  check([](JobSpec& t) { t.hyperparameters.epochs = 0; }, "hyperparameters.epochs");
+  check([](JobSpec& t) { t.hyperparameters.batch_size = 0; }, "hyperparameters.batch_size");
+  check([](JobSpec& t) { t.adapter.lora.r = 0; }, "adapter.lora.r");
+  check([](JobSpec& t) { t.adapter.lora.dropout = 1.0; }, "adapter.lora.dropout");
+  check(
+      [](JobSpec& t) {
+        t.hyperparameters.batch_size = 6;
+        t.hyperparameters.gradient_accumulation_steps = 4;
+      },
+      "hyperparameters.gradient_accumulation_steps");
+  check([](JobSpec& t) { t.validation_fraction = 0.7; }, "validation_fraction");
+  check([](JobSpec& t) { t.checkpoints.early_stopping_patience = -1; },
+        "checkpoints.early_stopping_patience");
+  check([](JobSpec& t) { t.device = "tpu"; }, "device");
+  check([](JobSpec& t) { t.training_dataset = "echo@x"; }, "training_dataset");
+  check([](JobSpec& t) { t.base_model = ""; }, "base_model");
+}
+
+}  // namespace
+}  // namespace switchyard::training
