@@ -148,6 +148,7 @@ absl::Status JobManager::TransitionLocked(Job* job, JobState to, const std::stri
   job->state = to;
   SY_RETURN_IF_ERROR(EmitLocked(job, std::move(e), true));
   RefreshStateGaugesLocked();
+  schedule_.notify_all();
   return absl::OkStatus();
 }
 
@@ -214,6 +215,7 @@ void JobManager::Shutdown() {
     stopping_ = true;
     for (auto& [id, active] : active_) active->stop = StopKind::kShutdown;
     changed_.notify_all();
+    schedule_.notify_all();
   }
   if (scheduler_.joinable()) scheduler_.join();
   for (std::thread& t : workers_) {
@@ -246,13 +248,13 @@ void JobManager::SchedulerLoop() {
           std::lock_guard<std::mutex> done(mu_);
           --busy_slots_[active->device];
           active_.erase(id);
-          changed_.notify_all();
+          schedule_.notify_all();
         });
       }
     } else {
       SY_LOG(kError, "jobs") << "cannot read the job queue: " << jobs.status();
     }
-    changed_.wait_for(lock, std::chrono::seconds(5));
+    schedule_.wait_for(lock, std::chrono::seconds(5));
   }
 }
 
@@ -313,6 +315,7 @@ absl::StatusOr<Job> JobManager::CreateJob(const JobSpec& submitted,
       absl::StrCat("created; base ", spec.base_model, ", training data ", spec.training_dataset);
   SY_RETURN_IF_ERROR(EmitLocked(&job, std::move(e), true));
   RefreshStateGaugesLocked();
+  schedule_.notify_all();
   FillQueuePositionsLocked({&job});
   return job;
 }

@@ -146,7 +146,8 @@ class JobManager {
   std::unique_ptr<Metrics> metrics_;
 
   std::mutex mu_;
-  std::condition_variable changed_;  // a job's state or events changed
+  std::condition_variable changed_;   // a job's events changed (watchers wait)
+  std::condition_variable schedule_;  // a job was queued or a device slot freed
   bool started_ = false, stopping_ = false;
   std::map<std::string, std::unique_ptr<JobEventLog>> logs_;  // opened on first use
   std::map<std::string, std::shared_ptr<Active>> active_;     // by job id
