@@ -47,10 +47,11 @@ class TrainerTest : public switchyard::testing::TempDirTest {
     return data->examples;
   }
 
-  TrainerSetup Setup(const JobSpec& spec, const std::string& checkpoints) {
+  TrainerSetup Setup(const JobSpec& spec, const std::string& checkpoints,
+                     at::ScalarType dtype = at::kFloat) {
     TrainerSetup s;
     s.spec = spec;
-    auto lm = model::CausalLm::Load(model_dir_, {at::kFloat, at::kCPU});
+    auto lm = model::CausalLm::Load(model_dir_, {dtype, at::kCPU});
     EXPECT_TRUE(lm.ok()) << lm.status();
     s.model = std::move(*lm);
     s.train = Examples(16);
@@ -119,6 +120,27 @@ TEST_F(TrainerTest, LoraTrainingLowersTrainAndValidationLoss) {
   ASSERT_TRUE(adapter.ok()) << adapter.status();
   EXPECT_EQ(adapter->config.r, 4);
   EXPECT_EQ(adapter->config.base_model_name_or_path, "tiny");
+}
+
+TEST_F(TrainerTest, Bf16TrainingKeepsFp32MastersAndLowersLoss) {
+  JobSpec spec = TestSpec();
+  spec.hyperparameters.epochs = 6;
+  spec.hyperparameters.learning_rate = 2e-2;
+  spec.hyperparameters.precision = Precision::kBf16;
+  auto trainer = Trainer::Create(Setup(spec, dir_ + "/ck", at::kBFloat16));
+  ASSERT_TRUE(trainer.ok()) << trainer.status();
+  Recorder rec;
+  auto result = (*trainer)->Run(&rec);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_LT(rec.train.back().loss, 0.7 * rec.train.front().loss);
+  // The adapter is stored in the model's dtype, as PEFT saves it; the
+  // optimizer state keeps fp32 masters.
+  EXPECT_EQ(AdapterTensor(dir_ + "/ck/final", kQProjB).scalar_type(), at::kBFloat16);
+  auto state = tensors::SafetensorsFile::Open(dir_ + "/ck/final/optimizer.safetensors");
+  ASSERT_TRUE(state.ok());
+  const tensors::TensorInfo* master = (*state)->header().Find("lora.0.master");
+  ASSERT_NE(master, nullptr);
+  EXPECT_EQ(master->dtype, tensors::DType::kF32);
 }
 
 TEST_F(TrainerTest, ResumeAfterInterruptionEndsWithTheSameAdapter) {
