@@ -13,13 +13,18 @@ const char* kUsage =
     "switchyard: fine-tune, retrieve, or both - decided with numbers.\n\n"
     "Usage: switchyard <command> [args] [flags]\n\n"
     "Commands:\n"
-    "  serve            Run services (--target=dataset|all); see `switchyard serve --help`.\n"
+    "  serve            Run services (--target=dataset|training|all); see\n"
+    "                   `switchyard serve --help`.\n"
     "  data <verb>      Validate, prepare, upload, list, show, stats, versions, delete,\n"
     "                   export datasets; see `switchyard data --help`.\n"
     "  text <verb>      Encode, decode and render chat templates with a model's own\n"
     "                   tokenizer; see `switchyard text --help`.\n"
     "  model <verb>     Init, score, generate with and merge checkpoints and LoRA\n"
     "                   adapters locally; see `switchyard model --help`.\n"
+    "  train <verb>     Create, watch, show, list, cancel, pause and resume fine-tuning\n"
+    "                   jobs; see `switchyard train --help`.\n"
+    "  models <verb>    Register, list, show and delete base and fine-tuned models on\n"
+    "                   the server; see `switchyard models --help`.\n"
     "  version          Print the version.\n\n"
     "Exit codes: 0 ok, 1 invalid data, 2 usage error, 3 not found, 4 server unavailable\n"
     "or deadline exceeded, 5 unauthenticated or permission denied, 6 other error.\n";
@@ -42,6 +47,8 @@ int main(int argc, char** argv) {
   if (command == "data") return switchyard::cli::RunData(rest);
   if (command == "text") return switchyard::cli::RunText(rest);
   if (command == "model") return switchyard::cli::RunModel(rest);
+  if (command == "train") return switchyard::cli::RunTrain(rest);
+  if (command == "models") return switchyard::cli::RunModels(rest);
   if (command == "version" || command == "--version") {
     std::cout << "switchyard " << SWITCHYARD_VERSION << "\n";
     return 0;

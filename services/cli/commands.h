@@ -16,6 +16,11 @@ int RunData(const std::vector<std::string>& args);
 int RunText(const std::vector<std::string>& args);
 // args[0] is the verb: init, score, generate, merge.
 int RunModel(const std::vector<std::string>& args);
+// args[0] is the verb: create, watch, show, list, events, checkpoints, cancel, pause,
+// resume.
+int RunTrain(const std::vector<std::string>& args);
+// args[0] is the verb: register, list, show, delete.
+int RunModels(const std::vector<std::string>& args);
 
 }  // namespace switchyard::cli
 

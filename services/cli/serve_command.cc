@@ -11,6 +11,10 @@
 #include "services/dataset/dataset_catalog.h"
 #include "services/dataset/dataset_manager.h"
 #include "services/dataset/dataset_service.h"
+#include "services/training/job_manager.h"
+#include "services/training/job_store.h"
+#include "services/training/model_registry.h"
+#include "services/training/training_service.h"
 #include "shared/core/file_util.h"
 #include "shared/core/logging.h"
 #include "shared/rpc/auth.h"
@@ -19,8 +23,8 @@
 namespace switchyard::cli {
 namespace {
 
-const std::vector<std::string> kBuiltTargets = {"dataset"};
-const std::vector<std::string> kPlannedTargets = {"training", "retrieval", "inference", "router"};
+const std::vector<std::string> kBuiltTargets = {"dataset", "training"};
+const std::vector<std::string> kPlannedTargets = {"retrieval", "inference", "router"};
 
 bool Contains(const std::vector<std::string>& v, const std::string& s) {
   return std::find(v.begin(), v.end(), s) != v.end();
@@ -33,14 +37,20 @@ int RunServe(const std::vector<std::string>& args) {
                 "Runs Switchyard services: gRPC on --grpc-listen (with grpc.health.v1.Health and\n"
                 "server reflection) and Prometheus metrics at http://--metrics-listen/metrics.\n"
                 "SIGTERM or SIGINT drains in-flight calls, then exits 0.\n\n"
-                "Targets: dataset, all (every built service in one process). training,\n"
+                "Targets: dataset, training, all (every built service in one process).\n"
                 "retrieval, inference and router are defined in the v1 API but not built yet\n"
-                "in this release; asking for them fails at start.");
-  flags.AddString("target", "all", "Service to run: dataset | all.");
+                "in this release; asking for them fails at start.\n\n"
+                "training runs fine-tuning jobs from a persistent queue: jobs that were running\n"
+                "when the process stopped (even by kill -9) resume from their last checkpoint\n"
+                "at the next start. On SIGTERM running jobs stop at a step boundary after a\n"
+                "checkpoint. It serves the models under --data-dir/models (directories with a\n"
+                "config.json there are registered as base models at start).");
+  flags.AddString("target", "all", "Service to run: dataset | training | all.");
   flags.AddString("grpc-listen", "127.0.0.1:50051", "gRPC address (host:port; port 0 = any).");
   flags.AddString("metrics-listen", "127.0.0.1:9464",
                   "Prometheus /metrics address (host:port); empty disables.");
-  flags.AddString("data-dir", "./switchyard-data", "Where datasets and metadata are stored.");
+  flags.AddString("data-dir", "./switchyard-data",
+                  "Where datasets, models, jobs and metadata are stored.");
   flags.AddString("tls-cert", "", "PEM server certificate; with --tls-key enables TLS.");
   flags.AddString("tls-key", "", "PEM server private key.");
   flags.AddString("tls-client-ca", "", "PEM CA; clients must present a certificate it signed.");
@@ -53,6 +63,10 @@ int RunServe(const std::vector<std::string>& args) {
   flags.AddInt("min-examples", 10, "Fewer examples than this is a validation error.");
   flags.AddInt("drain-seconds", 30, "Time in-flight calls get to finish on SIGTERM.");
   flags.AddInt("upload-workers", 2, "Threads that write and validate dataset uploads.");
+  flags.AddInt("max-jobs-per-device", 1, "Fine-tuning jobs trained at once on each device.");
+  flags.AddInt("max-queued-jobs", 64,
+               "Queued fine-tuning jobs accepted before CreateJob answers RESOURCE_EXHAUSTED.");
+  flags.AddInt("training-threads", 0, "LibTorch threads for training on the CPU (0 = every core).");
   flags.AddString("log-level", "info", "debug | info | warning | error.");
   flags.AddConfigFlag();
   int rc = ParseOrExit(&flags, args, 0, 0);
@@ -64,12 +78,18 @@ int RunServe(const std::vector<std::string>& args) {
     return kExitUsage;
   }
   SetMinLogLevel(level);
-  for (const char* name : {"max-message-bytes", "max-upload-bytes", "max-line-bytes",
-                           "max-listed-issues", "drain-seconds", "upload-workers"}) {
+  for (const char* name :
+       {"max-message-bytes", "max-upload-bytes", "max-line-bytes", "max-listed-issues",
+        "drain-seconds", "upload-workers", "max-jobs-per-device", "max-queued-jobs"}) {
     if (flags.GetInt(name) <= 0) {
       std::cerr << "error: --" << name << " must be positive, got " << flags.GetInt(name) << "\n";
       return kExitUsage;
     }
+  }
+  if (flags.GetInt("training-threads") < 0) {
+    std::cerr << "error: --training-threads must not be negative, got "
+              << flags.GetInt("training-threads") << "\n";
+    return kExitUsage;
   }
   if (flags.GetInt("max-message-bytes") > INT32_MAX) {
     std::cerr << "error: --max-message-bytes must be at most " << INT32_MAX << "\n";
@@ -134,8 +154,47 @@ int RunServe(const std::vector<std::string>& args) {
     runner.AddService(dataset_service.get(), "switchyard.v1.DatasetService");
   }
 
+  // Training: the model registry, a catalog connection of its own to read
+  // datasets (SQLite in WAL mode), the job store and the job manager.
+  std::unique_ptr<training::ModelRegistry> models;
+  std::unique_ptr<dataset::SqliteDatasetCatalog> training_catalog;
+  std::unique_ptr<training::JobManager> jobs;
+  std::unique_ptr<training::TrainingServiceImpl> training_service;
+  if (Contains(targets, "training")) {
+    const std::string db_path = data_dir + "/switchyard.db";
+    auto registry_or = training::ModelRegistry::Open(data_dir, db_path);
+    if (!registry_or.ok()) return ReportError(registry_or.status());
+    models = std::move(*registry_or);
+    auto catalog = dataset::SqliteDatasetCatalog::Open(db_path);
+    if (!catalog.ok()) return ReportError(catalog.status());
+    training_catalog = std::move(*catalog);
+    auto store = training::SqliteJobStore::Open(db_path);
+    if (!store.ok()) return ReportError(store.status());
+    training::JobManagerOptions options;
+    options.data_dir = data_dir;
+    options.max_jobs_per_device = static_cast<int>(flags.GetInt("max-jobs-per-device"));
+    options.max_queued_jobs = static_cast<int>(flags.GetInt("max-queued-jobs"));
+    options.cpu_threads = static_cast<int>(flags.GetInt("training-threads"));
+    options.metrics = registry.get();
+    auto manager = training::JobManager::Open(options, std::move(*store), models.get(),
+                                              training_catalog.get());
+    if (!manager.ok()) return ReportError(manager.status());
+    jobs = std::move(*manager);
+    training_service =
+        std::make_unique<training::TrainingServiceImpl>(jobs.get(), models.get(), authorizer);
+    runner.AddService(training_service.get(), "switchyard.v1.TrainingService");
+  }
+
   s = runner.Start();
   if (!s.ok()) return ReportError(s);
+  if (jobs != nullptr) {
+    s = jobs->Start();
+    if (!s.ok()) {
+      runner.Shutdown();
+      runner.Wait();
+      return ReportError(s);
+    }
+  }
   SY_LOG(kInfo, "server") << "serving targets=" << absl::StrJoin(targets, ",")
                           << " grpc=" << server_options.grpc_listen
                           << " grpc_port=" << runner.grpc_port()
@@ -161,8 +220,12 @@ int RunServe(const std::vector<std::string>& args) {
   }
   int sig = rpc::WaitForTerminationSignal();
   SY_LOG(kInfo, "server") << "signal " << sig << ": draining";
+  // WatchJob streams last as long as their jobs: end them first so the drain
+  // does not wait for them.
+  if (training_service != nullptr) training_service->EndWatches();
   runner.Shutdown();
   runner.Wait();
+  if (jobs != nullptr) jobs->Shutdown();
   SY_LOG(kInfo, "server") << "stopped";
   return kExitOk;
 }

@@ -80,6 +80,8 @@ absl::StatusOr<std::unique_ptr<JobManager>> JobManager::Open(JobManagerOptions o
                                                              std::unique_ptr<JobStore> store,
                                                              ModelRegistry* registry,
                                                              dataset::DatasetCatalog* datasets) {
+  // Absolute, so checkpoint and model paths in responses are too.
+  options.data_dir = fs::absolute(options.data_dir).lexically_normal().string();
   SY_RETURN_IF_ERROR(MakeDirs(options.data_dir + "/jobs"));
   std::unique_ptr<JobManager> m(
       new JobManager(std::move(options), std::move(store), registry, datasets));
@@ -190,7 +192,7 @@ absl::Status JobManager::Start() {
   for (Job& job : jobs) {
     if (job.state != JobState::kValidating && job.state != JobState::kRunning) continue;
     absl::StatusOr<std::vector<CheckpointInfo>> checkpoints =
-        ListCheckpoints(JobDir(job.job_id) + "/checkpoints");
+        training::ListCheckpoints(JobDir(job.job_id) + "/checkpoints");
     std::string from = "the beginning (no checkpoint yet)";
     if (checkpoints.ok() && !checkpoints->empty()) {
       from = absl::StrCat("jobs/", job.job_id, "/checkpoints/", checkpoints->back().checkpoint_id);

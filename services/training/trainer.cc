@@ -277,6 +277,7 @@ absl::StatusOr<std::vector<CheckpointInfo>> ListCheckpoints(const std::string& d
     }
     CheckpointInfo c = CheckpointFromJson(j["checkpoint"]);
     c.path = e.path().string();
+    c.size_bytes = DirBytes(c.path);  // the state file is written before the size is known
     out.push_back(std::move(c));
   }
   if (ec) return absl::InternalError(absl::StrCat(dir, ": ", ec.message()));

@@ -192,6 +192,21 @@ TEST_F(JobManagerTest, ShutdownMidRunResumesAfterRestartWithTheSameResult) {
   Job job = WaitFor(created->job_id);
   ASSERT_EQ(job.state, JobState::kSucceeded);
   EXPECT_EQ(job.restarts, 1);
+  auto events = jobs_->ListEvents(job.job_id, 0, 1000);
+  ASSERT_TRUE(events.ok());
+  bool requeued = false;
+  for (const JobEvent& e : *events) {
+    if (e.state_change && e.state_change->to == JobState::kQueued &&
+        e.state_change->reason.find("restarted; resumes from jobs/" + job.job_id +
+                                    "/checkpoints/step-") != std::string::npos) {
+      requeued = true;
+    }
+  }
+  EXPECT_TRUE(requeued) << "no requeue event naming the checkpoint";
+  auto checkpoints = jobs_->ListCheckpoints(job.job_id);
+  ASSERT_TRUE(checkpoints.ok() && !checkpoints->empty());
+  EXPECT_GT(checkpoints->back().size_bytes, 0);
+  EXPECT_EQ(checkpoints->back().path.front(), '/');
   auto a = ReadFile(dir_ + "/models/" + ref.fine_tuned_model + "/adapter_model.safetensors");
   auto b = ReadFile(dir_ + "/models/" + job.fine_tuned_model + "/adapter_model.safetensors");
   ASSERT_TRUE(a.ok() && b.ok());
