@@ -7,8 +7,9 @@
 //   job:  a JobManager job over a dataset of examples exactly --seq tokens
 //         long (batch --batch, no packing), with events, SQLite updates and
 //         the final checkpoint, timed from the job's step events.
-// The table gives the median step time of each and the job path's overhead
-// against the mean of the bare loop run before and after the job.
+// Each path runs in its own process (bare, job, bare); the table gives the
+// median step time of each and the job path's overhead against the mean of
+// the two bare runs.
 #include <torch/optim/adamw.h>
 
 #include <algorithm>
@@ -196,6 +197,7 @@ int main(int argc, char** argv) {
   f.AddInt("lora-r", 16, "LoRA rank.");
   f.AddString("dtype", "float32", "float32 or bfloat16.");
   f.AddInt("threads", 0, "Threads (0 = every core).");
+  f.AddString("path", "compare", "compare (both, each in a fresh process), bare or job.");
   absl::Status s = f.Parse(std::vector<std::string>(argv + 1, argv + argc));
   if (!s.ok() || f.help_requested()) {
     std::cerr << (s.ok() ? "" : std::string(s.message()) + "\n") << f.Help();
@@ -203,40 +205,70 @@ int main(int argc, char** argv) {
   }
   const int threads = model::SetTorchThreads(static_cast<int>(f.GetInt("threads")));
   const std::string dir = absl::StrCat("/tmp/training_bench_", RandomHex(4));
-  model::InitOptions init;
-  init.layers = f.GetInt("layers");
-  init.hidden = f.GetInt("hidden");
-  init.heads = f.GetInt("heads");
-  init.max_positions = std::max<int64_t>(2048, f.GetInt("seq"));
-  init.seed = 1;
-  Check(model::InitCheckpoint(init, dir + "/models/bench"), "init");
   const at::ScalarType dtype = f.GetString("dtype") == "bfloat16" ? at::kBFloat16 : at::kFloat;
-  std::printf(
-      "training bench: llama-shaped, %lld layers, hidden %lld, vocab 259, LoRA r %lld, %s, "
-      "batch %lld x seq %lld, %d threads\n\n",
-      (long long)f.GetInt("layers"), (long long)f.GetInt("hidden"), (long long)f.GetInt("lora-r"),
-      f.GetString("dtype").c_str(), (long long)f.GetInt("batch"), (long long)f.GetInt("seq"),
-      threads);
   const double tokens = static_cast<double>(f.GetInt("batch") * f.GetInt("seq"));
-  // The bare loop runs before and after the job; the job is compared with
-  // their mean, so drift over the run cancels.
-  const double bare_before = Bare(dir + "/models/bench", f, dtype);
-  const JobTiming job = Job(dir, f);
-  const double bare_after = Bare(dir + "/models/bench", f, dtype);
-  const double bare = (bare_before + bare_after) / 2;
-  std::printf("%-36s %8s %10s %9s\n", "path", "step s", "tokens/s", "vs bare");
-  std::printf("%-36s %8.3f %10.0f %9s\n", "bare loop, before the job", bare_before,
-              tokens / bare_before, "-");
-  std::printf("%-36s %8.3f %10.0f %9s\n", "bare loop, after the job", bare_after,
-              tokens / bare_after, "-");
-  std::printf("%-36s %8.3f %10.0f %+8.1f%%\n", "job: trainer's own step timing", job.trainer_s,
-              tokens / job.trainer_s, 100.0 * (job.trainer_s / bare - 1));
-  std::printf("%-36s %8.3f %10.0f %+8.1f%%\n", "job: wall time between step events", job.step_s,
-              tokens / job.step_s, 100.0 * (job.step_s / bare - 1));
-  std::printf(
-      "\njob total %.1f s for %lld steps (validation, model load, final checkpoint, "
-      "registration included)\n",
-      job.total_s, (long long)(f.GetInt("steps") + f.GetInt("warmup")));
+  const std::string path = f.GetString("path");
+  if (path == "bare" || path == "job") {
+    model::InitOptions init;
+    init.layers = f.GetInt("layers");
+    init.hidden = f.GetInt("hidden");
+    init.heads = f.GetInt("heads");
+    init.max_positions = std::max<int64_t>(2048, f.GetInt("seq"));
+    init.seed = 1;
+    Check(model::InitCheckpoint(init, dir + "/models/bench"), "init");
+  } else {
+    std::printf(
+        "training bench: llama-shaped, %lld layers, hidden %lld, vocab 259, LoRA r %lld, %s, "
+        "batch %lld x seq %lld, %d threads\n\n",
+        (long long)f.GetInt("layers"), (long long)f.GetInt("hidden"), (long long)f.GetInt("lora-r"),
+        f.GetString("dtype").c_str(), (long long)f.GetInt("batch"), (long long)f.GetInt("seq"),
+        threads);
+  }
+  if (path == "bare") {
+    std::printf("result %.6f 0 0\n", Bare(dir + "/models/bench", f, dtype));
+  } else if (path == "job") {
+    const JobTiming job = Job(dir, f);
+    std::printf("result %.6f %.6f %.6f\n", job.step_s, job.trainer_s, job.total_s);
+  } else {
+    // Each path in a fresh process (the bare loop before and after the job),
+    // so neither inherits the other's allocator cache or thread pools; the
+    // job is compared with the mean of the two bare runs.
+    // popen runs a shell: name this binary by its path, not /proc/self/exe.
+    const std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
+    std::string args;
+    for (int i = 1; i < argc; ++i) absl::StrAppend(&args, " '", argv[i], "'");
+    auto run = [&](const char* which) {
+      std::vector<double> v(3, 0);
+      const std::string cmd = absl::StrCat("'", self, "'", args, " --path=", which, " 2>/dev/null");
+      FILE* p = popen(cmd.c_str(), "r");
+      char line[256];
+      while (p != nullptr && std::fgets(line, sizeof(line), p) != nullptr) {
+        std::sscanf(line, "result %lf %lf %lf", &v[0], &v[1], &v[2]);
+      }
+      if (p == nullptr || pclose(p) != 0 || v[0] <= 0) {
+        std::cerr << "the " << which << " run failed\n";
+        std::exit(1);
+      }
+      return v;
+    };
+    const double bare_before = run("bare")[0];
+    const std::vector<double> job = run("job");
+    const double bare_after = run("bare")[0];
+    const double bare = (bare_before + bare_after) / 2;
+    std::printf("%-36s %8s %10s %9s\n", "path", "step s", "tokens/s", "vs bare");
+    std::printf("%-36s %8.3f %10.0f %9s\n", "bare loop, before the job", bare_before,
+                tokens / bare_before, "-");
+    std::printf("%-36s %8.3f %10.0f %9s\n", "bare loop, after the job", bare_after,
+                tokens / bare_after, "-");
+    std::printf("%-36s %8.3f %10.0f %+8.1f%%\n", "job: trainer's own step timing", job[1],
+                tokens / job[1], 100.0 * (job[1] / bare - 1));
+    std::printf("%-36s %8.3f %10.0f %+8.1f%%\n", "job: wall time between step events", job[0],
+                tokens / job[0], 100.0 * (job[0] / bare - 1));
+    std::printf(
+        "\njob total %.1f s for %lld steps (validation, model load, final checkpoint, "
+        "registration included)\n",
+        job[2], (long long)(f.GetInt("steps") + f.GetInt("warmup")));
+  }
   (void)RemoveAll(dir);
   return 0;
 }
