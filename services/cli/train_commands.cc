@@ -198,7 +198,17 @@ bool ParseChoice(const FlagSet& flags, const char* name,
 // Builds the spec from the flags the user set; false after printing a usage
 // error. Ranges are the server's to check (its errors name the field).
 bool SpecFromFlags(const FlagSet& f, v1::JobSpec* spec) {
-  spec->set_base_model(f.GetString("base"));
+  // A local model directory goes to the server as an absolute path (the
+  // server registers it, linked, under its directory name).
+  std::string base = f.GetString("base");
+  std::error_code ec;
+  if (!absl::StartsWith(base, "models/") && !absl::StartsWith(base, "jobs/") &&
+      (base.find('/') != std::string::npos || base == ".") &&
+      std::filesystem::is_directory(base, ec)) {
+    base = std::filesystem::absolute(base).lexically_normal().string();
+    while (base.size() > 1 && base.back() == '/') base.pop_back();
+  }
+  spec->set_base_model(base);
   spec->set_training_dataset(f.GetString("dataset"));
   spec->set_validation_dataset(f.GetString("validation"));
   std::optional<double> fraction;
@@ -349,8 +359,9 @@ int Create(const std::vector<std::string>& args) {
                 "chooses it from the data and model (see `train show` for the values used).\n"
                 "Follow the job with `switchyard train watch JOB`.");
   flags.AddString("base", "",
-                  "Base model: a registered model id, a fine-tuned model or a "
-                  "checkpoint name (required).");
+                  "Base model: a registered model id, a fine-tuned model, a checkpoint name\n"
+                  "(jobs/JOB/checkpoints/ID) or a model directory (a path with a '/'; the\n"
+                  "server registers it, linked, under the directory's name) (required).");
   flags.AddString("dataset", "",
                   "Training dataset NAME@VERSION (NAME or NAME@latest pins the latest; required).");
   flags.AddString("validation", "", "Validation dataset NAME@VERSION (its train file is used).");

@@ -5,6 +5,7 @@
 #include <prometheus/registry.h>
 
 #include <algorithm>
+#include <cctype>
 #include <filesystem>
 
 #include "absl/strings/match.h"
@@ -264,6 +265,9 @@ absl::StatusOr<Job> JobManager::CreateJob(const JobSpec& submitted,
                                           const CreateJobOptions& options) {
   SY_RETURN_IF_ERROR(ValidateJobSpec(submitted));
   JobSpec spec = submitted;
+  if (absl::StartsWith(spec.base_model, "/")) {
+    SY_ASSIGN_OR_RETURN(spec.base_model, RegisterBaseDirectory(spec.base_model));
+  }
   Job job;
   job.job_id = options.job_id.empty() ? "ft-" + RandomHex(6) : options.job_id;
   SY_RETURN_IF_ERROR(dataset::DatasetManager::ValidateDatasetId(job.job_id));
@@ -320,6 +324,45 @@ absl::StatusOr<Job> JobManager::CreateJob(const JobSpec& submitted,
   schedule_.notify_all();
   FillQueuePositionsLocked({&job});
   return job;
+}
+
+absl::StatusOr<std::string> JobManager::RegisterBaseDirectory(const std::string& dir) {
+  std::string path = fs::path(dir).lexically_normal().string();
+  while (path.size() > 1 && path.back() == '/') path.pop_back();
+  std::error_code ec;
+  if (!fs::is_directory(path, ec)) {
+    return absl::NotFoundError(absl::StrCat("base_model: no directory ", path, " on the server"));
+  }
+  // The directory's name, made a legal model id; a taken id gets a suffix
+  // unless it already links to this directory.
+  std::string base;
+  for (char c : fs::path(path).filename().string()) {
+    base +=
+        (std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.') ? c : '-';
+  }
+  if (base.empty() || !std::isalnum(static_cast<unsigned char>(base[0]))) base = "model-" + base;
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    const std::string id = attempt == 0 ? base : absl::StrCat(base, "-", attempt + 1);
+    absl::StatusOr<ModelRecord> existing = registry_->Get(id);
+    if (existing.ok()) {
+      if (fs::equivalent(existing->path, path, ec)) return id;
+      continue;
+    }
+    RegisterRequest r;
+    r.model_id = id;
+    r.path = path;
+    r.link = true;
+    r.description = absl::StrCat("registered from ", path, " by CreateJob");
+    absl::StatusOr<ModelRecord> added = registry_->Register(r);
+    if (absl::IsAlreadyExists(added.status())) continue;
+    if (!added.ok()) {
+      return absl::Status(added.status().code(),
+                          absl::StrCat("base_model: ", added.status().message()));
+    }
+    SY_LOG(kInfo, "jobs") << "registered " << path << " as models/" << id << " (linked)";
+    return id;
+  }
+  return absl::AlreadyExistsError(absl::StrCat("base_model: no free model id for ", path));
 }
 
 absl::StatusOr<Job> JobManager::GetJob(const std::string& name) {

@@ -89,6 +89,8 @@ class JobManager {
   // every worker has stopped. Safe to call twice.
   void Shutdown();
 
+  // A base_model that is an absolute directory path is registered first
+  // (linked, under the directory's name) and the job names that model.
   // INVALID_ARGUMENT naming the field, NOT_FOUND for a missing base model or
   // dataset, ALREADY_EXISTS for a taken job id, RESOURCE_EXHAUSTED when the
   // queue is full, UNIMPLEMENTED for methods this release cannot train.
@@ -129,6 +131,9 @@ class JobManager {
              dataset::DatasetCatalog* datasets);
 
   std::string JobDir(const std::string& job_id) const;
+  // A base given as a server-side directory: registered (linked) under its
+  // directory name, or the model already linking to it. Returns the model id.
+  absl::StatusOr<std::string> RegisterBaseDirectory(const std::string& dir);
   absl::StatusOr<std::string> JobIdOf(const std::string& name) const;
   // Store and event log access; callers hold mu_.
   absl::StatusOr<JobEventLog*> LogLocked(const std::string& job_id);

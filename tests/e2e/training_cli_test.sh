@@ -104,6 +104,13 @@ expect_exit 0 "$SY" train create --base tiny --dataset echo@1 --validate-only "$
 expect_in "$TMP/out" "VALID"
 expect_in "$TMP/out" "resolved settings"
 
+check "train create --base accepts a model directory (registered linked under its name)"
+(cd "$TMP" && "$SY" train create --base ./tiny/ --dataset echo@1 --validate-only --json \
+  "$SERVER" >"$TMP/out" 2>"$TMP/err") || fail "exit $?: $(cat "$TMP/err")"
+[[ $(json_field "$TMP/out" 'd["spec"]["baseModel"]') == tiny-2 ]] || fail "base is not tiny-2"
+expect_exit 0 "$SY" models show tiny-2 "$SERVER"
+expect_exit 0 "$SY" models delete tiny-2 "$SERVER"
+
 # ---- A job from start to finish ------------------------------------------------------
 
 # Both jobs of the crash test use exactly these settings (and a different suffix).

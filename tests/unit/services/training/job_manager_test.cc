@@ -173,6 +173,29 @@ TEST_F(JobManagerTest, JobRunsToSuccessAndRegistersAnAdapterModel) {
   EXPECT_EQ(done.fine_tuned_model, "ft:tiny:t:" + done.job_id);
 }
 
+TEST_F(JobManagerTest, BaseGivenAsADirectoryIsRegisteredLinkedOnce) {
+  ASSERT_TRUE(jobs_->Start().ok());
+  testing::MakeTinyModel(dir_ + "/elsewhere/my model", 3);
+  JobSpec spec = Spec();
+  spec.base_model = dir_ + "/elsewhere/my model/";
+  spec.hyperparameters.epochs = 1;
+  auto first = jobs_->CreateJob(spec, {});
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(first->spec.base_model, "my-model");
+  auto again = jobs_->CreateJob(spec, {});
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->spec.base_model, "my-model");  // the same registration
+  auto model = registry_->Get("my-model");
+  ASSERT_TRUE(model.ok());
+  EXPECT_TRUE(fs::is_symlink(dir_ + "/models/my-model"));
+  Job done = WaitFor(first->job_id);
+  ASSERT_EQ(done.state, JobState::kSucceeded);
+  EXPECT_EQ(done.fine_tuned_model, "ft:my-model:t:" + done.job_id);
+  spec.base_model = dir_ + "/nowhere";
+  EXPECT_EQ(jobs_->CreateJob(spec, {}).status().code(), absl::StatusCode::kNotFound);
+  WaitFor(again->job_id);
+}
+
 TEST_F(JobManagerTest, ShutdownMidRunResumesAfterRestartWithTheSameResult) {
   ASSERT_TRUE(jobs_->Start().ok());
   JobSpec spec = Spec();
