@@ -28,6 +28,10 @@ namespace fs = std::filesystem;
 
 int64_t NowMs() { return absl::ToUnixMillis(absl::Now()); }
 
+// Interruptions (restarts of the service while the job ran) before a job is
+// failed instead of resumed.
+constexpr int kMaxRestarts = 5;
+
 bool InProgress(JobState s) {
   return s == JobState::kQueued || s == JobState::kValidating || s == JobState::kRunning ||
          s == JobState::kPaused;
@@ -109,6 +113,13 @@ absl::StatusOr<std::string> JobManager::JobIdOf(const std::string& name) const {
 absl::StatusOr<JobEventLog*> JobManager::LogLocked(const std::string& job_id) {
   auto it = logs_.find(job_id);
   if (it != logs_.end()) return it->second.get();
+  if (logs_.size() >= 256) {
+    // Keep open files bounded: drop the logs of jobs no worker holds (they
+    // reopen on the next read).
+    for (auto l = logs_.begin(); l != logs_.end();) {
+      l = active_.count(l->first) ? std::next(l) : logs_.erase(l);
+    }
+  }
   SY_RETURN_IF_ERROR(MakeDirs(JobDir(job_id)));
   SY_ASSIGN_OR_RETURN(std::unique_ptr<JobEventLog> log,
                       JobEventLog::Open(JobDir(job_id) + "/events.jsonl"));
@@ -199,6 +210,17 @@ absl::Status JobManager::Start() {
       from = absl::StrCat("jobs/", job.job_id, "/checkpoints/", checkpoints->back().checkpoint_id);
     }
     ++job.restarts;
+    if (job.restarts > kMaxRestarts) {
+      const std::string why = absl::StrCat(
+          "the service stopped during this job ", job.restarts,
+          " times; it is not resumed again (a job that crashes the process would block the "
+          "queue). Check the server log, then create it again, e.g. with a smaller batch");
+      Issue issue;
+      issue.kind = "too_many_restarts";
+      issue.message = why;
+      SY_RETURN_IF_ERROR(TransitionLocked(&job, JobState::kFailed, why, {issue}));
+      continue;
+    }
     SY_RETURN_IF_ERROR(TransitionLocked(
         &job, JobState::kQueued, absl::StrCat("the service restarted; resumes from ", from)));
     job.queue_order_ms = 0;  // ahead of every job queued normally
@@ -216,14 +238,16 @@ void JobManager::Shutdown() {
     std::lock_guard<std::mutex> lock(mu_);
     if (!started_ || stopping_) return;
     stopping_ = true;
-    for (auto& [id, active] : active_) active->stop = StopKind::kShutdown;
+    for (auto& [id, active] : active_) {
+      StopKind none = StopKind::kNone;  // a pending cancel or pause stands
+      active->stop.compare_exchange_strong(none, StopKind::kShutdown);
+    }
     changed_.notify_all();
     schedule_.notify_all();
   }
   if (scheduler_.joinable()) scheduler_.join();
-  for (std::thread& t : workers_) {
-    if (t.joinable()) t.join();
-  }
+  std::unique_lock<std::mutex> lock(mu_);
+  schedule_.wait(lock, [this] { return running_workers_ == 0; });
 }
 
 void JobManager::SchedulerLoop() {
@@ -246,13 +270,17 @@ void JobManager::SchedulerLoop() {
         auto active = std::make_shared<Active>();
         active->device = device;
         active_[job->job_id] = active;
-        workers_.emplace_back([this, id = job->job_id, active] {
+        ++running_workers_;
+        // Detached: Shutdown() waits for running_workers_ to reach 0, and a
+        // worker touches nothing of the manager after its last decrement.
+        std::thread([this, id = job->job_id, active] {
           JobRunner(this, id, active).Run();
           std::lock_guard<std::mutex> done(mu_);
           --busy_slots_[active->device];
           active_.erase(id);
+          --running_workers_;
           schedule_.notify_all();
-        });
+        }).detach();
       }
     } else {
       SY_LOG(kError, "jobs") << "cannot read the job queue: " << jobs.status();
@@ -297,6 +325,10 @@ absl::StatusOr<Job> JobManager::CreateJob(const JobSpec& submitted,
   job.create_time_ms = NowMs();
   job.device = JobRunner::DeviceFor(spec.device);
   if (options.validate_only) {
+    if (!options.job_id.empty() && store_->Get(options.job_id).ok()) {
+      return absl::AlreadyExistsError(
+          absl::StrCat("job_id: jobs/", options.job_id, " already exists"));
+    }
     SY_RETURN_IF_ERROR(JobRunner::ValidateOnly(this, &job));
     return job;
   }
@@ -354,7 +386,12 @@ absl::StatusOr<std::string> JobManager::RegisterBaseDirectory(const std::string&
     r.link = true;
     r.description = absl::StrCat("registered from ", path, " by CreateJob");
     absl::StatusOr<ModelRecord> added = registry_->Register(r);
-    if (absl::IsAlreadyExists(added.status())) continue;
+    if (absl::IsAlreadyExists(added.status())) {
+      // Another CreateJob may have registered this very directory just now.
+      absl::StatusOr<ModelRecord> now = registry_->Get(id);
+      if (now.ok() && fs::equivalent(now->path, path, ec)) return id;
+      continue;
+    }
     if (!added.ok()) {
       return absl::Status(added.status().code(),
                           absl::StrCat("base_model: ", added.status().message()));
@@ -420,9 +457,11 @@ absl::StatusOr<Job> JobManager::CancelJob(const std::string& name) {
                                                       "; only a job in progress can be cancelled"));
   }
   auto it = active_.find(id);
+  // A worker holding the job sees the flag even if it has not started it yet.
+  if (it != active_.end()) it->second->stop = StopKind::kCancel;
   const bool working = job.state == JobState::kValidating || job.state == JobState::kRunning;
   if (working && it != active_.end()) {
-    it->second->stop = StopKind::kCancel;  // at the next step boundary
+    // Stops at the next step boundary.
   } else {
     SY_RETURN_IF_ERROR(TransitionLocked(&job, JobState::kCancelled, "cancelled by request"));
   }
@@ -441,9 +480,13 @@ absl::StatusOr<Job> JobManager::PauseJob(const std::string& name) {
                      "; only a queued, validating or running job can be paused"));
   }
   auto it = active_.find(id);
+  if (it != active_.end()) {
+    // Never downgrades a cancel; checkpoints at the next step boundary.
+    StopKind none = StopKind::kNone;
+    it->second->stop.compare_exchange_strong(none, StopKind::kPause);
+  }
   const bool working = job.state == JobState::kValidating || job.state == JobState::kRunning;
   if (working && it != active_.end()) {
-    it->second->stop = StopKind::kPause;  // checkpoints at the next step boundary
   } else {
     SY_RETURN_IF_ERROR(TransitionLocked(&job, JobState::kPaused, "paused by request"));
   }

@@ -158,7 +158,7 @@ class JobManager {
   std::map<std::string, std::shared_ptr<Active>> active_;     // by job id
   std::map<std::string, int> busy_slots_;                     // by device
   std::thread scheduler_;
-  std::vector<std::thread> workers_;
+  int running_workers_ = 0;  // detached worker threads not yet finished
 };
 
 }  // namespace switchyard::training

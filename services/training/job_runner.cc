@@ -160,44 +160,71 @@ absl::StatusOr<JobRunner::Prepared> JobRunner::Prepare(JobManager* m, const Job&
   }
 
   // The data, pinned into the job directory the first time, so a resumed job
-  // reads exactly what it started with even if the dataset is deleted.
+  // reads exactly what it started with even if the dataset is deleted. The
+  // validation file goes first: a pinned train.jsonl means the pin is whole.
   std::string train_path, validation_path;
   const std::string pinned = m->JobDir(job.job_id) + "/data";
-  const bool pin = !job.job_id.empty() && fs::exists(m->JobDir(job.job_id));
+  const bool pin = load_model;  // validate_only reads in place and writes nothing
   if (pin && fs::exists(pinned + "/train.jsonl")) {
     train_path = pinned + "/train.jsonl";
     if (fs::exists(pinned + "/validation.jsonl")) validation_path = pinned + "/validation.jsonl";
   } else {
+    auto version_of = [&](const std::string& ref, const char* field,
+                          std::string* name) -> absl::StatusOr<dataset::VersionRecord> {
+      int64_t version;
+      SY_RETURN_IF_ERROR(ParseDatasetRef(ref, field, name, &version));
+      absl::StatusOr<dataset::VersionRecord> v = m->datasets_->GetVersion(*name, version);
+      if (!v.ok()) {
+        return absl::Status(v.status().code(), absl::StrCat(field, ": ", v.status().message()));
+      }
+      return v;
+    };
     std::string name;
-    int64_t version;
-    SY_RETURN_IF_ERROR(ParseDatasetRef(spec.training_dataset, "training_dataset", &name, &version));
-    SY_ASSIGN_OR_RETURN(dataset::VersionRecord v, m->datasets_->GetVersion(name, version));
-    train_path = dataset::VersionFilePath(m->options_.data_dir, name, v.version, "train");
+    absl::StatusOr<dataset::VersionRecord> v =
+        version_of(spec.training_dataset, "training_dataset", &name);
+    if (!v.ok()) {
+      p.errors.push_back(
+          MakeIssue("dataset_not_found", "training_dataset", std::string(v.status().message())));
+      return p;
+    }
+    train_path = dataset::VersionFilePath(m->options_.data_dir, name, v->version, "train");
     if (!spec.validation_dataset.empty()) {
-      SY_RETURN_IF_ERROR(
-          ParseDatasetRef(spec.validation_dataset, "validation_dataset", &name, &version));
-      SY_ASSIGN_OR_RETURN(dataset::VersionRecord vv, m->datasets_->GetVersion(name, version));
-      validation_path = dataset::VersionFilePath(m->options_.data_dir, name, vv.version, "train");
+      std::string vname;
+      absl::StatusOr<dataset::VersionRecord> vv =
+          version_of(spec.validation_dataset, "validation_dataset", &vname);
+      if (!vv.ok()) {
+        p.errors.push_back(MakeIssue("dataset_not_found", "validation_dataset",
+                                     std::string(vv.status().message())));
+        return p;
+      }
+      validation_path = dataset::VersionFilePath(m->options_.data_dir, vname, vv->version, "train");
     } else if (spec.validation_fraction == 0) {
-      for (const dataset::FileRecord& f : v.files) {
+      for (const dataset::FileRecord& f : v->files) {
         if (f.split == "validation") {
           validation_path =
-              dataset::VersionFilePath(m->options_.data_dir, name, v.version, "validation");
+              dataset::VersionFilePath(m->options_.data_dir, name, v->version, "validation");
         }
       }
     }
     if (pin) {
       SY_RETURN_IF_ERROR(MakeDirs(pinned));
-      SY_RETURN_IF_ERROR(LinkOrCopy(train_path, pinned + "/train.jsonl"));
-      train_path = pinned + "/train.jsonl";
       if (!validation_path.empty()) {
         SY_RETURN_IF_ERROR(LinkOrCopy(validation_path, pinned + "/validation.jsonl"));
         validation_path = pinned + "/validation.jsonl";
       }
+      SY_RETURN_IF_ERROR(LinkOrCopy(train_path, pinned + "/train.jsonl"));
+      train_path = pinned + "/train.jsonl";
     }
   }
 
   const Hyperparameters& hp = spec.hyperparameters;
+  if (hp.max_seq_length && *hp.max_seq_length > config->max_position_embeddings) {
+    p.errors.push_back(
+        MakeIssue("invalid_settings", "hyperparameters.max_seq_length",
+                  absl::StrCat("is ", *hp.max_seq_length, ", more than the model's context of ",
+                               config->max_position_embeddings, " tokens")));
+    return p;
+  }
   SftTokenizeOptions to;
   to.loss_on = hp.loss_on == LossOn::kAll ? LossOn::kAll : LossOn::kAssistant;
   to.max_seq_length = hp.max_seq_length.value_or(config->max_position_embeddings);
@@ -400,7 +427,13 @@ void JobRunner::Run() {
 absl::Status JobRunner::RunOrFail() {
   run_start_ = std::chrono::steady_clock::now();
   Job job;
+  bool still_queued = true;
   SY_RETURN_IF_ERROR(Update([&](Job& j) {
+    // Cancelled or paused between the scheduler's pick and this thread's start.
+    if (j.state != JobState::kQueued) {
+      still_queued = false;
+      return absl::OkStatus();
+    }
     SY_RETURN_IF_ERROR(m_->TransitionLocked(
         &j, JobState::kValidating,
         j.restarts > 0 ? "checking data, model and settings again before resuming"
@@ -408,6 +441,7 @@ absl::Status JobRunner::RunOrFail() {
     job = j;
     return absl::OkStatus();
   }));
+  if (!still_queued) return absl::OkStatus();
   // A stop asked for while validating takes effect here.
   auto stopped = [&]() -> absl::StatusOr<bool> {
     const StopKind stop = active_->stop;
@@ -482,6 +516,12 @@ absl::Status JobRunner::RunOrFail() {
       });
     }
     case TrainerResult::Outcome::kPaused:
+      if (active_->stop == StopKind::kCancel) {
+        return Update([&](Job& j) {
+          return m_->TransitionLocked(&j, JobState::kCancelled,
+                                      absl::StrCat("cancelled by request at step ", result->step));
+        });
+      }
       if (active_->stop == StopKind::kShutdown) {
         SY_LOG(kInfo, "jobs") << "jobs/" << job_id_ << " stopped at step " << result->step
                               << " for shutdown; it resumes at the next start";
@@ -511,6 +551,15 @@ absl::StatusOr<std::string> JobRunner::Register(const Job& job, const ResolvedBa
   const JobSpec& spec = job.resolved_spec ? *job.resolved_spec : job.spec;
   const std::string model_id = absl::StrCat("ft:", base.root_id, spec.suffix.empty() ? "" : ":",
                                             spec.suffix, ":", job.job_id);
+  // A directory under this id without a registry row is what a crash inside
+  // AddFineTuned leaves (the rename happened, the insert did not); the id
+  // holds this job's id, so nothing else can own it.
+  const std::string target = m_->registry_->models_dir() + "/" + model_id;
+  std::error_code ec;
+  if (fs::exists(target, ec) && absl::IsNotFound(m_->registry_->Get(model_id).status())) {
+    SY_LOG(kWarning, "jobs") << "removing " << target << ", left by an interrupted registration";
+    SY_RETURN_IF_ERROR(RemoveAll(target));
+  }
   // The model is the checkpoint without the optimizer and trainer state.
   const std::string export_dir = m_->JobDir(job.job_id) + "/.export";
   SY_RETURN_IF_ERROR(RemoveAll(export_dir));

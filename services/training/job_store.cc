@@ -1,6 +1,7 @@
 #include "services/training/job_store.h"
 
 #include "absl/strings/str_cat.h"
+#include "shared/core/logging.h"
 #include "shared/core/sqlite_db.h"
 #include "shared/core/status_macros.h"
 
@@ -87,8 +88,13 @@ absl::StatusOr<std::vector<Job>> SqliteJobStore::List() {
   while (true) {
     SY_ASSIGN_OR_RETURN(bool row, st.Step());
     if (!row) break;
-    SY_ASSIGN_OR_RETURN(Job job, ReadJob(st));
-    out.push_back(std::move(job));
+    absl::StatusOr<Job> job = ReadJob(st);
+    if (!job.ok()) {
+      // One bad row must not take every job down with it.
+      SY_LOG(kError, "jobs") << job.status();
+      continue;
+    }
+    out.push_back(std::move(*job));
   }
   return out;
 }

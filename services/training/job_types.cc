@@ -1,6 +1,7 @@
 #include "services/training/job_types.h"
 
 #include <array>
+#include <limits>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -77,6 +78,15 @@ constexpr std::array<std::pair<EventLevel, const char*>, 3> kLevels = {{
     {EventLevel::kWarning, "warning"},
     {EventLevel::kError, "error"},
 }};
+
+// A number field; JSON has no NaN or infinity (nlohmann writes them as null),
+// so null reads back as NaN rather than throwing.
+double Num(const json& j, const char* key) {
+  auto it = j.find(key);
+  if (it == j.end()) return 0;
+  if (it->is_number()) return it->get<double>();
+  return std::numeric_limits<double>::quiet_NaN();
+}
 
 template <typename T>
 void PutOptional(json& j, const char* key, const std::optional<T>& v) {
@@ -276,12 +286,12 @@ TrainMetrics TrainMetricsFromJson(const json& j) {
   TrainMetrics m;
   m.step = j.value("step", int64_t{0});
   m.total_steps = j.value("total_steps", int64_t{0});
-  m.epoch = j.value("epoch", 0.0);
-  m.loss = j.value("loss", 0.0);
-  m.mean_token_accuracy = j.value("mean_token_accuracy", 0.0);
-  m.learning_rate = j.value("learning_rate", 0.0);
-  m.tokens_per_second = j.value("tokens_per_second", 0.0);
-  m.grad_norm = j.value("grad_norm", 0.0);
+  m.epoch = Num(j, "epoch");
+  m.loss = Num(j, "loss");
+  m.mean_token_accuracy = Num(j, "mean_token_accuracy");
+  m.learning_rate = Num(j, "learning_rate");
+  m.tokens_per_second = Num(j, "tokens_per_second");
+  m.grad_norm = Num(j, "grad_norm");
   m.tokens = j.value("tokens", int64_t{0});
   m.peak_memory_bytes = j.value("peak_memory_bytes", int64_t{0});
   return m;
@@ -299,11 +309,11 @@ json EvalMetricsToJson(const EvalMetrics& m) {
 EvalMetrics EvalMetricsFromJson(const json& j) {
   EvalMetrics m;
   m.step = j.value("step", int64_t{0});
-  m.epoch = j.value("epoch", 0.0);
-  m.validation_loss = j.value("validation_loss", 0.0);
-  m.validation_mean_token_accuracy = j.value("validation_mean_token_accuracy", 0.0);
+  m.epoch = Num(j, "epoch");
+  m.validation_loss = Num(j, "validation_loss");
+  m.validation_mean_token_accuracy = Num(j, "validation_mean_token_accuracy");
   m.is_best = j.value("is_best", false);
-  m.duration_seconds = j.value("duration_seconds", 0.0);
+  m.duration_seconds = Num(j, "duration_seconds");
   return m;
 }
 
@@ -326,9 +336,9 @@ CheckpointInfo CheckpointFromJson(const json& j) {
   c.checkpoint_id = j.value("checkpoint_id", "");
   ValueOf(kCheckpointKinds, j.value("kind", "step"), &c.kind);
   c.step = j.value("step", int64_t{0});
-  c.epoch = j.value("epoch", 0.0);
-  c.train_loss = j.value("train_loss", 0.0);
-  if (j.contains("validation_loss")) c.validation_loss = j["validation_loss"].get<double>();
+  c.epoch = Num(j, "epoch");
+  c.train_loss = Num(j, "train_loss");
+  if (j.contains("validation_loss")) c.validation_loss = Num(j, "validation_loss");
   c.is_best = j.value("is_best", false);
   c.path = j.value("path", "");
   c.size_bytes = j.value("size_bytes", int64_t{0});
@@ -399,7 +409,7 @@ absl::StatusOr<Job> JobFromJson(const json& j) {
     job.device = j.value("device", "");
     job.step = j.value("step", int64_t{0});
     job.total_steps = j.value("total_steps", int64_t{0});
-    job.epoch = j.value("epoch", 0.0);
+    job.epoch = Num(j, "epoch");
     job.trained_tokens = j.value("trained_tokens", int64_t{0});
     job.training_examples = j.value("training_examples", int64_t{0});
     job.validation_examples = j.value("validation_examples", int64_t{0});

@@ -386,6 +386,13 @@ absl::StatusOr<TrainerResult> Trainer::Run(TrainerListener* listener) {
   const CheckpointSpec& cs = spec.checkpoints;
   const int64_t total = plan_->total_steps();
   SY_RETURN_IF_ERROR(MakeDirs(setup_.checkpoints_dir));
+  // Saves a crash interrupted (".tmp-<id>") are debris.
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(setup_.checkpoints_dir, ec)) {
+    if (absl::StartsWith(e.path().filename().string(), ".tmp-")) {
+      SY_RETURN_IF_ERROR(RemoveAll(e.path().string()));
+    }
+  }
   State state;
   TrainerResult result;
   SY_ASSIGN_OR_RETURN(std::optional<CheckpointInfo> resume, ResumePoint());
@@ -456,7 +463,9 @@ absl::StatusOr<TrainerResult> Trainer::Run(TrainerListener* listener) {
   StepStats window;
   int64_t window_steps = 0;
   double window_seconds = 0;
-  std::optional<CheckpointInfo> last_saved;
+  // A pause right after resuming continues from the same checkpoint rather
+  // than saving it again.
+  std::optional<CheckpointInfo> last_saved = resume;
   while (state.step < total) {
     StopRequest stop = listener->PollStop();
     if (stop == StopRequest::kCancel) return finish(TrainerResult::Outcome::kCancelled, {});

@@ -254,6 +254,45 @@ TEST_F(JobManagerTest, SecondJobQueuesBehindTheFirstAndCancelFreesTheDevice) {
   EXPECT_EQ(jobs_->CancelJob(first->job_id).status().code(), absl::StatusCode::kFailedPrecondition);
 }
 
+TEST_F(JobManagerTest, CancelRightAfterCreateStaysCancelled) {
+  ASSERT_TRUE(jobs_->Start().ok());
+  for (int i = 0; i < 3; ++i) {
+    auto created = jobs_->CreateJob(Spec(), {});
+    ASSERT_TRUE(created.ok());
+    auto cancelled = jobs_->CancelJob(created->job_id);
+    ASSERT_TRUE(cancelled.ok()) << cancelled.status();
+    Job job = WaitFor(created->job_id);
+    EXPECT_EQ(job.state, JobState::kCancelled);
+    // Nothing moves it afterwards: the worker that picked it up (if any) lets it be.
+    auto later =
+        jobs_->WaitEvents(created->job_id, job.last_event_sequence, 10, absl::Milliseconds(300));
+    ASSERT_TRUE(later.ok());
+    EXPECT_TRUE(later->empty()) << later->front().message;
+  }
+}
+
+TEST_F(JobManagerTest, ValidateOnlyRefusesATakenJobId) {
+  CreateJobOptions o;
+  o.job_id = "taken";
+  ASSERT_TRUE(jobs_->CreateJob(Spec(), o).ok());
+  o.validate_only = true;
+  EXPECT_EQ(jobs_->CreateJob(Spec(), o).status().code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_FALSE(fs::exists(dir_ + "/jobs/taken/data"));  // validation pinned nothing
+}
+
+TEST(JobTypesTest, NonFiniteMetricsSurviveTheStore) {
+  Job job;
+  job.job_id = "x";
+  TrainMetrics m;
+  m.grad_norm = std::numeric_limits<double>::infinity();
+  m.loss = 1.5;
+  job.latest_train = m;
+  auto back = JobFromJson(nlohmann::json::parse(JobToJson(job).dump()));
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_TRUE(std::isnan(back->latest_train->grad_norm));  // JSON has no infinity
+  EXPECT_DOUBLE_EQ(back->latest_train->loss, 1.5);
+}
+
 TEST_F(JobManagerTest, PauseAndResumeFinishTheJob) {
   ASSERT_TRUE(jobs_->Start().ok());
   JobSpec spec = Spec();
