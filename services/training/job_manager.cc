@@ -264,7 +264,7 @@ void JobManager::SchedulerLoop() {
                std::make_pair(b->queue_order_ms, b->job_id);
       });
       for (Job* job : queued) {
-        const std::string device = JobRunner::DeviceFor(job->spec.device);
+        const std::string device = DeviceFor(job->spec.device);
         if (busy_slots_[device] >= options_.max_jobs_per_device) continue;
         ++busy_slots_[device];
         auto active = std::make_shared<Active>();
@@ -300,7 +300,7 @@ absl::StatusOr<Job> JobManager::CreateJob(const JobSpec& submitted,
   job.job_id = options.job_id.empty() ? "ft-" + RandomHex(6) : options.job_id;
   SY_RETURN_IF_ERROR(dataset::DatasetManager::ValidateDatasetId(job.job_id));
   // The base must exist; datasets are pinned to a version now.
-  SY_RETURN_IF_ERROR(JobRunner::ResolveBase(this, spec.base_model).status());
+  SY_RETURN_IF_ERROR(ResolveBase(sources(), spec.base_model).status());
   for (auto [ref, field] :
        {std::pair<std::string*, const char*>{&spec.training_dataset, "training_dataset"},
         {&spec.validation_dataset, "validation_dataset"}}) {
@@ -323,7 +323,7 @@ absl::StatusOr<Job> JobManager::CreateJob(const JobSpec& submitted,
   job.spec = spec;
   job.state = JobState::kQueued;
   job.create_time_ms = NowMs();
-  job.device = JobRunner::DeviceFor(spec.device);
+  job.device = DeviceFor(spec.device);
   if (options.validate_only) {
     if (!options.job_id.empty() && store_->Get(options.job_id).ok()) {
       return absl::AlreadyExistsError(
@@ -536,7 +536,7 @@ absl::StatusOr<std::vector<CheckpointInfo>> JobManager::ListCheckpoints(const st
 }
 
 absl::StatusOr<ModelRecord> JobManager::CheckpointModel(const std::string& name) {
-  SY_ASSIGN_OR_RETURN(ResolvedBase base, JobRunner::ResolveBase(this, name));
+  SY_ASSIGN_OR_RETURN(ResolvedBase base, ResolveBase(sources(), name));
   const ModelKind kind = base.adapter_dir.empty() ? ModelKind::kFullFineTune : ModelKind::kAdapter;
   const std::string dir = kind == ModelKind::kAdapter ? base.adapter_dir : base.base_dir;
   SY_ASSIGN_OR_RETURN(ModelRecord record, registry_->Inspect(dir, kind));

@@ -34,6 +34,7 @@
 #include "absl/time/time.h"
 #include "services/dataset/dataset_catalog.h"
 #include "services/training/job_event_log.h"
+#include "services/training/job_preparer.h"
 #include "services/training/job_store.h"
 #include "services/training/job_types.h"
 #include "services/training/model_registry.h"
@@ -131,6 +132,7 @@ class JobManager {
              dataset::DatasetCatalog* datasets);
 
   std::string JobDir(const std::string& job_id) const;
+  JobSources sources() const { return {options_.data_dir, registry_, datasets_, store_.get()}; }
   // A base given as a server-side directory: registered (linked) under its
   // directory name, or the model already linking to it. Returns the model id.
   absl::StatusOr<std::string> RegisterBaseDirectory(const std::string& dir);

@@ -1,9 +1,8 @@
 // JobRunner: one job's run on a worker thread of the JobManager, from
-// VALIDATING to a terminal state (or back to the queue at shutdown): pins and
-// tokenizes the data, resolves every "auto" setting, loads the model, trains
-// with a Trainer while turning its progress into job events, and registers the
-// result. Internal to the JobManager (it reads the manager's private state
-// under the manager's lock).
+// VALIDATING to a terminal state (or back to the queue at shutdown): prepares
+// it (PrepareJob), trains with a Trainer while turning its progress into job
+// events, and registers the result. Internal to the JobManager (it reads the manager's private
+// state under the manager's lock).
 #ifndef SWITCHYARD_SERVICES_TRAINING_JOB_RUNNER_H_
 #define SWITCHYARD_SERVICES_TRAINING_JOB_RUNNER_H_
 
@@ -17,6 +16,7 @@
 #include <string>
 
 #include "services/training/job_manager.h"
+#include "services/training/job_preparer.h"
 #include "services/training/trainer.h"
 
 namespace switchyard::training {
@@ -39,25 +39,12 @@ struct JobManager::Metrics {
   prometheus::Family<prometheus::Gauge>& peak_memory;
 };
 
-// Where a job's starting weights come from.
-struct ResolvedBase {
-  std::string root_id;      // the registered base at the root ("tiny")
-  std::string base_dir;     // full weights and tokenizer
-  std::string adapter_dir;  // set when continuing a LoRA adapter
-  bool parent_is_full = false;
-};
-
 class JobRunner : public TrainerListener {
  public:
   JobRunner(JobManager* manager, std::string job_id, std::shared_ptr<JobManager::Active> active);
   // Runs the job to its end; failures become the job's FAILED state.
   void Run();
 
-  // "cpu" or "cuda:N" for a spec's device ("" / "auto": CUDA when present).
-  static std::string DeviceFor(const std::string& spec_device);
-  // A registered model name ("tiny", "models/ft:tiny:a:ft-1") or a checkpoint
-  // ("jobs/<id>/checkpoints/<checkpoint>"). NOT_FOUND naming base_model.
-  static absl::StatusOr<ResolvedBase> ResolveBase(JobManager* manager, const std::string& name);
   // The data checks of VALIDATING without queueing: fills job->resolved_spec,
   // counts, errors and warnings.
   static absl::Status ValidateOnly(JobManager* manager, Job* job);
@@ -68,8 +55,6 @@ class JobRunner : public TrainerListener {
   StopRequest PollStop() override;
 
  private:
-  struct Prepared;
-  static absl::StatusOr<Prepared> Prepare(JobManager* manager, const Job& job, bool load_model);
   absl::Status RunOrFail();
   absl::Status Fail(const std::string& kind, const std::string& message);
   absl::StatusOr<std::string> Register(const Job& job, const ResolvedBase& base,

@@ -140,6 +140,14 @@ class Reader {
 
 }  // namespace
 
+Issue MakeIssue(std::string kind, std::string field, std::string message) {
+  Issue i;
+  i.kind = std::move(kind);
+  i.field = std::move(field);
+  i.message = std::move(message);
+  return i;
+}
+
 const char* JobStateName(JobState s) { return NameOf(kStates, s); }
 bool ParseJobState(const std::string& name, JobState* state) {
   return ValueOf(kStates, name, state);

@@ -95,6 +95,9 @@ enum class JobState {
   kFailed = 6,
   kCancelled = 7,
 };
+// An error Issue of `kind` naming `field` (may be empty).
+Issue MakeIssue(std::string kind, std::string field, std::string message);
+
 // "queued", "validating", ...
 const char* JobStateName(JobState state);
 bool ParseJobState(const std::string& name, JobState* state);

@@ -10,6 +10,7 @@
 #include <random>
 
 #include "absl/strings/str_cat.h"
+#include "shared/core/status_macros.h"
 
 namespace switchyard {
 namespace {
@@ -146,6 +147,15 @@ std::string RandomHex(int bytes) {
     out.push_back(kHex[b & 15]);
   }
   return out;
+}
+
+absl::Status LinkOrCopyFile(const std::string& from, const std::string& to) {
+  const std::string tmp = to + ".tmp-" + RandomHex(4);
+  if (::link(from.c_str(), tmp.c_str()) != 0) {
+    SY_ASSIGN_OR_RETURN(std::string contents, ReadFile(from));
+    SY_RETURN_IF_ERROR(WriteFileAtomic(tmp, contents));
+  }
+  return RenameDurably(tmp, to);
 }
 
 }  // namespace switchyard

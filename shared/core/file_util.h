@@ -56,6 +56,10 @@ class FileWriter {
   int64_t bytes_written_ = 0;
 };
 
+// Makes `to` a hard link of `from` when the file system allows, else a copy;
+// atomic either way (a temporary name, then a durable rename).
+absl::Status LinkOrCopyFile(const std::string& from, const std::string& to);
+
 // Random lower-case hex string of `bytes` random bytes (2*bytes characters).
 std::string RandomHex(int bytes);
 
