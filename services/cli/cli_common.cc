@@ -106,6 +106,18 @@ std::string ToJson(const google::protobuf::Message& message) {
   return out;
 }
 
+void AddPageFlags(FlagSet* flags, const std::string& items) {
+  flags->AddInt("page-size", 0, items + " per page; 0 = server default (50).");
+  flags->AddString("page-token", "", "Token from a previous page.");
+  flags->AddBool("all", false, "Follow page tokens to the end.");
+}
+
+void PrintMorePages(const std::string& next_page_token) {
+  if (!next_page_token.empty()) {
+    std::cout << "more: --page-token=" << next_page_token << " (or --all)\n";
+  }
+}
+
 std::string FormatTable(const std::vector<std::vector<std::string>>& rows) {
   std::vector<size_t> widths;
   for (const auto& row : rows) {

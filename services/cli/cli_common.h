@@ -7,6 +7,7 @@
 #include <grpcpp/support/status.h>
 
 #include <cstdint>
+#include <iostream>
 #include <string>
 #include <vector>
 
@@ -46,6 +47,37 @@ std::vector<std::string> ExpandShortFlags(std::vector<std::string> args);
 
 // Proto message as indented JSON (proto3 JSON mapping), newline-terminated.
 std::string ToJson(const google::protobuf::Message& message);
+
+// The paging flags of a list verb: --page-size, --page-token, --all.
+// `items` names what a page holds ("Jobs").
+void AddPageFlags(FlagSet* flags, const std::string& items);
+
+// Fetches pages from --page-token on (every page with --all) into `all`:
+// `fetch(page_size, page_token, &page)` makes one call; `items(response)`
+// returns the response's repeated field. Returns -1 to go on, else the exit
+// code (a bad --page-size, a failed call).
+template <typename Response, typename Fetch, typename Items>
+int FetchPages(const FlagSet& flags, Fetch fetch, Items items, Response* all) {
+  const int64_t size = flags.GetInt("page-size");
+  if (size < 0 || size > 1000) {
+    std::cerr << "error: --page-size must be between 0 and 1000\n";
+    return kExitUsage;
+  }
+  std::string token = flags.GetString("page-token");
+  do {
+    Response page;
+    grpc::Status s = fetch(static_cast<int32_t>(size), token, &page);
+    if (!s.ok()) return ReportError(s);
+    items(all)->MergeFrom(*items(&page));
+    all->set_total_size(page.total_size());
+    token = page.next_page_token();
+    all->set_next_page_token(token);
+  } while (flags.GetBool("all") && !token.empty());
+  return -1;
+}
+
+// "more: --page-token=... (or --all)" when pages are left.
+void PrintMorePages(const std::string& next_page_token);
 
 // Aligned text table with a header row.
 std::string FormatTable(const std::vector<std::vector<std::string>>& rows);

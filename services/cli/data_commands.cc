@@ -566,9 +566,7 @@ int AddTokenStats(const Client& c, const std::string& tokenizer_path, v1::Datase
 
 int List(const std::vector<std::string>& args) {
   FlagSet flags("switchyard data list [flags]", "Lists datasets with their newest version.");
-  flags.AddInt("page-size", 0, "Datasets per page; 0 = server default (50).");
-  flags.AddString("page-token", "", "Token from a previous page.");
-  flags.AddBool("all", false, "Follow page tokens to the end.");
+  AddPageFlags(&flags, "Datasets");
   flags.AddBool("json", false, "Print the response as JSON.");
   AddClientFlags(&flags);
   int rc = ParseOrExit(&flags, args, 0, 0);
@@ -576,21 +574,18 @@ int List(const std::vector<std::string>& args) {
   Client c;
   if ((rc = Connect(flags, &c)) >= 0) return rc;
   v1::ListDatasetsResponse all;
-  std::string token = flags.GetString("page-token");
-  do {
-    grpc::ClientContext ctx;
-    c.Prepare(&ctx);
-    v1::ListDatasetsRequest req;
-    req.set_page_size(static_cast<int32_t>(flags.GetInt("page-size")));
-    req.set_page_token(token);
-    v1::ListDatasetsResponse resp;
-    grpc::Status s = c.stub->ListDatasets(&ctx, req, &resp);
-    if (!s.ok()) return ReportError(s);
-    all.mutable_datasets()->MergeFrom(resp.datasets());
-    all.set_total_size(resp.total_size());
-    token = resp.next_page_token();
-    all.set_next_page_token(token);
-  } while (flags.GetBool("all") && !token.empty());
+  rc = FetchPages(
+      flags,
+      [&](int32_t size, const std::string& token, v1::ListDatasetsResponse* page) {
+        grpc::ClientContext ctx;
+        c.Prepare(&ctx);
+        v1::ListDatasetsRequest req;
+        req.set_page_size(size);
+        req.set_page_token(token);
+        return c.stub->ListDatasets(&ctx, req, page);
+      },
+      [](v1::ListDatasetsResponse* r) { return r->mutable_datasets(); }, &all);
+  if (rc >= 0) return rc;
   if (flags.GetBool("json")) {
     std::cout << ToJson(all);
     return kExitOk;
@@ -601,9 +596,7 @@ int List(const std::vector<std::string>& args) {
                     absl::StrCat(d.version_count()), d.description()});
   }
   std::cout << FormatTable(rows);
-  if (!all.next_page_token().empty()) {
-    std::cout << "more: --page-token=" << all.next_page_token() << " (or --all)\n";
-  }
+  PrintMorePages(all.next_page_token());
   return kExitOk;
 }
 

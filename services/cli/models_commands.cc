@@ -189,9 +189,7 @@ int ListModels(const std::vector<std::string>& args) {
                 "Lists base and fine-tuned models, newest first.");
   flags.AddString("kind", "", "Only this kind: base | adapter | full.");
   flags.AddString("base", "", "Only models derived from this base.");
-  flags.AddInt("page-size", 0, "Models per page; 0 = server default (50).");
-  flags.AddString("page-token", "", "Token from a previous page.");
-  flags.AddBool("all", false, "Follow page tokens to the end.");
+  AddPageFlags(&flags, "Models");
   flags.AddBool("json", false, "Print the response as JSON.");
   AddClientFlags(&flags);
   int rc = ParseOrExit(&flags, args, 0, 0);
@@ -208,28 +206,21 @@ int ListModels(const std::vector<std::string>& args) {
     base_req.set_kind(kind);
   }
   base_req.set_base_model(flags.GetString("base"));
-  if (flags.GetInt("page-size") < 0 || flags.GetInt("page-size") > 1000) {
-    std::cerr << "error: --page-size must be between 0 and 1000\n";
-    return kExitUsage;
-  }
-  base_req.set_page_size(static_cast<int32_t>(flags.GetInt("page-size")));
   Client c;
   if ((rc = Connect(flags, &c)) >= 0) return rc;
   v1::ListModelsResponse all;
-  std::string token = flags.GetString("page-token");
-  do {
-    grpc::ClientContext ctx;
-    c.Prepare(&ctx);
-    v1::ListModelsRequest req = base_req;
-    req.set_page_token(token);
-    v1::ListModelsResponse resp;
-    grpc::Status s = c.stub->ListModels(&ctx, req, &resp);
-    if (!s.ok()) return ReportError(s);
-    all.mutable_models()->MergeFrom(resp.models());
-    all.set_total_size(resp.total_size());
-    token = resp.next_page_token();
-    all.set_next_page_token(token);
-  } while (flags.GetBool("all") && !token.empty());
+  rc = FetchPages(
+      flags,
+      [&](int32_t size, const std::string& token, v1::ListModelsResponse* page) {
+        grpc::ClientContext ctx;
+        c.Prepare(&ctx);
+        v1::ListModelsRequest req = base_req;
+        req.set_page_size(size);
+        req.set_page_token(token);
+        return c.stub->ListModels(&ctx, req, page);
+      },
+      [](v1::ListModelsResponse* r) { return r->mutable_models(); }, &all);
+  if (rc >= 0) return rc;
   if (flags.GetBool("json")) {
     std::cout << ToJson(all);
     return kExitOk;
@@ -244,9 +235,7 @@ int ListModels(const std::vector<std::string>& args) {
                     HumanBytes(m.size_bytes()), TimeLabel(m.create_time())});
   }
   std::cout << FormatTable(rows);
-  if (!all.next_page_token().empty()) {
-    std::cout << "more: --page-token=" << all.next_page_token() << " (or --all)\n";
-  }
+  PrintMorePages(all.next_page_token());
   return kExitOk;
 }
 

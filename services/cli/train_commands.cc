@@ -622,9 +622,7 @@ int List(const std::vector<std::string>& args) {
                   "Only jobs in these states, comma-separated: queued, validating, running, "
                   "paused, succeeded, failed, cancelled.");
   flags.AddString("base", "", "Only jobs on this base model.");
-  flags.AddInt("page-size", 0, "Jobs per page; 0 = server default (50).");
-  flags.AddString("page-token", "", "Token from a previous page.");
-  flags.AddBool("all", false, "Follow page tokens to the end.");
+  AddPageFlags(&flags, "Jobs");
   flags.AddBool("json", false, "Print the response as JSON.");
   AddClientFlags(&flags);
   int rc = ParseOrExit(&flags, args, 0, 0);
@@ -641,28 +639,21 @@ int List(const std::vector<std::string>& args) {
     base_req.add_states(state);
   }
   base_req.set_base_model(flags.GetString("base"));
-  if (flags.GetInt("page-size") < 0 || flags.GetInt("page-size") > 1000) {
-    std::cerr << "error: --page-size must be between 0 and 1000\n";
-    return kExitUsage;
-  }
-  base_req.set_page_size(static_cast<int32_t>(flags.GetInt("page-size")));
   Client c;
   if ((rc = Connect(flags, &c)) >= 0) return rc;
   v1::ListJobsResponse all;
-  std::string token = flags.GetString("page-token");
-  do {
-    grpc::ClientContext ctx;
-    c.Prepare(&ctx);
-    v1::ListJobsRequest req = base_req;
-    req.set_page_token(token);
-    v1::ListJobsResponse resp;
-    grpc::Status s = c.stub->ListJobs(&ctx, req, &resp);
-    if (!s.ok()) return ReportError(s);
-    all.mutable_jobs()->MergeFrom(resp.jobs());
-    all.set_total_size(resp.total_size());
-    token = resp.next_page_token();
-    all.set_next_page_token(token);
-  } while (flags.GetBool("all") && !token.empty());
+  rc = FetchPages(
+      flags,
+      [&](int32_t size, const std::string& token, v1::ListJobsResponse* page) {
+        grpc::ClientContext ctx;
+        c.Prepare(&ctx);
+        v1::ListJobsRequest req = base_req;
+        req.set_page_size(size);
+        req.set_page_token(token);
+        return c.stub->ListJobs(&ctx, req, page);
+      },
+      [](v1::ListJobsResponse* r) { return r->mutable_jobs(); }, &all);
+  if (rc >= 0) return rc;
   if (flags.GetBool("json")) {
     std::cout << ToJson(all);
     return kExitOk;
@@ -679,9 +670,7 @@ int List(const std::vector<std::string>& args) {
                     TimeLabel(j.create_time())});
   }
   std::cout << FormatTable(rows);
-  if (!all.next_page_token().empty()) {
-    std::cout << "more: --page-token=" << all.next_page_token() << " (or --all)\n";
-  }
+  PrintMorePages(all.next_page_token());
   return kExitOk;
 }
 
