@@ -106,6 +106,12 @@ std::string ToJson(const google::protobuf::Message& message) {
   return out;
 }
 
+std::string TimeLabel(const google::protobuf::Timestamp& t) {
+  if (t.seconds() == 0 && t.nanos() == 0) return "-";
+  return absl::FormatTime("%Y-%m-%d %H:%M:%S", absl::FromUnixSeconds(t.seconds()),
+                          absl::UTCTimeZone());
+}
+
 void AddPageFlags(FlagSet* flags, const std::string& items) {
   flags->AddInt("page-size", 0, items + " per page; 0 = server default (50).");
   flags->AddString("page-token", "", "Token from a previous page.");

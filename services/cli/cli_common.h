@@ -4,10 +4,12 @@
 #define SWITCHYARD_SERVICES_CLI_CLI_COMMON_H_
 
 #include <google/protobuf/message.h>
+#include <google/protobuf/timestamp.pb.h>
 #include <grpcpp/support/status.h>
 
 #include <cstdint>
 #include <iostream>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -32,10 +34,31 @@ enum ExitCode {
 void AddClientFlags(FlagSet* flags);
 rpc::ClientOptions ClientOptionsFromFlags(const FlagSet& flags);
 
+// A stub of one v1 service and the options its calls carry.
+template <typename Service>
+struct ServiceClient {
+  rpc::ClientOptions options;
+  std::unique_ptr<typename Service::Stub> stub;
+  void Prepare(grpc::ClientContext* ctx) const { rpc::PrepareContext(options, ctx); }
+};
+
 // Prints "error: ..." (with rich details when present) and returns the exit code.
 int ReportError(const grpc::Status& status);
 int ReportError(const absl::Status& status);
 int ExitCodeFor(grpc::StatusCode code);
+
+// Connects `client` with the client flags. Returns -1 to go on, else the exit code.
+template <typename Service>
+int Connect(const FlagSet& flags, ServiceClient<Service>* client) {
+  client->options = ClientOptionsFromFlags(flags);
+  auto channel = rpc::MakeChannel(client->options);
+  if (!channel.ok()) return ReportError(channel.status());
+  client->stub = Service::NewStub(*channel);
+  return -1;
+}
+
+// "2026-11-21 10:44:37" (UTC); "-" for an unset time.
+std::string TimeLabel(const google::protobuf::Timestamp& t);
 
 // Parses flags; prints help or the usage error. Returns -1 to continue, else
 // the exit code to return.

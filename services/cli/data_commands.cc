@@ -475,20 +475,7 @@ int Upload(const std::vector<std::string>& args, bool append) {
   return kExitOk;
 }
 
-// Common setup for the read/delete verbs.
-struct Client {
-  rpc::ClientOptions options;
-  std::unique_ptr<v1::DatasetService::Stub> stub;
-  void Prepare(grpc::ClientContext* ctx) const { rpc::PrepareContext(options, ctx); }
-};
-
-int Connect(const FlagSet& flags, Client* client) {
-  client->options = ClientOptionsFromFlags(flags);
-  auto channel = rpc::MakeChannel(client->options);
-  if (!channel.ok()) return ReportError(channel.status());
-  client->stub = v1::DatasetService::NewStub(*channel);
-  return -1;
-}
+using Client = ServiceClient<v1::DatasetService>;
 
 // Streams one file of a version into `out`, checking its sha256 (DATA_LOSS on
 // a mismatch). With `progress`, draws a bar on a terminal.

@@ -26,19 +26,7 @@ const char* kModelsUsage =
     "  delete NAME               Delete a model and its files.\n\n"
     "Run `switchyard models <verb> --help` for the flags of each verb.\n";
 
-struct Client {
-  rpc::ClientOptions options;
-  std::unique_ptr<v1::TrainingService::Stub> stub;
-  void Prepare(grpc::ClientContext* ctx) const { rpc::PrepareContext(options, ctx); }
-};
-
-int Connect(const FlagSet& flags, Client* client) {
-  client->options = ClientOptionsFromFlags(flags);
-  auto channel = rpc::MakeChannel(client->options);
-  if (!channel.ok()) return ReportError(channel.status());
-  client->stub = v1::TrainingService::NewStub(*channel);
-  return -1;
-}
+using Client = ServiceClient<v1::TrainingService>;
 
 std::string ModelName(const std::string& arg) {
   return absl::StartsWith(arg, "models/") || absl::StartsWith(arg, "jobs/")
@@ -57,12 +45,6 @@ std::string KindLabel(v1::ModelKind kind) {
     default:
       return "-";
   }
-}
-
-std::string TimeLabel(const google::protobuf::Timestamp& t) {
-  if (t.seconds() == 0 && t.nanos() == 0) return "-";
-  return absl::FormatTime("%Y-%m-%d %H:%M:%S", absl::FromUnixSeconds(t.seconds()),
-                          absl::UTCTimeZone());
 }
 
 // Maps a flag's word to an enum value; prints the accepted words on a miss.

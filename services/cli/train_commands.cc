@@ -39,19 +39,7 @@ const char* kTrainUsage =
     "JOB is a job id (ft-7f3a) or its name (jobs/ft-7f3a).\n"
     "Run `switchyard train <verb> --help` for the flags of each verb.\n";
 
-struct Client {
-  rpc::ClientOptions options;
-  std::unique_ptr<v1::TrainingService::Stub> stub;
-  void Prepare(grpc::ClientContext* ctx) const { rpc::PrepareContext(options, ctx); }
-};
-
-int Connect(const FlagSet& flags, Client* client) {
-  client->options = ClientOptionsFromFlags(flags);
-  auto channel = rpc::MakeChannel(client->options);
-  if (!channel.ok()) return ReportError(channel.status());
-  client->stub = v1::TrainingService::NewStub(*channel);
-  return -1;
-}
+using Client = ServiceClient<v1::TrainingService>;
 
 std::string JobName(const std::string& arg) {
   return absl::StartsWith(arg, "jobs/") ? arg : absl::StrCat("jobs/", arg);
@@ -67,12 +55,6 @@ std::string StateLabel(v1::JobState state) {
 bool ParseStateLabel(const std::string& label, v1::JobState* state) {
   return v1::JobState_Parse(absl::StrCat("JOB_STATE_", absl::AsciiStrToUpper(label)), state) &&
          *state != v1::JOB_STATE_UNSPECIFIED;
-}
-
-std::string TimeLabel(const google::protobuf::Timestamp& t) {
-  if (t.seconds() == 0 && t.nanos() == 0) return "-";
-  return absl::FormatTime("%Y-%m-%d %H:%M:%S", absl::FromUnixSeconds(t.seconds()),
-                          absl::UTCTimeZone());
 }
 
 std::string IssueLine(const v1::Issue& i) {
