@@ -245,6 +245,7 @@ absl::StatusOr<PreparedJob> PrepareJob(const JobSources& m, const Job& job, bool
   facts.context_length = config->max_position_embeddings;
   facts.arch = config->arch;
   facts.cuda = cuda;
+  facts.bf16 = cuda || model::CpuSupportsBf16();
   facts.parent_is_adapter = !p.base.adapter_dir.empty();
   facts.parent_is_full = p.base.parent_is_full;
   p.resolved = ResolveJobSpec(spec, facts, seed);

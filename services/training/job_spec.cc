@@ -246,7 +246,7 @@ JobSpec ResolveJobSpec(const JobSpec& spec, const SpecFacts& f, uint64_t seed) {
   if (!h.packing) h.packing = false;
   if (h.loss_on == LossOn::kAuto) h.loss_on = LossOn::kAssistant;
   if (!h.log_interval_steps) h.log_interval_steps = 1;
-  if (h.precision == Precision::kAuto) h.precision = f.cuda ? Precision::kBf16 : Precision::kFp32;
+  if (h.precision == Precision::kAuto) h.precision = f.bf16 ? Precision::kBf16 : Precision::kFp32;
   if (r.device.empty() || r.device == "auto") r.device = f.cuda ? "cuda:0" : "cpu";
   if (r.device == "cuda") r.device = "cuda:0";
   // Step-dependent defaults use the unpacked row count (packing only lowers it).

@@ -32,6 +32,7 @@ struct SpecFacts {
   int64_t context_length = 0;   // the model's
   model::Architecture arch = model::Architecture::kLlama;
   bool cuda = false;  // training on a GPU
+  bool bf16 = false;  // the device computes bf16 natively (a GPU, an AVX-512 BF16 CPU)
   // When continuing a fine-tuned model: its adapter's settings.
   bool parent_is_adapter = false;
   bool parent_is_full = false;

@@ -23,6 +23,11 @@ int SetTorchThreads(int threads) {
   return at::get_num_threads();
 }
 
+bool CpuSupportsBf16() {
+  static const bool has = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16");
+  return has;
+}
+
 absl::StatusOr<at::ScalarType> ParseDtype(absl::string_view name) {
   if (name == "float32" || name == "fp32" || name == "float") return at::kFloat;
   if (name == "bfloat16" || name == "bf16") return at::kBFloat16;

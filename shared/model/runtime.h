@@ -25,6 +25,10 @@ namespace switchyard::model {
 // Returns the count in effect.
 int SetTorchThreads(int threads);
 
+// Whether this CPU computes bf16 natively (AVX-512 BF16): where bf16 training
+// is the faster choice rather than an emulated one.
+bool CpuSupportsBf16();
+
 // "float32"/"fp32", "bfloat16"/"bf16", "float16"/"fp16".
 absl::StatusOr<at::ScalarType> ParseDtype(absl::string_view name);
 absl::string_view DtypeName(at::ScalarType dtype);  // "float32", "bfloat16", ...

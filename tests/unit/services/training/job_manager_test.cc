@@ -354,6 +354,7 @@ TEST_F(JobManagerTest, ValidateOnlyResolvesAutoSettingsFromTheData) {
   EXPECT_EQ(*job->resolved_spec->adapter.lora.r, 8);
   EXPECT_EQ(job->resolved_spec->adapter.lora.target_modules.size(), 7u);
   EXPECT_EQ(job->resolved_spec->device, "cpu");
+  EXPECT_EQ(h.precision, model::CpuSupportsBf16() ? Precision::kBf16 : Precision::kFp32);
   EXPECT_EQ(job->total_steps, 7 * 16);
   EXPECT_TRUE(job->resolved_spec->seed.has_value());
   auto listed = jobs_->ListJobs(0, "", {});
