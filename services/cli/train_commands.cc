@@ -388,7 +388,8 @@ int Create(const std::vector<std::string>& args) {
   flags.AddString("early-stopping-patience", "",
                   "Stop after N evaluations without improvement (unset/0: never).");
   flags.AddString("early-stopping-min-delta", "", "Smallest improvement that counts (auto: 0).");
-  flags.AddString("precision", "", "fp32 | bf16 (auto: bf16 where the device computes it natively, else fp32).");
+  flags.AddString("precision", "",
+                  "fp32 | bf16 (auto: bf16 where the device computes it natively, else fp32).");
   flags.AddString("seed", "", "Seed of data order, dropout and init (auto: random, recorded).");
   flags.AddString("suffix", "", "Part of the model id ft:BASE:SUFFIX:JOB (a-z, 0-9, -, _).");
   flags.AddString("metadata", "", "key=value pairs kept with the job and model, comma-separated.");

@@ -1,6 +1,5 @@
 #include "services/training/job_runner.h"
 
-
 #include <filesystem>
 
 #include "absl/strings/match.h"

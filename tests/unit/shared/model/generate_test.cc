@@ -198,7 +198,8 @@ TEST_F(GenerateTest, BadRequestsAreErrors) {
 TEST_F(GenerateTest, GenerationConfigSuppliesEosAndDefaults) {
   auto defaults = LoadGenerationDefaults(dir_, lm_->config());
   ASSERT_TRUE(defaults.ok());
-  EXPECT_EQ(defaults->eos_token_ids, (std::vector<int64_t>{256, 258}));  // <|endoftext|>, <|im_end|>
+  EXPECT_EQ(defaults->eos_token_ids,
+            (std::vector<int64_t>{256, 258}));  // <|endoftext|>, <|im_end|>
   ASSERT_TRUE(WriteFileAtomic(dir_ + "/generation_config.json",
                               R"({"eos_token_id": [3, 4], "temperature": 0.6, "top_p": 0.9})")
                   .ok());
