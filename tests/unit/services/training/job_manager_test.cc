@@ -271,6 +271,26 @@ TEST_F(JobManagerTest, CancelRightAfterCreateStaysCancelled) {
   }
 }
 
+TEST_F(JobManagerTest, RegistrationDebrisOfACrashIsClearedBeforeRegistering) {
+  // What a kill -9 between AddFineTuned's rename and its insert leaves: the
+  // model's directory without a registry row.
+  ASSERT_TRUE(MakeDirs(dir_ + "/models/ft:tiny:t:debris").ok());
+  ASSERT_TRUE(WriteFileAtomic(dir_ + "/models/ft:tiny:t:debris/adapter_config.json", "{").ok());
+  ASSERT_TRUE(jobs_->Start().ok());
+  CreateJobOptions o;
+  o.job_id = "debris";
+  JobSpec spec = Spec();
+  spec.hyperparameters.epochs = 1;
+  ASSERT_TRUE(jobs_->CreateJob(spec, o).ok());
+  Job job = WaitFor("debris");
+  ASSERT_EQ(job.state, JobState::kSucceeded) << (job.errors.empty() ? "" : job.errors[0].message);
+  auto model = registry_->Get("ft:tiny:t:debris");
+  ASSERT_TRUE(model.ok()) << model.status();
+  auto config = ReadFile(model->path + "/adapter_config.json");
+  ASSERT_TRUE(config.ok());
+  EXPECT_NE(*config, "{");
+}
+
 TEST_F(JobManagerTest, ValidateOnlyRefusesATakenJobId) {
   CreateJobOptions o;
   o.job_id = "taken";
