@@ -87,6 +87,20 @@ std::vector<std::vector<Row>> BatchPlan::MicroBatches(int64_t step) const {
   return out;
 }
 
+BatchPlan PlanFor(const JobSpec& resolved, const std::vector<SftExample>& train) {
+  const Hyperparameters& hp = resolved.hyperparameters;
+  std::vector<int64_t> lengths;
+  for (const SftExample& ex : train) lengths.push_back(static_cast<int64_t>(ex.ids.size()));
+  BatchPlanOptions o;
+  o.epochs = hp.epochs.value_or(1);
+  o.batch_size = hp.batch_size.value_or(1);
+  o.micro_batches = hp.gradient_accumulation_steps.value_or(1);
+  o.packing = hp.packing.value_or(false);
+  o.max_seq_length = hp.max_seq_length.value_or(0);
+  o.seed = resolved.seed.value_or(0);
+  return BatchPlan(lengths, o);
+}
+
 Batch MakeBatch(const std::vector<SftExample>& examples, const std::vector<Row>& rows) {
   const int64_t B = static_cast<int64_t>(rows.size());
   int64_t T = 1;

@@ -55,6 +55,10 @@ class BatchPlan {
   std::vector<int64_t> epoch_first_step_;     // 1-based step that starts each epoch
 };
 
+// The plan a resolved job spec gives for `train` (epochs, batch size,
+// gradient accumulation, packing, max_seq_length, seed).
+BatchPlan PlanFor(const JobSpec& resolved, const std::vector<SftExample>& train);
+
 // Packs examples in `order` into rows: with packing, greedily in order while
 // they fit `capacity` tokens; without, one per row.
 std::vector<Row> MakeRows(const std::vector<int64_t>& order, const std::vector<int64_t>& lengths,

@@ -532,7 +532,10 @@ absl::StatusOr<std::vector<JobEvent>> JobManager::WaitEvents(const std::string& 
 absl::StatusOr<std::vector<CheckpointInfo>> JobManager::ListCheckpoints(const std::string& name) {
   SY_ASSIGN_OR_RETURN(std::string id, JobIdOf(name));
   SY_RETURN_IF_ERROR(GetJob(id).status());
-  return training::ListCheckpoints(JobDir(id) + "/checkpoints");
+  SY_ASSIGN_OR_RETURN(std::vector<CheckpointInfo> checkpoints,
+                      training::ListCheckpoints(JobDir(id) + "/checkpoints"));
+  for (CheckpointInfo& c : checkpoints) c.size_bytes = DirectoryBytes(c.path);
+  return checkpoints;
 }
 
 absl::StatusOr<ModelRecord> JobManager::CheckpointModel(const std::string& name) {

@@ -31,15 +31,7 @@ absl::Status JobRunner::ValidateOnly(JobManager* m, Job* job) {
     job->resolved_spec = p.resolved;
     job->training_examples = static_cast<int64_t>(p.setup.train.size());
     job->validation_examples = static_cast<int64_t>(p.setup.validation.size());
-    std::vector<int64_t> lengths;
-    for (const SftExample& e : p.setup.train) lengths.push_back(e.ids.size());
-    BatchPlanOptions o;
-    o.epochs = p.resolved.hyperparameters.epochs.value_or(1);
-    o.batch_size = p.resolved.hyperparameters.batch_size.value_or(1);
-    o.packing = p.resolved.hyperparameters.packing.value_or(false);
-    o.max_seq_length = p.resolved.hyperparameters.max_seq_length.value_or(0);
-    o.seed = p.resolved.seed.value_or(0);
-    job->total_steps = BatchPlan(lengths, o).total_steps();
+    job->total_steps = PlanFor(p.resolved, p.setup.train).total_steps();
   }
   return absl::OkStatus();
 }

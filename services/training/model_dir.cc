@@ -34,19 +34,6 @@ absl::StatusOr<std::vector<fs::directory_entry>> ListDir(const std::string& dir)
   }
 }
 
-// Bytes of the regular files under `dir` (a symlinked `dir` is followed).
-int64_t DirSize(const std::string& dir) {
-  int64_t total = 0;
-  std::error_code ec;
-  for (fs::recursive_directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
-    std::error_code file_ec;
-    if (!it->is_regular_file(file_ec)) continue;
-    const uintmax_t size = it->file_size(file_ec);
-    if (!file_ec) total += static_cast<int64_t>(size);
-  }
-  return total;
-}
-
 namespace {
 
 // sentence-transformers module directories: "1_Pooling", "2_Dense", ...
@@ -157,7 +144,7 @@ absl::StatusOr<ModelRecord> InspectCheckpoint(const std::string& dir, bool requi
   r.kind = ModelKind::kBase;
   r.path = dir;
   r.parameter_count = *count;
-  r.size_bytes = DirSize(dir);
+  r.size_bytes = DirectoryBytes(dir);
   r.context_length = config->max_position_embeddings;
   r.vocab_size = config->vocab_size;
   r.dtype = std::string(model::DtypeName(*dtype));
@@ -177,7 +164,7 @@ absl::StatusOr<ModelRecord> InspectAdapter(const std::string& dir, const ModelRe
   r.kind = ModelKind::kAdapter;
   r.path = dir;
   r.adapter_parameter_count = *count;
-  r.size_bytes = DirSize(dir);
+  r.size_bytes = DirectoryBytes(dir);
   LoraSummary lora;
   lora.r = config->r;
   lora.alpha = config->alpha;

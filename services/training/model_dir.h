@@ -19,8 +19,6 @@ namespace switchyard::training {
 absl::Status LoadError(const std::string& dir, const absl::Status& s);
 // The entries of `dir`; an error names it.
 absl::StatusOr<std::vector<std::filesystem::directory_entry>> ListDir(const std::string& dir);
-// Bytes of the regular files under `dir` (following a symlinked dir).
-int64_t DirSize(const std::string& dir);
 // Copies the model files of `src` into `dst`: regular files (following
 // symlinks) and, at the top, sentence-transformers module folders ("1_Pooling").
 absl::Status CopyModelFiles(const std::string& src, const std::string& dst, bool top);

@@ -326,7 +326,7 @@ absl::StatusOr<ModelRecord> ModelRegistry::Store(const RegisterRequest& request,
     return s;
   }
   record.path = final_dir;
-  record.size_bytes = DirSize(final_dir);
+  record.size_bytes = DirectoryBytes(final_dir);
   s = InsertLocked(record);
   if (!s.ok()) {
     (void)RemoveModelDir(models_dir_, final_dir);

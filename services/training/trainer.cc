@@ -66,15 +66,6 @@ int64_t PeakMemoryBytes() {
   return 0;
 }
 
-int64_t DirBytes(const std::string& dir) {
-  int64_t total = 0;
-  std::error_code ec;
-  for (const auto& e : fs::recursive_directory_iterator(dir, ec)) {
-    if (e.is_regular_file(ec)) total += static_cast<int64_t>(e.file_size(ec));
-  }
-  return total;
-}
-
 uint64_t DropoutSeed(uint64_t seed, int64_t step, int64_t micro) {
   return seed * 0x9E3779B97F4A7C15ull + static_cast<uint64_t>(step) * 1000003ull +
          static_cast<uint64_t>(micro);
@@ -157,16 +148,7 @@ absl::Status Trainer::Prepare() {
   o.weight_decay = hp.weight_decay.value_or(0);
   optimizer_ = std::make_unique<AdamW>(std::move(params), o);
 
-  std::vector<int64_t> lengths;
-  for (const SftExample& ex : setup_.train) lengths.push_back(static_cast<int64_t>(ex.ids.size()));
-  BatchPlanOptions po;
-  po.epochs = hp.epochs.value_or(1);
-  po.batch_size = hp.batch_size.value_or(1);
-  po.micro_batches = hp.gradient_accumulation_steps.value_or(1);
-  po.packing = hp.packing.value_or(false);
-  po.max_seq_length = hp.max_seq_length.value_or(0);
-  po.seed = spec.seed.value_or(0);
-  plan_ = std::make_unique<BatchPlan>(lengths, po);
+  plan_ = std::make_unique<BatchPlan>(PlanFor(spec, setup_.train));
   if (plan_->total_steps() == 0) return absl::InvalidArgumentError("training_dataset: no examples");
   return absl::OkStatus();
 }
@@ -277,7 +259,6 @@ absl::StatusOr<std::vector<CheckpointInfo>> ListCheckpoints(const std::string& d
     }
     CheckpointInfo c = CheckpointFromJson(j["checkpoint"]);
     c.path = e.path().string();
-    c.size_bytes = DirBytes(c.path);  // the state file is written before the size is known
     out.push_back(std::move(c));
   }
   if (ec) return absl::InternalError(absl::StrCat(dir, ": ", ec.message()));
@@ -336,7 +317,7 @@ absl::StatusOr<CheckpointInfo> Trainer::SaveCheckpoint(CheckpointKind kind, cons
   SY_RETURN_IF_ERROR(WriteFileAtomic(tmp + "/" + kStateFile, j.dump(2) + "\n"));
   SY_RETURN_IF_ERROR(RemoveAll(c.path));
   SY_RETURN_IF_ERROR(RenameDurably(tmp, c.path));
-  c.size_bytes = DirBytes(c.path);
+  c.size_bytes = DirectoryBytes(c.path);
   return c;
 }
 

@@ -71,7 +71,8 @@ struct TrainerResult {
 };
 
 // The finished checkpoints under `dir` (those with trainer_state.json),
-// oldest first; an absent directory has none.
+// oldest first; an absent directory has none. size_bytes is left 0 (walking
+// every checkpoint's files is for callers that report it).
 absl::StatusOr<std::vector<CheckpointInfo>> ListCheckpoints(const std::string& dir);
 
 class Trainer {

@@ -149,6 +149,19 @@ std::string RandomHex(int bytes) {
   return out;
 }
 
+int64_t DirectoryBytes(const std::string& dir) {
+  int64_t total = 0;
+  std::error_code ec;
+  for (std::filesystem::recursive_directory_iterator it(dir, ec), end; !ec && it != end;
+       it.increment(ec)) {
+    std::error_code file_ec;
+    if (!it->is_regular_file(file_ec)) continue;
+    const uintmax_t size = it->file_size(file_ec);
+    if (!file_ec) total += static_cast<int64_t>(size);
+  }
+  return total;
+}
+
 absl::Status LinkOrCopyFile(const std::string& from, const std::string& to) {
   const std::string tmp = to + ".tmp-" + RandomHex(4);
   if (::link(from.c_str(), tmp.c_str()) != 0) {

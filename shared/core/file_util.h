@@ -56,6 +56,10 @@ class FileWriter {
   int64_t bytes_written_ = 0;
 };
 
+// Bytes of the regular files under `dir` (a symlinked `dir` is followed);
+// unreadable entries count as 0.
+int64_t DirectoryBytes(const std::string& dir);
+
 // Makes `to` a hard link of `from` when the file system allows, else a copy;
 // atomic either way (a temporary name, then a durable rename).
 absl::Status LinkOrCopyFile(const std::string& from, const std::string& to);
