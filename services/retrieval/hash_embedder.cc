@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "services/retrieval/chunker.h"
 #include "services/retrieval/words.h"
 
 namespace switchyard::retrieval {
@@ -52,5 +53,7 @@ absl::StatusOr<std::vector<float>> HashEmbedder::Embed(
   for (size_t i = 0; i < texts.size(); ++i) EmbedOne(texts[i], out.data() + i * dimension_);
   return out;
 }
+
+int HashEmbedder::CountTokens(absl::string_view piece) const { return WordCost(piece); }
 
 }  // namespace switchyard::retrieval

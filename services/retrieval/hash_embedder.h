@@ -16,17 +16,9 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "services/retrieval/embedder.h"
 
 namespace switchyard::retrieval {
-
-class Embedder {
- public:
-  virtual ~Embedder() = default;
-  virtual int dimension() const = 0;
-  // (texts.size() x dimension()) row-major vectors, each of L2 norm 1 (or 0
-  // for a text with nothing to embed).
-  virtual absl::StatusOr<std::vector<float>> Embed(const std::vector<std::string>& texts) const = 0;
-};
 
 class HashEmbedder : public Embedder {
  public:
@@ -35,6 +27,9 @@ class HashEmbedder : public Embedder {
 
   int dimension() const override { return dimension_; }
   absl::StatusOr<std::vector<float>> Embed(const std::vector<std::string>& texts) const override;
+  // Words (SplitWords) of the piece.
+  int CountTokens(absl::string_view piece) const override;
+  int max_tokens() const override { return 0; }
   // One text into `out` (dimension() floats).
   void EmbedOne(const std::string& text, float* out) const;
 

@@ -31,15 +31,6 @@ std::string OffsetsText(const TensorInfo& info) {
   return absl::StrCat("[", info.begin, ", ", info.end, "]");
 }
 
-bool IsValidUtf8(std::string_view text) {
-  try {
-    (void)json(std::string(text)).dump(-1, ' ', false, json::error_handler_t::strict);
-  } catch (const json::type_error&) {
-    return false;
-  }
-  return true;
-}
-
 absl::StatusOr<uint64_t> ByteSize(DType dtype, const std::vector<int64_t>& shape) {
   // Zero dims are skipped so that the check does not depend on where a zero
   // sits: strides of every dim must still fit in int64 for tensor libraries.

@@ -11,6 +11,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "shared/core/utf8.h"
 #include "shared/tensors/safetensors.h"
 
 namespace switchyard::tensors {
@@ -26,8 +27,6 @@ std::string Quote(std::string_view text);
 std::string ShapeText(const std::vector<int64_t>& shape);
 // "[begin, end]".
 std::string OffsetsText(const TensorInfo& info);
-
-bool IsValidUtf8(std::string_view text);
 
 // Bytes that `shape` of `dtype` occupies. InvalidArgument (naming the shape)
 // when a dim is negative, the non-zero dims' product passes int64, or a
