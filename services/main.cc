@@ -13,7 +13,7 @@ const char* kUsage =
     "switchyard: fine-tune, retrieve, or both - decided with numbers.\n\n"
     "Usage: switchyard <command> [args] [flags]\n\n"
     "Commands:\n"
-    "  serve            Run services (--target=dataset|training|all); see\n"
+    "  serve            Run services (--target=dataset|training|retrieval|all); see\n"
     "                   `switchyard serve --help`.\n"
     "  data <verb>      Validate, prepare, upload, list, show, stats, versions, delete,\n"
     "                   export datasets; see `switchyard data --help`.\n"
@@ -25,6 +25,8 @@ const char* kUsage =
     "                   jobs; see `switchyard train --help`.\n"
     "  models <verb>    Register, list, show and delete base and fine-tuned models on\n"
     "                   the server; see `switchyard models --help`.\n"
+    "  rag <verb>       Create collections, ingest, delete and search documents\n"
+    "                   (dense, BM25, hybrid); see `switchyard rag --help`.\n"
     "  version          Print the version.\n\n"
     "Exit codes: 0 ok, 1 invalid data, 2 usage error, 3 not found, 4 server unavailable\n"
     "or deadline exceeded, 5 unauthenticated or permission denied, 6 other error.\n";
@@ -49,6 +51,7 @@ int main(int argc, char** argv) {
   if (command == "model") return switchyard::cli::RunModel(rest);
   if (command == "train") return switchyard::cli::RunTrain(rest);
   if (command == "models") return switchyard::cli::RunModels(rest);
+  if (command == "rag") return switchyard::cli::RunRag(rest);
   if (command == "version" || command == "--version") {
     std::cout << "switchyard " << SWITCHYARD_VERSION << "\n";
     return 0;

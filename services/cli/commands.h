@@ -21,6 +21,8 @@ int RunModel(const std::vector<std::string>& args);
 int RunTrain(const std::vector<std::string>& args);
 // args[0] is the verb: register, list, show, delete.
 int RunModels(const std::vector<std::string>& args);
+// args[0] is the verb: create, ingest, delete, search, list, show, drop.
+int RunRag(const std::vector<std::string>& args);
 
 }  // namespace switchyard::cli
 

@@ -11,6 +11,8 @@
 #include "services/dataset/dataset_catalog.h"
 #include "services/dataset/dataset_manager.h"
 #include "services/dataset/dataset_service.h"
+#include "services/retrieval/collection_store.h"
+#include "services/retrieval/retrieval_service.h"
 #include "services/training/job_manager.h"
 #include "services/training/job_store.h"
 #include "services/training/model_registry.h"
@@ -23,8 +25,8 @@
 namespace switchyard::cli {
 namespace {
 
-const std::vector<std::string> kBuiltTargets = {"dataset", "training"};
-const std::vector<std::string> kPlannedTargets = {"retrieval", "inference", "router"};
+const std::vector<std::string> kBuiltTargets = {"dataset", "training", "retrieval"};
+const std::vector<std::string> kPlannedTargets = {"inference", "router"};
 
 bool Contains(const std::vector<std::string>& v, const std::string& s) {
   return std::find(v.begin(), v.end(), s) != v.end();
@@ -37,15 +39,17 @@ int RunServe(const std::vector<std::string>& args) {
                 "Runs Switchyard services: gRPC on --grpc-listen (with grpc.health.v1.Health and\n"
                 "server reflection) and Prometheus metrics at http://--metrics-listen/metrics.\n"
                 "SIGTERM or SIGINT drains in-flight calls, then exits 0.\n\n"
-                "Targets: dataset, training, all (every built service in one process).\n"
-                "retrieval, inference and router are defined in the v1 API but not built yet\n"
+                "Targets: dataset, training, retrieval, all (every built service in one\n"
+                "process). inference and router are defined in the v1 API but not built yet\n"
                 "in this release; asking for them fails at start.\n\n"
                 "training runs fine-tuning jobs from a persistent queue: jobs that were running\n"
                 "when the process stopped (even by kill -9) resume from their last checkpoint\n"
                 "at the next start. On SIGTERM running jobs stop at a step boundary after a\n"
                 "checkpoint. It serves the models under --data-dir/models (directories with a\n"
-                "config.json there are registered as base models at start).");
-  flags.AddString("target", "all", "Service to run: dataset | training | all.");
+                "config.json there are registered as base models at start).\n\n"
+                "retrieval serves the collections under --data-dir/collections; each is\n"
+                "loaded at start and searchable again after any restart.");
+  flags.AddString("target", "all", "Service to run: dataset | training | retrieval | all.");
   flags.AddString("grpc-listen", "127.0.0.1:50051", "gRPC address (host:port; port 0 = any).");
   flags.AddString("metrics-listen", "127.0.0.1:9464",
                   "Prometheus /metrics address (host:port); empty disables.");
@@ -67,6 +71,10 @@ int RunServe(const std::vector<std::string>& args) {
   flags.AddInt("max-queued-jobs", 64,
                "Queued fine-tuning jobs accepted before CreateJob answers RESOURCE_EXHAUSTED.");
   flags.AddInt("training-threads", 0, "LibTorch threads for training on the CPU (0 = every core).");
+  flags.AddInt("search-threads", 0,
+               "Workers answering searches, each with one OpenMP thread (0 = every core).");
+  flags.AddInt("retrieval-write-threads", 2,
+               "Workers that chunk, embed and index documents for the retrieval service.");
   flags.AddString("log-level", "info", "debug | info | warning | error.");
   flags.AddConfigFlag();
   int rc = ParseOrExit(&flags, args, 0, 0);
@@ -78,13 +86,18 @@ int RunServe(const std::vector<std::string>& args) {
     return kExitUsage;
   }
   SetMinLogLevel(level);
-  for (const char* name :
-       {"max-message-bytes", "max-upload-bytes", "max-line-bytes", "max-listed-issues",
-        "drain-seconds", "upload-workers", "max-jobs-per-device", "max-queued-jobs"}) {
+  for (const char* name : {"max-message-bytes", "max-upload-bytes", "max-line-bytes",
+                           "max-listed-issues", "drain-seconds", "upload-workers",
+                           "max-jobs-per-device", "max-queued-jobs", "retrieval-write-threads"}) {
     if (flags.GetInt(name) <= 0) {
       std::cerr << "error: --" << name << " must be positive, got " << flags.GetInt(name) << "\n";
       return kExitUsage;
     }
+  }
+  if (flags.GetInt("search-threads") < 0) {
+    std::cerr << "error: --search-threads must not be negative, got "
+              << flags.GetInt("search-threads") << "\n";
+    return kExitUsage;
   }
   if (flags.GetInt("training-threads") < 0) {
     std::cerr << "error: --training-threads must not be negative, got "
@@ -183,6 +196,20 @@ int RunServe(const std::vector<std::string>& args) {
     training_service =
         std::make_unique<training::TrainingServiceImpl>(jobs.get(), models.get(), authorizer);
     runner.AddService(training_service.get(), "switchyard.v1.TrainingService");
+  }
+
+  std::unique_ptr<retrieval::CollectionStore> collections;
+  std::unique_ptr<retrieval::RetrievalServiceImpl> retrieval_service;
+  if (Contains(targets, "retrieval")) {
+    auto store = retrieval::CollectionStore::Open(data_dir);
+    if (!store.ok()) return ReportError(store.status());
+    collections = std::move(*store);
+    retrieval::RetrievalServiceOptions options;
+    options.search_threads = static_cast<int>(flags.GetInt("search-threads"));
+    options.write_threads = static_cast<int>(flags.GetInt("retrieval-write-threads"));
+    retrieval_service = std::make_unique<retrieval::RetrievalServiceImpl>(
+        collections.get(), authorizer, *registry, options);
+    runner.AddService(retrieval_service.get(), "switchyard.v1.RetrievalService");
   }
 
   s = runner.Start();

@@ -261,6 +261,9 @@ absl::Status Collection::LoadSnapshot() {
 
 absl::Status Collection::Save() {
   std::lock_guard<std::mutex> save_lock(save_mu_);
+  if (destroyed_) {
+    return absl::NotFoundError(absl::StrCat("collections/", spec_.id, " was deleted"));
+  }
   std::shared_lock<std::shared_mutex> lock(mu_);
   return SaveLocked();
 }
@@ -734,7 +737,12 @@ void Collection::WaitForRebuild() {
 
 absl::Status Collection::DestroyFiles() {
   WaitForRebuild();
-  return RemoveAll(dir_);
+  std::lock_guard<std::mutex> save_lock(save_mu_);
+  destroyed_ = true;
+  const std::string parent = std::filesystem::path(dir_).parent_path().string();
+  const std::string aside = absl::StrCat(parent, "/.deleting-", spec_.id, "-", RandomHex(4));
+  SY_RETURN_IF_ERROR(RenameDurably(dir_, aside));
+  return RemoveAll(aside);
 }
 
 }  // namespace switchyard::retrieval

@@ -178,7 +178,8 @@ class Collection {
 
   // Waits for a background rebuild, if one runs (tests, shutdown).
   void WaitForRebuild();
-  // Removes the collection's files; the object must not be used afterwards.
+  // Removes the collection's files (renamed aside first, so a crash leaves
+  // only debris the store clears); later writes fail with NOT_FOUND.
   absl::Status DestroyFiles();
 
  private:
@@ -230,6 +231,7 @@ class Collection {
   std::mutex rebuild_mu_;
   std::thread rebuild_thread_;
   std::atomic<bool> rebuilding_{false};
+  bool destroyed_ = false;  // guarded by save_mu_
 };
 
 }  // namespace switchyard::retrieval

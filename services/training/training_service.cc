@@ -14,13 +14,13 @@
 #include "shared/core/logging.h"
 #include "shared/core/status_macros.h"
 #include "shared/rpc/status_mapping.h"
+#include "shared/rpc/unary.h"
 
 namespace switchyard::training {
 namespace {
 
 constexpr int kDefaultEventPage = 100;
 constexpr int kDefaultCheckpointPage = 50;
-constexpr int kMaxPage = 1000;
 // How long a WatchJob thread waits for an event before it looks again at the
 // job and at whether the client went away.
 constexpr absl::Duration kWatchPoll = absl::Milliseconds(500);
@@ -38,47 +38,10 @@ absl::Status Required(const std::string& value, const char* field, const char* f
   return absl::InvalidArgumentError(absl::StrCat(field, " is required (", form, ")"));
 }
 
-// page_size 0 means `default_size`; at most kMaxPage.
-absl::StatusOr<int> PageSize(int32_t page_size, int default_size) {
-  if (page_size < 0) return absl::InvalidArgumentError("page_size must not be negative");
-  return page_size == 0 ? default_size : std::min<int>(page_size, kMaxPage);
-}
-
-absl::StatusOr<int64_t> ParsePageToken(const std::string& token) {
-  int64_t value = 0;
-  if (!token.empty() && (!absl::SimpleAtoi(token, &value) || value < 0)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("page_token \"", token, "\" is not a token this server issued"));
-  }
-  return value;
-}
-
-// Runs `body` after an authorization check and finishes the default reactor.
-template <typename Body>
-grpc::ServerUnaryReactor* Unary(const rpc::Authorizer& auth, grpc::CallbackServerContext* context,
-                                rpc::Role role, Body body) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  absl::Status s = auth.Authorize(*context, role);
-  if (s.ok()) s = body();
-  reactor->Finish(rpc::ToGrpcStatus(s));
-  return reactor;
-}
-
-// Like Unary, but `body` runs on `pool`: for calls that copy files or read a
-// dataset. The request and response live until Finish.
-template <typename Body>
-grpc::ServerUnaryReactor* Offload(ThreadPool& pool, const rpc::Authorizer& auth,
-                                  grpc::CallbackServerContext* context, rpc::Role role, Body body) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  absl::Status s = auth.Authorize(*context, role);
-  if (!s.ok()) {
-    reactor->Finish(rpc::ToGrpcStatus(s));
-    return reactor;
-  }
-  pool.Submit(
-      [reactor, body = std::move(body)]() mutable { reactor->Finish(rpc::ToGrpcStatus(body())); });
-  return reactor;
-}
+using rpc::Offload;
+using rpc::PageSize;
+using rpc::ParsePageToken;
+using rpc::Unary;
 
 // Streams a job's events: the stored ones after `after_sequence`, then new
 // ones as they arrive, one write at a time. A thread of its own blocks in
