@@ -145,7 +145,15 @@ int Create(const std::vector<std::string>& args) {
     std::cout << ToJson(out);
     return kExitOk;
   }
-  std::cout << (req.validate_only() ? "valid (nothing created): " : "created ");
+  if (req.validate_only()) {
+    std::cout << "valid (nothing created): " << out.name() << ", embedder "
+              << out.embedder().model() << " (" << out.embedder().dimension()
+              << " dimensions), index " << out.index().factory() << ", chunks of "
+              << out.chunking().chunk_tokens() << " tokens (overlap "
+              << out.chunking().overlap_tokens() << ")\n";
+    return kExitOk;
+  }
+  std::cout << "created ";
   PrintCollection(out, std::cout);
   return kExitOk;
 }
@@ -178,9 +186,12 @@ class DocumentSource {
     return absl::OkStatus();
   }
 
-  // The next batch into `batch`; false at the end.
+  // The next batch into `batch`; false at the end. A bad line ends the
+  // batch before it; the error comes from the next call, so the documents
+  // before it are still sent.
   absl::StatusOr<bool> Next(v1::DocumentBatch* batch) {
     batch->Clear();
+    if (!pending_.ok()) return pending_;
     size_t bytes = 0;
     while (static_cast<size_t>(batch->documents_size()) < kBatchDocuments && bytes < kBatchBytes) {
       v1::Document doc;
@@ -197,8 +208,10 @@ class DocumentSource {
         ++line_;
         if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
         json j = json::parse(line, nullptr, /*allow_exceptions=*/false);
-        auto fail = [&](absl::string_view why) {
-          return absl::InvalidArgumentError(absl::StrCat(path_, " line ", line_, ": ", why));
+        auto fail = [&](absl::string_view why) -> absl::StatusOr<bool> {
+          pending_ = absl::InvalidArgumentError(absl::StrCat(path_, " line ", line_, ": ", why));
+          if (batch->documents_size() == 0) return pending_;
+          return true;
         };
         if (j.is_discarded() || !j.is_object()) return fail("not a JSON object");
         if (!j.contains("id") || !(j["id"].is_string() || j["id"].is_number_integer())) {
@@ -230,6 +243,7 @@ class DocumentSource {
   std::ifstream jsonl_;
   std::string path_;
   int64_t line_ = 0;
+  absl::Status pending_;  // a bad line, reported after the batch before it
 };
 
 int Ingest(const std::vector<std::string>& args) {
@@ -270,7 +284,10 @@ int Ingest(const std::vector<std::string>& args) {
   grpc::Status s = writer->Finish();
   if (!s.ok()) return ReportError(s);
   if (!read_error.ok()) {
-    std::cerr << "note: documents before the error were ingested\n";
+    if (response.documents() > 0) {
+      std::cerr << "note: the " << response.documents()
+                << " documents before the error were ingested\n";
+    }
     return ReportError(read_error);
   }
   if (flags.GetBool("json")) {
@@ -363,6 +380,10 @@ int Search(const std::vector<std::string>& args) {
   v1::SearchRequest req;
   req.set_collection(CollectionName(flags.positional()[0]));
   req.add_queries(flags.positional()[1]);
+  if (flags.GetInt("k") < 1 || flags.GetInt("k") > 1000) {
+    std::cerr << "error: --k must be in [1, 1000], got " << flags.GetInt("k") << "\n";
+    return kExitUsage;
+  }
   req.set_k(static_cast<int32_t>(flags.GetInt("k")));
   const std::string mode = flags.GetString("mode");
   if (mode == "dense") {

@@ -372,7 +372,12 @@ RetrievalMetrics::RetrievalMetrics(prometheus::Registry& registry)
                       .Name("switchyard_retrieval_collections")
                       .Help("Collections served.")
                       .Register(registry)
-                      .Add({})) {}
+                      .Add({})),
+      batch_size(prometheus::BuildHistogram()
+                     .Name("switchyard_retrieval_search_batch_size")
+                     .Help("Search requests answered together by one index call.")
+                     .Register(registry)
+                     .Add({}, prometheus::Histogram::BucketBoundaries{1, 2, 4, 8, 16, 32, 64})) {}
 
 void RetrievalMetrics::Observe(const std::string& collection, const CollectionStatsInfo& stats) {
   vectors.Add({{"collection", collection}}).Set(static_cast<double>(stats.vectors));
@@ -391,10 +396,9 @@ RetrievalServiceImpl::RetrievalServiceImpl(CollectionStore* store,
     : store_(store),
       auth_(std::move(auth)),
       metrics_(registry),
-      search_pool_(options.search_threads > 0
-                       ? options.search_threads
-                       : std::max(1, static_cast<int>(std::thread::hardware_concurrency()))),
-      write_pool_(std::max(1, options.write_threads)) {
+      write_pool_(std::max(1, options.write_threads)),
+      batcher_(options.search_threads, options.max_batch_queries,
+               [this](size_t n) { metrics_.batch_size.Observe(static_cast<double>(n)); }) {
   const auto all = store_->List();
   metrics_.collections.Set(static_cast<double>(all.size()));
   for (const auto& c : all) metrics_.Observe(c->spec().id, c->Stats());
@@ -529,39 +533,54 @@ grpc::ServerUnaryReactor* RetrievalServiceImpl::DeleteDocuments(
 grpc::ServerUnaryReactor* RetrievalServiceImpl::Search(grpc::CallbackServerContext* context,
                                                        const v1::SearchRequest* request,
                                                        v1::SearchResponse* response) {
-  return Offload(search_pool_, *auth_, context, Role::kUser, [=]() -> absl::Status {
-    // FAISS and BLAS parallelise inside a call with OpenMP; one thread per
-    // worker keeps concurrent searches from oversubscribing the cores.
-    omp_set_num_threads(1);
-    if (context->deadline() < std::chrono::system_clock::now()) {
-      return absl::DeadlineExceededError("the deadline passed before the search started");
-    }
-    const absl::Time start = absl::Now();
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  const absl::Time start = absl::Now();
+  absl::Status s = [&]() -> absl::Status {
+    SY_RETURN_IF_ERROR(auth_->Authorize(*context, Role::kUser));
     SY_ASSIGN_OR_RETURN(std::string id, CollectionId(request->collection(), "collection"));
     SY_ASSIGN_OR_RETURN(std::shared_ptr<Collection> c, store_->Get(id));
     SY_ASSIGN_OR_RETURN(SearchQuery query, QueryFromProto(*request));
-    SY_ASSIGN_OR_RETURN(SearchOutcome outcome, c->Search(query));
-    const bool hybrid = query.mode == SearchMode::kHybrid;
-    int64_t hits = 0;
-    for (size_t q = 0; q < outcome.results.size(); ++q) {
-      v1::QueryResult* result = response->add_results();
-      if (q < query.texts.size()) result->set_query(query.texts[q]);
-      for (const SearchHitInfo& h : outcome.results[q]) HitToProto(h, hybrid, result->add_hits());
-      hits += static_cast<int64_t>(outcome.results[q].size());
-    }
-    response->set_embed_seconds(outcome.embed_seconds);
-    response->set_search_seconds(outcome.search_seconds);
-    const char* mode = ModeName(query.mode);
-    metrics_.queries.Add({{"collection", id}, {"mode", mode}})
-        .Increment(static_cast<double>(outcome.results.size()));
-    metrics_.hits.Add({{"collection", id}}).Increment(static_cast<double>(hits));
-    metrics_.latency
-        .Add({{"mode", mode}},
-             prometheus::Histogram::BucketBoundaries{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
-                                                     0.05, 0.1, 0.25, 0.5, 1, 2.5})
-        .Observe(absl::ToDoubleSeconds(absl::Now() - start));
+    const size_t texts = query.texts.size();
+    const SearchMode mode = query.mode;
+    batcher_.Submit(
+        c, std::move(query),
+        [this, reactor, context, response, id, texts, mode, start,
+         request](absl::StatusOr<SearchOutcome> outcome) {
+          absl::Status status = outcome.status();
+          if (status.ok() && context->deadline() < std::chrono::system_clock::now()) {
+            status = absl::DeadlineExceededError("the deadline passed while the search queued");
+          }
+          if (!status.ok()) {
+            reactor->Finish(rpc::ToGrpcStatus(status));
+            return;
+          }
+          const bool hybrid = mode == SearchMode::kHybrid;
+          int64_t hits = 0;
+          for (size_t q = 0; q < outcome->results.size(); ++q) {
+            v1::QueryResult* result = response->add_results();
+            if (q < texts) result->set_query(request->queries(static_cast<int>(q)));
+            for (const SearchHitInfo& h : outcome->results[q]) {
+              HitToProto(h, hybrid, result->add_hits());
+            }
+            hits += static_cast<int64_t>(outcome->results[q].size());
+          }
+          response->set_embed_seconds(outcome->embed_seconds);
+          response->set_search_seconds(outcome->search_seconds);
+          const char* mode_name = ModeName(mode);
+          metrics_.queries.Add({{"collection", id}, {"mode", mode_name}})
+              .Increment(static_cast<double>(outcome->results.size()));
+          metrics_.hits.Add({{"collection", id}}).Increment(static_cast<double>(hits));
+          metrics_.latency
+              .Add({{"mode", mode_name}},
+                   prometheus::Histogram::BucketBoundaries{0.0005, 0.001, 0.0025, 0.005, 0.01,
+                                                           0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5})
+              .Observe(absl::ToDoubleSeconds(absl::Now() - start));
+          reactor->Finish(grpc::Status::OK);
+        });
     return absl::OkStatus();
-  });
+  }();
+  if (!s.ok()) reactor->Finish(rpc::ToGrpcStatus(s));
+  return reactor;
 }
 
 }  // namespace switchyard::retrieval

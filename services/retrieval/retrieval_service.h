@@ -3,9 +3,10 @@
 // and document writes; user: reads and Search) and exports the
 // switchyard_retrieval_* metrics.
 //
-// Searches run on a pool of `search_threads` workers, each limiting OpenMP
-// (FAISS, BLAS) to one thread, so many concurrent queries share the cores
-// without oversubscribing them. Writes (embedding, index updates, saves) run
+// Searches run on a SearchBatcher of `search_threads` workers, each limiting
+// OpenMP (FAISS, BLAS) to one thread, so many concurrent queries share the
+// cores without oversubscribing them; searches that queue up are answered
+// together in one batch. Writes (embedding, index updates, saves) run
 // on `write_threads` workers. gRPC's callback threads only dispatch.
 //
 // Thread-safe. The store and authorizer must outlive the service; shut the
@@ -21,6 +22,7 @@
 #include <memory>
 
 #include "services/retrieval/collection_store.h"
+#include "services/retrieval/search_batcher.h"
 #include "shared/core/thread_pool.h"
 #include "shared/rpc/auth.h"
 #include "switchyard/v1/retrieval.grpc.pb.h"
@@ -42,10 +44,12 @@ struct RetrievalMetrics {
   prometheus::Family<prometheus::Gauge>& vectors;      // {collection}
   prometheus::Family<prometheus::Gauge>& index_bytes;  // {collection}
   prometheus::Gauge& collections;
+  prometheus::Histogram& batch_size;  // search requests answered per FAISS call
 };
 
 struct RetrievalServiceOptions {
-  int search_threads = 0;  // 0: every core
+  int search_threads = 0;      // 0: every core
+  int max_batch_queries = 64;  // queries answered in one batched search at most
   int write_threads = 2;
 };
 
@@ -89,8 +93,8 @@ class RetrievalServiceImpl final : public v1::RetrievalService::CallbackService 
   CollectionStore* store_;
   std::shared_ptr<const rpc::Authorizer> auth_;
   RetrievalMetrics metrics_;
-  ThreadPool search_pool_;
   ThreadPool write_pool_;
+  SearchBatcher batcher_;  // last: stops (answering what is queued) first
 };
 
 }  // namespace switchyard::retrieval
