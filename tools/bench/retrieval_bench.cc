@@ -47,6 +47,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "services/retrieval/collection.h"
 #include "services/retrieval/hash_embedder.h"
@@ -284,8 +285,19 @@ void Speed(const FlagSet& f) {
   const int clients = static_cast<int>(f.GetInt("clients"));
   const int64_t nq = f.GetInt("queries");
   const double seconds = f.GetDouble("seconds");
-  const int nprobe = static_cast<int>(f.GetInt("nprobe"));
-  const int ef = static_cast<int>(f.GetInt("ef-search"));
+  std::vector<int> nprobes, efs;
+  for (absl::string_view v : absl::StrSplit(f.GetString("nprobe"), ',', absl::SkipEmpty())) {
+    int x = 0;
+    if (absl::SimpleAtoi(v, &x) && x > 0) nprobes.push_back(x);
+  }
+  for (absl::string_view v : absl::StrSplit(f.GetString("ef-search"), ',', absl::SkipEmpty())) {
+    int x = 0;
+    if (absl::SimpleAtoi(v, &x) && x > 0) efs.push_back(x);
+  }
+  if (nprobes.empty() || efs.empty()) {
+    std::cerr << "--nprobe and --ef-search: comma-separated positive integers\n";
+    std::exit(2);
+  }
   std::vector<Case> cases;
   for (absl::string_view c : absl::StrSplit(f.GetString("cases"), ';', absl::SkipEmpty())) {
     std::pair<std::string, std::string> p = absl::StrSplit(c, absl::MaxSplits(':', 1));
@@ -303,11 +315,11 @@ void Speed(const FlagSet& f) {
       "faiss = in-process FAISS on the collection's saved index, %d threads x 1 OpenMP "
       "thread\n(faiss xN: N queries per call);\ngrpc = switchyard serve (--search-threads=%d), %d "
       "concurrent clients, one "
-      "query per Search call.\nnprobe %d, efSearch %d. %u cores.\n\n",
-      d, (long long)nq, seconds, threads, threads, clients, nprobe, ef,
+      "query per Search call.\n%u cores.\n\n",
+      d, (long long)nq, seconds, threads, threads, clients,
       std::thread::hardware_concurrency());
-  std::printf("%-9s %-14s %8s %-12s %9s %8s %8s %9s %10s\n", "vectors", "index", "build s", "path",
-              "QPS", "p50 ms", "p99 ms", "recall@10", "grpc/faiss");
+  std::printf("%-7s %-14s %8s %-11s %-9s %9s %8s %8s %9s %10s\n", "vectors", "index", "build s",
+              "search", "path", "QPS", "p50 ms", "p99 ms", "recall@10", "grpc/faiss");
 
   int64_t generated_n = -1;
   std::vector<float> base, queries;
@@ -336,8 +348,6 @@ void Speed(const FlagSet& f) {
       spec.embedder.dimension = d;
       spec.index.dimension = d;
       spec.index.factory = c.factory;
-      spec.index.nprobe = nprobe;
-      spec.index.ef_search = ef;
       spec.create_time = absl::Now();
       auto kind = CheckIndexOptions(spec.index);
       Check(kind.status(), "index");
@@ -376,33 +386,18 @@ void Speed(const FlagSet& f) {
                                        ? snap + "/index.faiss"
                                        : snap + "/vectors.faiss";
     std::unique_ptr<faiss::Index> index(faiss::read_index(index_file.c_str()));
-    if (auto* ivf = faiss::ivflib::try_extract_index_ivf(index.get())) ivf->nprobe = nprobe;
-    if (auto* hnsw = dynamic_cast<faiss::IndexHNSW*>(index.get())) hnsw->hnsw.efSearch = ef;
+    faiss::IndexIVF* ivf = faiss::ivflib::try_extract_index_ivf(index.get());
+    auto* hnsw = dynamic_cast<faiss::IndexHNSW*>(index.get());
     std::vector<int64_t> ids;  // position -> vector id (the row), from ids.bin
     {
       std::string raw = *ReadFile(snap + "/ids.bin");
       ids.resize(raw.size() / sizeof(int64_t));
       std::memcpy(ids.data(), raw.data(), raw.size());
     }
-    auto faiss_search = [&](int64_t q, int64_t n) {
-      std::vector<float> dist(n * 10);
-      std::vector<faiss::Index::idx_t> labels(n * 10);
-      index->search(n, &queries[q * d], 10, dist.data(), labels.data());
-      std::vector<std::vector<int64_t>> out(n);
-      for (int64_t i = 0; i < n; ++i) {
-        for (int j = 0; j < 10; ++j) {
-          const auto l = labels[i * 10 + j];
-          out[i].push_back(l < 0 ? -1 : ids[l]);
-        }
-      }
-      return out;
-    };
-    Run local = Drive(threads, nq, seconds, truth, 1, faiss_search);
-    // The same with `clients` queries per call spread over the threads: what
-    // FAISS gives a caller that batches.
-    Run local_batch =
-        Drive(threads, nq, seconds, truth, std::max(1, clients / threads), faiss_search);
-    index.reset();
+    // Operating points: the search parameter of the index type.
+    std::vector<int> points = {0};
+    if (ivf != nullptr) points = nprobes;
+    if (hnsw != nullptr) points = efs;
 
     // The service, in its own process.
     const int port = FreePort();
@@ -413,8 +408,8 @@ void Speed(const FlagSet& f) {
       freopen(log.c_str(), "w", stderr);
       freopen("/dev/null", "w", stdout);
       execl(binary.c_str(), binary.c_str(), "serve", "--target=retrieval",
-            absl::StrCat("--grpc-listen=127.0.0.1:", port).c_str(),
-            "--metrics-listen=", absl::StrCat("--data-dir=", data_dir).c_str(),
+            absl::StrCat("--grpc-listen=127.0.0.1:", port).c_str(), "--metrics-listen=",
+            absl::StrCat("--data-dir=", data_dir).c_str(),
             absl::StrCat("--search-threads=", threads).c_str(), nullptr);
       _exit(127);
     }
@@ -423,7 +418,7 @@ void Speed(const FlagSet& f) {
       auto channel = grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
       auto stub = v1::RetrievalService::NewStub(channel);
       bool ready = false;
-      for (int i = 0; i < 600 && !ready; ++i) {
+      for (int i = 0; i < 3000 && !ready; ++i) {
         grpc::ClientContext ctx;
         v1::GetCollectionRequest req;
         req.set_name("collections/bench");
@@ -445,49 +440,91 @@ void Speed(const FlagSet& f) {
       stubs.push_back(v1::RetrievalService::NewStub(
           grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args)));
     }
-    std::atomic<int> client_slot{0};
-    thread_local int my_stub = -1;
     std::atomic<int64_t> errors{0};
-    Run remote = Drive(clients, nq, seconds, truth, 1, [&](int64_t q, int64_t) {
-      if (my_stub < 0) my_stub = client_slot.fetch_add(1);
-      v1::SearchRequest req;
-      req.set_collection("collections/bench");
-      req.set_k(10);
-      req.set_omit_text(true);
-      auto* v = req.add_query_vectors();
-      v->mutable_values()->Add(&queries[q * d], &queries[(q + 1) * d]);
-      v1::SearchResponse resp;
-      grpc::ClientContext ctx;
-      grpc::Status s = stubs[my_stub]->Search(&ctx, req, &resp);
-      std::vector<int64_t> out;
-      if (!s.ok()) {
-        ++errors;
-        return std::vector<std::vector<int64_t>>{{-1}};
+    bool first_row = true;
+    for (int point : points) {
+      std::string param = "-";
+      if (ivf != nullptr) {
+        ivf->nprobe = point;
+        param = absl::StrCat("nprobe ", point);
       }
-      for (const auto& h : resp.results(0).hits()) {
-        int64_t id = -1;
-        absl::SimpleAtoi(h.document_id(), &id);
-        out.push_back(id);
+      if (hnsw != nullptr) {
+        hnsw->hnsw.efSearch = point;
+        param = absl::StrCat("ef ", point);
       }
-      if (out.empty()) out.push_back(-1);
-      return std::vector<std::vector<int64_t>>{out};
-    });
+      auto faiss_search = [&](int64_t q, int64_t n) {
+        std::vector<float> dist(n * 10);
+        std::vector<faiss::Index::idx_t> labels(n * 10);
+        index->search(n, &queries[q * d], 10, dist.data(), labels.data());
+        std::vector<std::vector<int64_t>> out(n);
+        for (int64_t i = 0; i < n; ++i) {
+          for (int j = 0; j < 10; ++j) {
+            const auto l = labels[i * 10 + j];
+            out[i].push_back(l < 0 ? -1 : ids[l]);
+          }
+        }
+        return out;
+      };
+      Run local = Drive(threads, nq, seconds, truth, 1, faiss_search);
+      // `clients` queries per call spread over the threads: what FAISS gives
+      // a caller that batches.
+      const int per_call = std::max(1, clients / threads);
+      Run local_batch = Drive(threads, nq, seconds, truth, per_call, faiss_search);
+
+      std::atomic<int> client_slot{0};
+      Run remote = Drive(clients, nq, seconds, truth, 1, [&](int64_t q, int64_t) {
+        thread_local int my_stub = -1;
+        thread_local const void* my_run = nullptr;
+        if (my_run != &client_slot) {  // a new run: take a stub of this run
+          my_run = &client_slot;
+          my_stub = client_slot.fetch_add(1);
+        }
+        v1::SearchRequest req;
+        req.set_collection("collections/bench");
+        req.set_k(10);
+        req.set_omit_text(true);
+        if (ivf != nullptr) req.set_nprobe(point);
+        if (hnsw != nullptr) req.set_ef_search(point);
+        auto* v = req.add_query_vectors();
+        v->mutable_values()->Add(&queries[q * d], &queries[(q + 1) * d]);
+        v1::SearchResponse resp;
+        grpc::ClientContext ctx;
+        grpc::Status s = stubs[my_stub]->Search(&ctx, req, &resp);
+        std::vector<int64_t> out;
+        if (!s.ok()) {
+          ++errors;
+          return std::vector<std::vector<int64_t>>{{-1}};
+        }
+        for (const auto& h : resp.results(0).hits()) {
+          int64_t id = -1;
+          absl::SimpleAtoi(h.document_id(), &id);
+          out.push_back(id);
+        }
+        if (out.empty()) out.push_back(-1);
+        return std::vector<std::vector<int64_t>>{out};
+      });
+
+      const char* label = c.n >= 1000000 ? "M" : "k";
+      const std::string size =
+          first_row ? absl::StrCat(c.n >= 1000000 ? c.n / 1000000 : c.n / 1000, label) : "";
+      std::printf("%-7s %-14s %8s %-11s %-9s %9.1f %8.2f %8.2f %9.3f\n", size.c_str(),
+                  first_row ? c.factory.c_str() : "",
+                  first_row ? absl::StrFormat("%.1f", build).c_str() : "", param.c_str(), "faiss",
+                  local.qps, local.p50_ms, local.p99_ms, local.recall);
+      std::printf("%-7s %-14s %8s %-11s %-9s %9.1f %8.2f %8.2f %9.3f\n", "", "", "", "",
+                  absl::StrCat("faiss x", per_call).c_str(), local_batch.qps, local_batch.p50_ms,
+                  local_batch.p99_ms, local_batch.recall);
+      std::printf("%-7s %-14s %8s %-11s %-9s %9.1f %8.2f %8.2f %9.3f %9.0f%%\n", "", "", "", "",
+                  "grpc", remote.qps, remote.p50_ms, remote.p99_ms, remote.recall,
+                  100.0 * remote.qps / local.qps);
+      std::fflush(stdout);
+      first_row = false;
+    }
+    index.reset();
     kill(server, SIGTERM);
     int status = 0;
     waitpid(server, &status, 0);
     if (errors > 0) std::cerr << errors << " Search calls failed; see " << data_dir << "\n";
-
-    const char* label = c.n >= 1000000 ? "M" : "k";
-    const std::string size = absl::StrCat(c.n >= 1000000 ? c.n / 1000000 : c.n / 1000, label);
-    std::printf("%-9s %-14s %8.1f %-12s %9.1f %8.2f %8.2f %9.3f\n", size.c_str(), c.factory.c_str(),
-                build, "faiss", local.qps, local.p50_ms, local.p99_ms, local.recall);
-    std::printf("%-9s %-14s %8s %-12s %9.1f %8.2f %8.2f %9.3f\n", "", "", "",
-                absl::StrCat("faiss x", std::max(1, clients / threads)).c_str(), local_batch.qps,
-                local_batch.p50_ms, local_batch.p99_ms, local_batch.recall);
-    std::printf("%-9s %-14s %8s %-12s %9.1f %8.2f %8.2f %9.3f %9.0f%%\n", "", "", "", "grpc",
-                remote.qps, remote.p50_ms, remote.p99_ms, remote.recall,
-                100.0 * remote.qps / local.qps);
-    std::fflush(stdout);
     if (errors == 0) RemoveAll(data_dir).IgnoreError();
   }
 }
@@ -507,8 +544,8 @@ int main(int argc, char** argv) {
   f.AddDouble("seconds", 10, "Seconds per run at most.");
   f.AddInt("threads", 0, "Search threads, in-process and in the server (0 = every core).");
   f.AddInt("clients", 8, "Concurrent gRPC clients.");
-  f.AddInt("nprobe", 16, "IVF lists probed.");
-  f.AddInt("ef-search", 64, "HNSW efSearch.");
+  f.AddString("nprobe", "16,64", "IVF lists probed: the operating points, comma-separated.");
+  f.AddString("ef-search", "64,256", "HNSW efSearch: the operating points, comma-separated.");
   f.AddString("switchyard", "build/services/switchyard", "The switchyard binary.");
   f.AddString("work-dir", "/tmp", "Where collections are built.");
   absl::Status s = f.Parse(std::vector<std::string>(argv + 1, argv + argc));
