@@ -137,6 +137,18 @@ Collection::Collection(std::string dir, CollectionSpec spec,
 
 Collection::~Collection() { WaitForRebuild(); }
 
+std::shared_lock<std::shared_mutex> Collection::ReadLock() const {
+  // Through the turnstile: a waiting writer holds it, so a steady stream of
+  // searches cannot starve writes (glibc's rwlock prefers readers).
+  { std::lock_guard<std::mutex> turn(turnstile_); }
+  return std::shared_lock<std::shared_mutex>(mu_);
+}
+
+std::unique_lock<std::shared_mutex> Collection::WriteLock() const {
+  std::lock_guard<std::mutex> turn(turnstile_);
+  return std::unique_lock<std::shared_mutex>(mu_);
+}
+
 absl::StatusOr<std::unique_ptr<Collection>> Collection::Create(
     const std::string& dir, const CollectionSpec& spec, std::shared_ptr<const Embedder> embedder) {
   SY_RETURN_IF_ERROR(ValidateCollectionId(spec.id));
@@ -264,7 +276,7 @@ absl::Status Collection::Save() {
   if (destroyed_) {
     return absl::NotFoundError(absl::StrCat("collections/", spec_.id, " was deleted"));
   }
-  std::shared_lock<std::shared_mutex> lock(mu_);
+  std::shared_lock<std::shared_mutex> lock = ReadLock();
   return SaveLocked();
 }
 
@@ -400,7 +412,7 @@ absl::StatusOr<WriteResult> Collection::Apply(std::vector<PreparedDocument> docu
   const int d = spec_.embedder.dimension;
   WriteResult result;
   {
-    std::unique_lock<std::shared_mutex> lock(mu_);
+    std::unique_lock<std::shared_mutex> lock = WriteLock();
     // Vectors first: the one step that can fail, before anything changes.
     std::vector<float> vectors;
     std::vector<int64_t> ids;
@@ -457,7 +469,7 @@ absl::StatusOr<WriteResult> Collection::Apply(std::vector<PreparedDocument> docu
 absl::StatusOr<WriteResult> Collection::Delete(const std::vector<std::string>& ids, bool save) {
   WriteResult result;
   {
-    std::unique_lock<std::shared_mutex> lock(mu_);
+    std::unique_lock<std::shared_mutex> lock = WriteLock();
     std::vector<int64_t> removed;
     for (const std::string& id : ids) {
       auto it = documents_.find(id);
@@ -581,7 +593,7 @@ absl::StatusOr<SearchOutcome> Collection::Search(const SearchQuery& query) const
   outcome.embed_seconds = absl::ToDoubleSeconds(absl::Now() - start);
   start = absl::Now();
 
-  std::shared_lock<std::shared_mutex> lock(mu_);
+  std::shared_lock<std::shared_mutex> lock = ReadLock();
   std::optional<std::vector<int64_t>> candidates = FilterCandidatesLocked(query.filter);
   std::unordered_set<int64_t> candidate_set;
   std::function<bool(int64_t)> accept;
@@ -677,7 +689,7 @@ absl::StatusOr<SearchOutcome> Collection::Search(const SearchQuery& query) const
 }
 
 CollectionStatsInfo Collection::Stats() const {
-  std::shared_lock<std::shared_mutex> lock(mu_);
+  std::shared_lock<std::shared_mutex> lock = ReadLock();
   CollectionStatsInfo s;
   const VectorIndex::Stats v = index_->stats();
   s.documents = static_cast<int64_t>(documents_.size());
@@ -699,7 +711,7 @@ void Collection::MaybeStartRebuild() {
   std::lock_guard<std::mutex> guard(rebuild_mu_);
   if (rebuilding_.load()) return;
   {
-    std::shared_lock<std::shared_mutex> lock(mu_);
+    std::shared_lock<std::shared_mutex> lock = ReadLock();
     if (!index_->WantsRebuild()) return;
   }
   if (rebuild_thread_.joinable()) rebuild_thread_.join();
@@ -710,7 +722,7 @@ void Collection::MaybeStartRebuild() {
 void Collection::RunRebuild() {
   VectorIndex::RebuildInput input;
   {
-    std::shared_lock<std::shared_mutex> lock(mu_);
+    std::shared_lock<std::shared_mutex> lock = ReadLock();
     input = index_->SnapshotForRebuild();
   }
   SY_LOG(kInfo, "retrieval") << "collections/" << spec_.id << ": rebuilding the index from "
@@ -719,7 +731,7 @@ void Collection::RunRebuild() {
     SY_ASSIGN_OR_RETURN(std::unique_ptr<VectorIndex::Rebuilt> rebuilt,
                         VectorIndex::Build(spec_.index, input));
     {
-      std::unique_lock<std::shared_mutex> lock(mu_);
+      std::unique_lock<std::shared_mutex> lock = WriteLock();
       SY_RETURN_IF_ERROR(index_->Install(input, std::move(rebuilt)));
     }
     return Save();

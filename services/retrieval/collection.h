@@ -211,6 +211,10 @@ class Collection {
   const CollectionSpec spec_;
   const std::shared_ptr<const Embedder> embedder_;
 
+  std::shared_lock<std::shared_mutex> ReadLock() const;
+  std::unique_lock<std::shared_mutex> WriteLock() const;
+
+  mutable std::mutex turnstile_;  // writer preference (see ReadLock)
   mutable std::shared_mutex mu_;
   std::unique_ptr<VectorIndex> index_;
   Bm25Index bm25_;

@@ -336,6 +336,39 @@ absl::StatusOr<std::vector<std::vector<VectorIndex::Hit>>> VectorIndex::Search(
       params = &hnsw_params;
     }
   }
+  // FAISS 1.7.3 reads efSearch from the index, not from the parameters:
+  // searches set it on the index, and only searches wanting the same value
+  // run at once (EfGroup).
+  auto* hnsw = const_cast<faiss::IndexHNSW*>(dynamic_cast<const faiss::IndexHNSW*>(target));
+  struct EfGroup {
+    const VectorIndex* self;
+    bool joined = false;
+    ~EfGroup() {
+      if (!joined) return;
+      std::lock_guard<std::mutex> lock(self->ef_mu_);
+      if (--self->ef_active_ == 0) self->ef_cv_.notify_all();
+    }
+  } group{this};
+  if (hnsw != nullptr) {
+    const int want = hnsw_params.efSearch;
+    std::unique_lock<std::mutex> lock(ef_mu_);
+    ++ef_waiting_;
+    ++ef_wanted_[want];
+    // Join the running group when it uses our value and nobody waits for
+    // another (so no value starves); otherwise wait for it to drain.
+    ef_cv_.wait(lock, [&] {
+      const int current = hnsw->hnsw.efSearch;
+      return ef_active_ == 0 || (current == want && ef_waiting_ == ef_wanted_[current]);
+    });
+    --ef_waiting_;
+    if (--ef_wanted_[want] == 0) ef_wanted_.erase(want);
+    if (ef_active_ == 0 && hnsw->hnsw.efSearch != want) {
+      hnsw->hnsw.efSearch = want;
+      ef_cv_.notify_all();  // others waiting for this value may join
+    }
+    ++ef_active_;
+    group.joined = true;
+  }
   params->sel = filtered ? &selector : nullptr;
 
   const int64_t total = target->ntotal;

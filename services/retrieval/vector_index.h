@@ -22,7 +22,10 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <condition_variable>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -147,6 +150,12 @@ class VectorIndex {
   std::vector<int64_t> ids_;                       // position -> id, -1 = tombstone
   std::unordered_map<int64_t, int64_t> position_;  // live id -> position
   int64_t tombstones_ = 0;
+  // HNSW searches run in groups wanting the same efSearch (see Search).
+  mutable std::mutex ef_mu_;
+  mutable std::condition_variable ef_cv_;
+  mutable int ef_active_ = 0;   // searches running with the index's efSearch
+  mutable int ef_waiting_ = 0;  // searches waiting
+  mutable std::map<int, int> ef_wanted_;  // efSearch -> searches waiting for it
   // False once a FAISS type refused search parameters (PQ, fast-scan).
   mutable std::atomic<bool> selector_supported_{true};
 };

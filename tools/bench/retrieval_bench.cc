@@ -127,7 +127,7 @@ void Quality(const std::string& dir) {
               docs.size(), queries.size());
   std::map<std::string, int> kinds;
   for (const auto& q : queries) kinds[q.kind]++;
-  std::printf("%-8s %-12s %8s %8s %9s\n", "mode", "queries", "recall@5", "MRR@10", "hit@1");
+  std::printf("%-8s %-16s %8s %8s %8s\n", "mode", "queries", "recall@5", "MRR@10", "hit@1");
   for (SearchMode mode : {SearchMode::kDense, SearchMode::kLexical, SearchMode::kHybrid}) {
     const char* name = mode == SearchMode::kDense     ? "dense"
                        : mode == SearchMode::kLexical ? "lexical"
@@ -162,7 +162,7 @@ void Quality(const std::string& dir) {
       }
     }
     for (const auto& [kind, s] : sums) {
-      std::printf("%-8s %-12s %8.3f %8.3f %9.3f\n", name,
+      std::printf("%-8s %-16s %8.3f %8.3f %8.3f\n", name,
                   absl::StrCat(kind, " (", static_cast<int>(s[3]), ")").c_str(), s[0] / s[3],
                   s[1] / s[3], s[2] / s[3]);
     }
@@ -537,7 +537,8 @@ int main(int argc, char** argv) {
             "in-process FAISS on the same index.");
   f.AddString("quality-dir", "tests/data/retrieval/quality",
               "Labelled set (docs.jsonl, queries.jsonl); empty skips quality.");
-  f.AddString("cases", "100000:Flat;100000:HNSW32;100000:IVF1024,Flat;1000000:IVF1024,Flat",
+  f.AddString("cases",
+              "100000:Flat;100000:HNSW32;100000:IVF1024,Flat;1000000:IVF1024,Flat;1000000:Flat",
               "Vectors:factory pairs, ';'-separated; empty skips speed.");
   f.AddInt("dim", 384, "Vector dimension.");
   f.AddInt("queries", 2000, "Queries per run at most.");

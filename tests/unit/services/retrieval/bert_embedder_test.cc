@@ -6,6 +6,7 @@
 // (tests/data/text) with its vocabulary cut to 256 entries that keep BERT's
 // special ids ([PAD] 0, [UNK] 100, [CLS] 101, [SEP] 102).
 #include "services/retrieval/bert_embedder.h"
+#include "tests/testing/tiny_bert.h"
 
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
@@ -34,61 +35,8 @@ namespace fs = std::filesystem;
 
 const std::string kData = SWITCHYARD_TEST_DATA_DIR;
 
-// Words of the cut vocabulary that are whole tokens.
-const std::vector<std::string> kWords = {"the", "cat", "sat",   "on",    "mat", "dog", "ran",
-                                         "to",  "a",   "hello", "world", "big", "red", "."};
-
-// bert-uncased's tokenizer.json with a 256-entry vocabulary: the special
-// tokens at their BERT ids, unused fillers, letters, "##"-letters, kWords and
-// the pieces of "unbelievable" (un ##believ ##able).
-std::string TinyTokenizerJson() {
-  std::ifstream in(kData + "/text/bert-uncased/tokenizer.json");
-  nlohmann::ordered_json tokenizer = nlohmann::ordered_json::parse(in);
-  std::vector<std::string> vocab(104);
-  for (int i = 1; i < 100; ++i) vocab[i] = absl::StrCat("[unused", i - 1, "]");
-  vocab[0] = "[PAD]";
-  vocab[100] = "[UNK]";
-  vocab[101] = "[CLS]";
-  vocab[102] = "[SEP]";
-  vocab[103] = "[MASK]";
-  for (char c = 'b'; c <= 'z'; ++c) vocab.push_back(std::string(1, c));  // "a" is in kWords
-  for (char c = 'a'; c <= 'z'; ++c) vocab.push_back(absl::StrCat("##", std::string(1, c)));
-  vocab.insert(vocab.end(), kWords.begin(), kWords.end());
-  vocab.insert(vocab.end(), {"un", "##believ", "##able"});
-  EXPECT_LE(vocab.size(), 256u);
-  nlohmann::ordered_json v = nlohmann::ordered_json::object();
-  for (size_t i = 0; i < vocab.size(); ++i) v[vocab[i]] = i;
-  tokenizer["model"]["vocab"] = v;
-  return tokenizer.dump();
-}
-
-// A model directory made of tests/data/model/<fixture> and the tiny
-// tokenizer, removed at destruction. `sentence_bert_config` replaces that
-// file's text; "" leaves the file out.
-class ModelDir {
- public:
-  explicit ModelDir(const std::string& fixture, const char* sentence_bert_config = nullptr) {
-    std::string templ = ::testing::TempDir() + "/bert_embedder_XXXXXX";
-    path_ = mkdtemp(templ.data());
-    const fs::path src = kData + "/model/" + fixture;
-    for (const char* name : {"config.json", "model.safetensors", "modules.json"}) {
-      fs::copy_file(src / name, fs::path(path_) / name);
-    }
-    fs::copy(src / "1_Pooling", fs::path(path_) / "1_Pooling");
-    if (sentence_bert_config == nullptr) {
-      fs::copy_file(src / "sentence_bert_config.json",
-                    fs::path(path_) / "sentence_bert_config.json");
-    } else if (*sentence_bert_config != '\0') {
-      std::ofstream(path_ + "/sentence_bert_config.json") << sentence_bert_config;
-    }
-    std::ofstream(path_ + "/tokenizer.json") << TinyTokenizerJson();
-  }
-  ~ModelDir() { fs::remove_all(path_); }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using switchyard::testing::kTinyBertWords;
+using switchyard::testing::TinyBertDir;
 
 std::unique_ptr<BertEmbedder> LoadOrDie(const std::string& dir, int batch_size = 32) {
   auto embedder = BertEmbedder::Load(dir, batch_size);
@@ -114,17 +62,17 @@ void ExpectNear(const std::vector<float>& actual, const std::vector<float>& expe
   }
 }
 
-// `n` whole-token words cycling through kWords.
+// `n` whole-token words cycling through kTinyBertWords.
 std::string Words(int n) {
   std::vector<std::string> words;
-  for (int i = 0; i < n; ++i) words.push_back(kWords[i % kWords.size()]);
+  for (int i = 0; i < n; ++i) words.push_back(kTinyBertWords[i % kTinyBertWords.size()]);
   return absl::StrJoin(words, " ");
 }
 
 class BertEmbedderTest : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(BertEmbedderTest, EmbedIsTheEncodersUnitVectorOfTheTokenizedText) {
-  ModelDir dir(GetParam());
+  TinyBertDir dir(GetParam());
   std::unique_ptr<BertEmbedder> embedder = LoadOrDie(dir.path());
   ASSERT_NE(embedder, nullptr);
   auto encoder = model::BertEncoder::Load(dir.path(), {});
@@ -159,7 +107,7 @@ TEST_P(BertEmbedderTest, EmbedIsTheEncodersUnitVectorOfTheTokenizedText) {
 }
 
 TEST_P(BertEmbedderTest, PaddingInABatchDoesNotChangeVectors) {
-  ModelDir dir(GetParam());
+  TinyBertDir dir(GetParam());
   std::unique_ptr<BertEmbedder> embedder = LoadOrDie(dir.path(), /*batch_size=*/2);
   ASSERT_NE(embedder, nullptr);
   const int d = embedder->dimension();
@@ -175,7 +123,7 @@ TEST_P(BertEmbedderTest, PaddingInABatchDoesNotChangeVectors) {
 }
 
 TEST_P(BertEmbedderTest, LongTextIsTruncatedToMaxTokens) {
-  ModelDir dir(GetParam());
+  TinyBertDir dir(GetParam());
   std::unique_ptr<BertEmbedder> embedder = LoadOrDie(dir.path());
   ASSERT_NE(embedder, nullptr);
   const int limit = embedder->max_tokens();
@@ -188,7 +136,7 @@ TEST_P(BertEmbedderTest, LongTextIsTruncatedToMaxTokens) {
 }
 
 TEST_P(BertEmbedderTest, TextWithoutTokensGetsAZeroVector) {
-  ModelDir dir(GetParam());
+  TinyBertDir dir(GetParam());
   std::unique_ptr<BertEmbedder> embedder = LoadOrDie(dir.path());
   ASSERT_NE(embedder, nullptr);
   auto got = embedder->Embed({"", "the cat", "   "});
@@ -203,7 +151,7 @@ TEST_P(BertEmbedderTest, TextWithoutTokensGetsAZeroVector) {
 }
 
 TEST_P(BertEmbedderTest, ConcurrentEmbedsAgree) {
-  ModelDir dir(GetParam());
+  TinyBertDir dir(GetParam());
   std::unique_ptr<BertEmbedder> embedder = LoadOrDie(dir.path(), /*batch_size=*/2);
   ASSERT_NE(embedder, nullptr);
   const std::vector<std::string> texts = {"the cat sat", Words(30), "hello", Words(9)};
@@ -227,7 +175,7 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, BertEmbedderTest, ::testing::Values("bert", "
                          });
 
 TEST(BertEmbedderLimitsTest, CountTokensCountsWordPiecesWithoutSpecials) {
-  ModelDir dir("bert");
+  TinyBertDir dir("bert");
   std::unique_ptr<BertEmbedder> embedder = LoadOrDie(dir.path());
   ASSERT_NE(embedder, nullptr);
   EXPECT_EQ(embedder->CountTokens("unbelievable"), 3);  // un ##believ ##able
@@ -238,27 +186,27 @@ TEST(BertEmbedderLimitsTest, CountTokensCountsWordPiecesWithoutSpecials) {
 
 TEST(BertEmbedderLimitsTest, MaxTokensIsMaxSeqLengthLessSpecialsCappedByPositions) {
   // Fixture: max_seq_length 64, max_position_embeddings 64, [CLS] + [SEP].
-  ModelDir fixture("bert");
+  TinyBertDir fixture("bert");
   std::unique_ptr<BertEmbedder> e = LoadOrDie(fixture.path());
   ASSERT_NE(e, nullptr);
   EXPECT_EQ(e->max_tokens(), 62);
 
-  ModelDir shorter("bert", R"({"max_seq_length": 16, "do_lower_case": false})");
+  TinyBertDir shorter("bert", R"({"max_seq_length": 16, "do_lower_case": false})");
   e = LoadOrDie(shorter.path());
   ASSERT_NE(e, nullptr);
   EXPECT_EQ(e->max_tokens(), 14);
 
-  ModelDir longer("bert", R"({"max_seq_length": 512})");
+  TinyBertDir longer("bert", R"({"max_seq_length": 512})");
   e = LoadOrDie(longer.path());
   ASSERT_NE(e, nullptr);
   EXPECT_EQ(e->max_tokens(), 62);
 
-  ModelDir absent("bert", "");
+  TinyBertDir absent("bert", "");
   e = LoadOrDie(absent.path());
   ASSERT_NE(e, nullptr);
   EXPECT_EQ(e->max_tokens(), 62);
 
-  ModelDir no_room("bert", R"({"max_seq_length": 2})");
+  TinyBertDir no_room("bert", R"({"max_seq_length": 2})");
   auto refused = BertEmbedder::Load(no_room.path());
   EXPECT_THAT(refused.status().message(), ::testing::HasSubstr(no_room.path()));
 }
@@ -280,7 +228,7 @@ TEST(BertEmbedderLoadTest, ErrorsNameTheDirectory) {
   EXPECT_FALSE(untokenized.ok());
   EXPECT_THAT(untokenized.status().message(), ::testing::HasSubstr(no_tokenizer));
 
-  ModelDir dir("bert");
+  TinyBertDir dir("bert");
   auto zero_batch = BertEmbedder::Load(dir.path(), 0);
   EXPECT_FALSE(zero_batch.ok());
 }

@@ -5,9 +5,11 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <random>
 #include <set>
+#include <thread>
 
 #include "tests/testing/temp_dir.h"
 
@@ -270,6 +272,87 @@ TEST(VectorIndexTest, InstallCatchesUpWithWritesDuringTheBuild) {
     ASSERT_TRUE(hit.ok());
     EXPECT_EQ((*hit)[0][0].id, id);
   }
+}
+
+TEST(VectorIndexTest, PerQueryEfSearchAndNprobeApply) {
+  // Uniform random vectors: the hard case, where the parameters matter.
+  std::mt19937_64 rng(9);
+  std::normal_distribution<float> normal;
+  const int n = 4000;
+  std::vector<float> base(n * kDim), queries(100 * kDim);
+  for (float& v : base) v = normal(rng);
+  for (float& v : queries) v = normal(rng);
+  std::vector<int64_t> ids = Ids(0, n);
+  const auto truth = Exact(base, ids, queries, 10, {});
+  for (const char* factory : {"HNSW8", "IVF64,Flat"}) {
+    VectorIndexOptions options;
+    options.factory = factory;
+    options.dimension = kDim;
+    options.train_size = 4000;
+    options.ef_search = 16;
+    options.nprobe = 1;
+    auto index = VectorIndex::Create(options);
+    ASSERT_TRUE(index.ok());
+    ASSERT_TRUE((*index)->Add(n, base.data(), ids.data()).ok());
+    TrainIfDue(index->get());
+    VectorIndex::SearchOptions low, high;
+    high.ef_search = 400;
+    high.nprobe = 64;
+    auto a = (*index)->Search(100, queries.data(), low);
+    auto b = (*index)->Search(100, queries.data(), high);
+    auto c = (*index)->Search(100, queries.data(), low);  // the default is back
+    ASSERT_TRUE(a.ok() && b.ok() && c.ok());
+    EXPECT_GT(Recall(*b, truth), Recall(*a, truth) + 0.1) << factory;
+    EXPECT_GE(Recall(*b, truth), 0.95) << factory;
+    EXPECT_EQ(Recall(*c, truth), Recall(*a, truth)) << factory;
+  }
+}
+
+TEST(VectorIndexTest, ConcurrentSearchesWithDifferentEfSearchEachGetTheirOwn) {
+  // FAISS 1.7.3 takes efSearch from the index: concurrent searches wanting
+  // different values must not see each other's.
+  std::mt19937_64 rng(11);
+  std::normal_distribution<float> normal;
+  const int n = 3000;
+  std::vector<float> base(n * kDim), queries(20 * kDim);
+  for (float& v : base) v = normal(rng);
+  for (float& v : queries) v = normal(rng);
+  VectorIndexOptions options;
+  options.factory = "HNSW8";
+  options.dimension = kDim;
+  auto index = VectorIndex::Create(options);
+  ASSERT_TRUE(index.ok());
+  std::vector<int64_t> ids = Ids(0, n);
+  ASSERT_TRUE((*index)->Add(n, base.data(), ids.data()).ok());
+  const int efs[] = {10, 64, 300};
+  std::vector<std::vector<std::vector<VectorIndex::Hit>>> expected;
+  for (int ef : efs) {
+    VectorIndex::SearchOptions so;
+    so.ef_search = ef;
+    expected.push_back(*(*index)->Search(20, queries.data(), so));
+  }
+  std::atomic<int> mismatches{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 6; ++t) {
+    threads.emplace_back([&, t] {
+      for (int round = 0; round < 30; ++round) {
+        const int which = (t + round) % 3;
+        const int q = (t * 7 + round) % 20;
+        VectorIndex::SearchOptions so;
+        so.ef_search = efs[which];
+        auto got = (*index)->Search(1, queries.data() + q * kDim, so);
+        if (!got.ok() || (*got)[0].size() != expected[which][q].size()) {
+          ++mismatches;
+          continue;
+        }
+        for (size_t j = 0; j < (*got)[0].size(); ++j) {
+          if ((*got)[0][j].id != expected[which][q][j].id) ++mismatches;
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(mismatches.load(), 0);
 }
 
 TEST(VectorIndexTest, L2ScoresAreNegatedSquaredDistances) {
