@@ -145,6 +145,9 @@ std::shared_lock<std::shared_mutex> Collection::ReadLock() const {
 }
 
 std::unique_lock<std::shared_mutex> Collection::WriteLock() const {
+  // A save holds the shared lock for as long as it writes files: wait for it
+  // before taking the turnstile, so searches are not held up behind it.
+  { std::lock_guard<std::mutex> save(save_mu_); }
   std::lock_guard<std::mutex> turn(turnstile_);
   return std::unique_lock<std::shared_mutex>(mu_);
 }
@@ -256,6 +259,7 @@ absl::Status Collection::LoadSnapshot() {
         absl::StrCat(snap, ": ", chunks_.size(), " chunks but ", index_->live(), " live vectors"));
   }
   snapshot_ = number;
+  PublishLocked();
   index_bytes_ = DirectoryBytes(snap) - static_cast<int64_t>(docs_text.size()) -
                  static_cast<int64_t>(state_text.size());
   chunk_store_bytes_ = static_cast<int64_t>(docs_text.size());
@@ -285,6 +289,7 @@ absl::Status Collection::SaveLocked() {
   const std::string name = SnapshotName(next);
   const std::string tmp = absl::StrCat(dir_, "/.tmp-", name, "-", RandomHex(4));
   SY_RETURN_IF_ERROR(MakeDirs(tmp));
+  bool renamed = false;
   absl::Status status = [&]() -> absl::Status {
     SY_RETURN_IF_ERROR(index_->Save(tmp));
     FileWriter docs;
@@ -323,6 +328,7 @@ absl::Status Collection::SaveLocked() {
     SY_RETURN_IF_ERROR(WriteFileAtomic(tmp + "/state.json", state.dump(2)));
     SY_RETURN_IF_ERROR(FsyncPath(tmp));
     SY_RETURN_IF_ERROR(RenameDurably(tmp, dir_ + "/" + name));
+    renamed = true;
     // The switch: until CURRENT names the new snapshot, the old one stands.
     SY_RETURN_IF_ERROR(WriteFileAtomic(dir_ + "/CURRENT", name + "\n"));
     save_time_ns_ = absl::ToUnixNanos(now);
@@ -333,11 +339,18 @@ absl::Status Collection::SaveLocked() {
   }();
   if (!status.ok()) {
     RemoveAll(tmp).IgnoreError();
-    return status;
+    if (!renamed) return status;
+    // The new snapshot is in place; whether CURRENT names it decides which
+    // one stands. Either way the next save gets a fresh number.
+    auto current = ReadFile(dir_ + "/CURRENT");
+    if (!current.ok() || !absl::StartsWith(*current, name)) {
+      RemoveAll(dir_ + "/" + name).IgnoreError();
+      return status;
+    }
   }
   if (snapshot_ > 0) RemoveAll(dir_ + "/" + SnapshotName(snapshot_)).IgnoreError();
   snapshot_ = next;
-  return absl::OkStatus();
+  return status;
 }
 
 absl::StatusOr<std::vector<PreparedDocument>> Collection::Prepare(
@@ -460,6 +473,7 @@ absl::StatusOr<WriteResult> Collection::Apply(std::vector<PreparedDocument> docu
     index_->Remove(removed);
     result.chunks_removed = static_cast<int64_t>(removed.size());
     update_time_ = absl::Now();
+    PublishLocked();
   }
   MaybeStartRebuild();
   if (save) SY_RETURN_IF_ERROR(Save());
@@ -484,6 +498,7 @@ absl::StatusOr<WriteResult> Collection::Delete(const std::vector<std::string>& i
     index_->Remove(removed);
     result.chunks_removed = static_cast<int64_t>(removed.size());
     if (result.deleted > 0) update_time_ = absl::Now();
+    PublishLocked();
   }
   if (result.deleted == 0) return result;
   MaybeStartRebuild();
@@ -585,6 +600,9 @@ absl::StatusOr<SearchOutcome> Collection::Search(const SearchQuery& query) const
         std::vector<std::string> slice(texts.begin() + b,
                                        texts.begin() + std::min(texts.size(), b + batch));
         SY_ASSIGN_OR_RETURN(std::vector<float> v, embedder_->Embed(slice));
+        if (v.size() != slice.size() * static_cast<size_t>(d)) {
+          return absl::InternalError("the embedder returned the wrong number of values");
+        }
         vectors.insert(vectors.end(), v.begin(), v.end());
       }
     }
@@ -688,8 +706,7 @@ absl::StatusOr<SearchOutcome> Collection::Search(const SearchQuery& query) const
   return outcome;
 }
 
-CollectionStatsInfo Collection::Stats() const {
-  std::shared_lock<std::shared_mutex> lock = ReadLock();
+void Collection::PublishLocked() {
   CollectionStatsInfo s;
   const VectorIndex::Stats v = index_->stats();
   s.documents = static_cast<int64_t>(documents_.size());
@@ -698,12 +715,23 @@ CollectionStatsInfo Collection::Stats() const {
   s.tombstoned_vectors = v.tombstones;
   s.index_type = v.type;
   s.trained = v.trained;
+  s.update_time = update_time_;
+  std::lock_guard<std::mutex> lock(stats_mu_);
+  published_ = std::move(s);
+}
+
+CollectionStatsInfo Collection::Stats() const {
+  // Never waits for the collection's lock (a save or a queued write).
+  CollectionStatsInfo s;
+  {
+    std::lock_guard<std::mutex> lock(stats_mu_);
+    s = published_;
+  }
   s.rebuilding = rebuilding_.load();
   s.index_bytes = index_bytes_.load();
   s.chunk_store_bytes = chunk_store_bytes_.load();
   const int64_t saved = save_time_ns_.load();
   s.save_time = saved == 0 ? absl::InfinitePast() : absl::FromUnixNanos(saved);
-  s.update_time = update_time_;
   return s;
 }
 
@@ -733,6 +761,7 @@ void Collection::RunRebuild() {
     {
       std::unique_lock<std::shared_mutex> lock = WriteLock();
       SY_RETURN_IF_ERROR(index_->Install(input, std::move(rebuilt)));
+      PublishLocked();
     }
     return Save();
   }();

@@ -204,6 +204,8 @@ class Collection {
   std::optional<std::vector<int64_t>> FilterCandidatesLocked(
       const std::vector<FilterCondition>& filter) const;
   bool MatchesLocked(int64_t chunk_id, const std::vector<FilterCondition>& filter) const;
+  // Copies the counts Stats() reports; caller holds mu_ (or owns the object).
+  void PublishLocked();
   void MaybeStartRebuild();
   void RunRebuild();
 
@@ -227,7 +229,7 @@ class Collection {
   int64_t next_chunk_id_ = 0;
   absl::Time update_time_;
 
-  std::mutex save_mu_;  // one save at a time; guards snapshot_
+  mutable std::mutex save_mu_;  // one save at a time; guards snapshot_
   int64_t snapshot_ = 0;
   std::atomic<int64_t> save_time_ns_{0};  // Unix time
   std::atomic<int64_t> index_bytes_{0}, chunk_store_bytes_{0};
@@ -236,6 +238,9 @@ class Collection {
   std::thread rebuild_thread_;
   std::atomic<bool> rebuilding_{false};
   bool destroyed_ = false;  // guarded by save_mu_
+
+  mutable std::mutex stats_mu_;
+  CollectionStatsInfo published_;  // guarded by stats_mu_
 };
 
 }  // namespace switchyard::retrieval

@@ -84,8 +84,12 @@ absl::StatusOr<std::shared_ptr<const Embedder>> CollectionStore::EmbedderFor(
     }
     key = absl::StrCat("bert:", dir, ":", batch_size);
   }
-  std::lock_guard<std::mutex> lock(mu_);
-  if (auto cached = embedders_[key].lock()) return cached;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (auto cached = embedders_[key].lock()) return cached;
+  }
+  // Loaded without the lock (a checkpoint takes seconds); a concurrent load of
+  // the same one wins the cache below.
   std::shared_ptr<const Embedder> embedder;
   if (IsHash(model)) {
     SY_ASSIGN_OR_RETURN(HashEmbedder hash, HashEmbedder::Create(dimension));
@@ -98,6 +102,8 @@ absl::StatusOr<std::shared_ptr<const Embedder>> CollectionStore::EmbedderFor(
     }
     embedder = std::shared_ptr<const Embedder>(std::move(*loaded));
   }
+  std::lock_guard<std::mutex> lock(mu_);
+  if (auto cached = embedders_[key].lock()) return cached;
   embedders_[key] = embedder;
   return embedder;
 }

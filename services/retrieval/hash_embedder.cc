@@ -20,14 +20,14 @@ constexpr float kGramWeight = 0.25f;
 // discounts them through idf; a stateless embedder cannot, so it skips them).
 bool IsStopWord(absl::string_view w) {
   static const auto* words = new absl::flat_hash_set<std::string>{
-      "a",     "about", "after", "all",   "also",  "am",    "an",    "and",   "any",   "are",
-      "as",    "at",    "be",    "been",  "but",   "by",    "can",   "could", "did",   "do",
-      "does",  "for",   "from",  "had",   "has",   "have",  "he",    "her",   "his",   "how",
-      "i",     "if",    "in",    "into",  "is",    "it",    "its",   "just",  "me",    "my",
-      "no",    "not",   "of",    "on",    "or",    "our",   "out",   "she",   "so",    "some",
-      "than",  "that",  "the",   "their", "them",  "then",  "there", "these", "they",  "this",
-      "those", "to",    "up",    "us",    "was",   "we",    "were",  "what",  "when",  "where",
-      "which", "while", "who",   "why",   "will",  "with",  "would", "you",   "your",  "yours"};
+      "a",     "about", "after", "all",   "also", "am",   "an",    "and",   "any",  "are",
+      "as",    "at",    "be",    "been",  "but",  "by",   "can",   "could", "did",  "do",
+      "does",  "for",   "from",  "had",   "has",  "have", "he",    "her",   "his",  "how",
+      "i",     "if",    "in",    "into",  "is",   "it",   "its",   "just",  "me",   "my",
+      "no",    "not",   "of",    "on",    "or",   "our",  "out",   "she",   "so",   "some",
+      "than",  "that",  "the",   "their", "them", "then", "there", "these", "they", "this",
+      "those", "to",    "up",    "us",    "was",  "we",   "were",  "what",  "when", "where",
+      "which", "while", "who",   "why",   "will", "with", "would", "you",   "your", "yours"};
   return words->count(std::string(w)) > 0;
 }
 
@@ -50,9 +50,9 @@ void HashEmbedder::EmbedOne(const std::string& text, float* out) const {
   };
   std::vector<Word> words = SplitWords(text);
   const std::vector<Word> all = words;
-  words.erase(std::remove_if(words.begin(), words.end(),
-                             [](const Word& w) { return IsStopWord(w.norm); }),
-              words.end());
+  words.erase(
+      std::remove_if(words.begin(), words.end(), [](const Word& w) { return IsStopWord(w.norm); }),
+      words.end());
   if (words.empty()) words = all;  // a text of function words only keeps them
   for (size_t i = 0; i < words.size(); ++i) {
     const std::string& w = words[i].norm;

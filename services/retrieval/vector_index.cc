@@ -235,6 +235,8 @@ absl::StatusOr<std::unique_ptr<VectorIndex>> VectorIndex::Load(const VectorIndex
 }
 
 absl::Status VectorIndex::Save(const std::string& dir) const {
+  // write_index reads HNSW's efSearch: no search may change it meanwhile.
+  EfGroup group(this, 0);
   SY_RETURN_IF_ERROR(WriteIndexFile(*exact_, dir + "/vectors.faiss"));
   if (index_ != nullptr) SY_RETURN_IF_ERROR(WriteIndexFile(*index_, dir + "/index.faiss"));
   FileWriter ids;
@@ -251,9 +253,11 @@ absl::Status VectorIndex::Add(int64_t n, const float* vectors, const int64_t* id
     }
   }
   if (n == 0) return absl::OkStatus();
+  // The factory index first: it is the one that may refuse; the flat add
+  // only copies.
   SY_RETURN_IF_ERROR(FaissCall("adding vectors", [&] {
-    exact_->add(n, vectors);
     if (index_ != nullptr) index_->add(n, vectors);
+    exact_->add(n, vectors);
   }));
   for (int64_t i = 0; i < n; ++i) {
     position_.emplace(ids[i], static_cast<int64_t>(ids_.size()));
@@ -304,6 +308,39 @@ std::vector<VectorIndex::Hit> VectorIndex::SearchCandidates(
   return hits;
 }
 
+VectorIndex::EfGroup::EfGroup(const VectorIndex* self, int want) : self_(self) {
+  if (self_ == nullptr) return;
+  auto* hnsw = dynamic_cast<faiss::IndexHNSW*>(self_->index_.get());
+  if (hnsw == nullptr) {
+    self_ = nullptr;
+    return;
+  }
+  std::unique_lock<std::mutex> lock(self_->ef_mu_);
+  if (want <= 0) want = hnsw->hnsw.efSearch;  // any value: join what runs
+  ++self_->ef_waiting_;
+  ++self_->ef_wanted_[want];
+  // Join the running group when it uses our value and nobody waits for
+  // another (so no value starves); otherwise wait for it to drain.
+  self_->ef_cv_.wait(lock, [&] {
+    const int current = hnsw->hnsw.efSearch;
+    return self_->ef_active_ == 0 ||
+           (current == want && self_->ef_waiting_ == self_->ef_wanted_[current]);
+  });
+  --self_->ef_waiting_;
+  if (--self_->ef_wanted_[want] == 0) self_->ef_wanted_.erase(want);
+  if (self_->ef_active_ == 0 && hnsw->hnsw.efSearch != want) {
+    hnsw->hnsw.efSearch = want;
+    self_->ef_cv_.notify_all();  // others waiting for this value may join
+  }
+  ++self_->ef_active_;
+}
+
+VectorIndex::EfGroup::~EfGroup() {
+  if (self_ == nullptr) return;
+  std::lock_guard<std::mutex> lock(self_->ef_mu_);
+  if (--self_->ef_active_ == 0) self_->ef_cv_.notify_all();
+}
+
 absl::StatusOr<std::vector<std::vector<VectorIndex::Hit>>> VectorIndex::Search(
     int64_t nq, const float* queries, const SearchOptions& options) const {
   std::vector<std::vector<Hit>> out(nq);
@@ -339,36 +376,8 @@ absl::StatusOr<std::vector<std::vector<VectorIndex::Hit>>> VectorIndex::Search(
   // FAISS 1.7.3 reads efSearch from the index, not from the parameters:
   // searches set it on the index, and only searches wanting the same value
   // run at once (EfGroup).
-  auto* hnsw = const_cast<faiss::IndexHNSW*>(dynamic_cast<const faiss::IndexHNSW*>(target));
-  struct EfGroup {
-    const VectorIndex* self;
-    bool joined = false;
-    ~EfGroup() {
-      if (!joined) return;
-      std::lock_guard<std::mutex> lock(self->ef_mu_);
-      if (--self->ef_active_ == 0) self->ef_cv_.notify_all();
-    }
-  } group{this};
-  if (hnsw != nullptr) {
-    const int want = hnsw_params.efSearch;
-    std::unique_lock<std::mutex> lock(ef_mu_);
-    ++ef_waiting_;
-    ++ef_wanted_[want];
-    // Join the running group when it uses our value and nobody waits for
-    // another (so no value starves); otherwise wait for it to drain.
-    ef_cv_.wait(lock, [&] {
-      const int current = hnsw->hnsw.efSearch;
-      return ef_active_ == 0 || (current == want && ef_waiting_ == ef_wanted_[current]);
-    });
-    --ef_waiting_;
-    if (--ef_wanted_[want] == 0) ef_wanted_.erase(want);
-    if (ef_active_ == 0 && hnsw->hnsw.efSearch != want) {
-      hnsw->hnsw.efSearch = want;
-      ef_cv_.notify_all();  // others waiting for this value may join
-    }
-    ++ef_active_;
-    group.joined = true;
-  }
+  const bool hnsw = dynamic_cast<const faiss::IndexHNSW*>(target) != nullptr;
+  EfGroup group(hnsw ? this : nullptr, hnsw_params.efSearch);
   params->sel = filtered ? &selector : nullptr;
 
   const int64_t total = target->ntotal;
@@ -486,7 +495,9 @@ absl::Status VectorIndex::Install(const RebuildInput& input, std::unique_ptr<Reb
   const int d = options_.dimension;
   std::vector<int64_t> ids = input.ids;
   for (int64_t& id : ids) {
-    if (position_.count(id) == 0) id = -1;  // removed since the snapshot
+    // Removed since the snapshot (or, were ids ever reused, added again).
+    auto it = position_.find(id);
+    if (it == position_.end() || it->second >= input.positions_seen) id = -1;
   }
   // Vectors added since the snapshot.
   std::vector<float> added;

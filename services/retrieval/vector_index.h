@@ -20,9 +20,9 @@
 #define SWITCHYARD_SERVICES_RETRIEVAL_VECTOR_INDEX_H_
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
-#include <condition_variable>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -138,6 +138,20 @@ class VectorIndex {
 
  private:
   explicit VectorIndex(const VectorIndexOptions& options, IndexKind kind);
+  // FAISS 1.7.3 reads HNSW's efSearch from the index, not from the search
+  // parameters. Holding an EfGroup, the index has the value `want` (0: the
+  // current one) until released; groups with other values wait their turn.
+  // A no-op for other index types.
+  class EfGroup {
+   public:
+    EfGroup(const VectorIndex* self, int want);
+    ~EfGroup();
+    EfGroup(const EfGroup&) = delete;
+    EfGroup& operator=(const EfGroup&) = delete;
+
+   private:
+    const VectorIndex* self_;
+  };
   // The index searches go to: the factory index once trained, else exact.
   const faiss::Index* SearchTarget() const;
   std::vector<Hit> SearchCandidates(const float* query, int k, const std::vector<int64_t>& ids,
@@ -153,8 +167,8 @@ class VectorIndex {
   // HNSW searches run in groups wanting the same efSearch (see Search).
   mutable std::mutex ef_mu_;
   mutable std::condition_variable ef_cv_;
-  mutable int ef_active_ = 0;   // searches running with the index's efSearch
-  mutable int ef_waiting_ = 0;  // searches waiting
+  mutable int ef_active_ = 0;             // searches running with the index's efSearch
+  mutable int ef_waiting_ = 0;            // searches waiting
   mutable std::map<int, int> ef_wanted_;  // efSearch -> searches waiting for it
   // False once a FAISS type refused search parameters (PQ, fast-scan).
   mutable std::atomic<bool> selector_supported_{true};

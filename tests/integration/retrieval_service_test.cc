@@ -41,8 +41,8 @@ class RetrievalServiceTest : public ::testing::Test {
     (void)RemoveAll(dir_);
   }
 
-  void StartServer(std::shared_ptr<const rpc::Authorizer> auth =
-                       std::make_shared<rpc::Authorizer>()) {
+  void StartServer(
+      std::shared_ptr<const rpc::Authorizer> auth = std::make_shared<rpc::Authorizer>()) {
     metrics_ = std::make_shared<prometheus::Registry>();
     auto store = CollectionStore::Open(dir_);
     ASSERT_TRUE(store.ok()) << store.status();
@@ -156,11 +156,11 @@ TEST_F(RetrievalServiceTest, IngestErrorNamesTheMessageAndKeepsEarlierBatches) {
   EXPECT_EQ(c.stats().index_type(), "IndexFlatIP");
 
   v1::IngestDocumentsResponse out;
-  grpc::Status s = Ingest("kb",
-                          {{Doc("a", "refunds take five days", "billing"),
-                            Doc("b", "boots run true to size", "shop")},
-                           {Doc("c", "gift cards never expire"), Doc("d", "  ")}},
-                          &out);
+  grpc::Status s = Ingest(
+      "kb",
+      {{Doc("a", "refunds take five days", "billing"), Doc("b", "boots run true to size", "shop")},
+       {Doc("c", "gift cards never expire"), Doc("d", "  ")}},
+      &out);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(s.error_message(), HasSubstr("message 3: documents[1].text"));
   EXPECT_EQ(Documents("kb"), 2);
@@ -317,8 +317,7 @@ TEST_F(RetrievalServiceTest, ListPagesAndRolesAreEnforced) {
             grpc::StatusCode::PERMISSION_DENIED);
   EXPECT_EQ(Create("a", "hash", &c, 0, "").error_code(), grpc::StatusCode::UNAUTHENTICATED);
   for (const char* id : {"c", "a", "b"}) ASSERT_TRUE(Create(id, "hash", &c, 0, kAdminToken).ok());
-  EXPECT_EQ(Create("a", "hash", &c, 0, kAdminToken).error_code(),
-            grpc::StatusCode::ALREADY_EXISTS);
+  EXPECT_EQ(Create("a", "hash", &c, 0, kAdminToken).error_code(), grpc::StatusCode::ALREADY_EXISTS);
 
   grpc::ClientContext ctx;
   Prepare(&ctx, kUserToken);

@@ -20,8 +20,8 @@
 namespace switchyard::testing {
 
 // Words of the cut vocabulary that are whole tokens.
-inline const std::vector<std::string> kTinyBertWords = {"the", "cat", "sat",   "on",    "mat", "dog", "ran",
-                                         "to",  "a",   "hello", "world", "big", "red", "."};
+inline const std::vector<std::string> kTinyBertWords = {
+    "the", "cat", "sat", "on", "mat", "dog", "ran", "to", "a", "hello", "world", "big", "red", "."};
 
 // bert-uncased's tokenizer.json with a 256-entry vocabulary: the special
 // tokens at their BERT ids, unused fillers, letters, "##"-letters, kTinyBertWords and
@@ -55,15 +55,14 @@ class TinyBertDir {
   explicit TinyBertDir(const std::string& fixture, const char* sentence_bert_config = nullptr) {
     std::string templ = ::testing::TempDir() + "/tiny_bert_XXXXXX";
     path_ = mkdtemp(templ.data());
-    const std::filesystem::path src =
-        std::string(SWITCHYARD_TEST_DATA_DIR) + "/model/" + fixture;
+    const std::filesystem::path src = std::string(SWITCHYARD_TEST_DATA_DIR) + "/model/" + fixture;
     for (const char* name : {"config.json", "model.safetensors", "modules.json"}) {
       std::filesystem::copy_file(src / name, std::filesystem::path(path_) / name);
     }
     std::filesystem::copy(src / "1_Pooling", std::filesystem::path(path_) / "1_Pooling");
     if (sentence_bert_config == nullptr) {
       std::filesystem::copy_file(src / "sentence_bert_config.json",
-                    std::filesystem::path(path_) / "sentence_bert_config.json");
+                                 std::filesystem::path(path_) / "sentence_bert_config.json");
     } else if (*sentence_bert_config != '\0') {
       std::ofstream(path_ + "/sentence_bert_config.json") << sentence_bert_config;
     }

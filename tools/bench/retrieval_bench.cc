@@ -316,8 +316,7 @@ void Speed(const FlagSet& f) {
       "thread\n(faiss xN: N queries per call);\ngrpc = switchyard serve (--search-threads=%d), %d "
       "concurrent clients, one "
       "query per Search call.\n%u cores.\n\n",
-      d, (long long)nq, seconds, threads, threads, clients,
-      std::thread::hardware_concurrency());
+      d, (long long)nq, seconds, threads, threads, clients, std::thread::hardware_concurrency());
   std::printf("%-7s %-14s %8s %-11s %-9s %9s %8s %8s %9s %10s\n", "vectors", "index", "build s",
               "search", "path", "QPS", "p50 ms", "p99 ms", "recall@10", "grpc/faiss");
 
@@ -408,8 +407,8 @@ void Speed(const FlagSet& f) {
       freopen(log.c_str(), "w", stderr);
       freopen("/dev/null", "w", stdout);
       execl(binary.c_str(), binary.c_str(), "serve", "--target=retrieval",
-            absl::StrCat("--grpc-listen=127.0.0.1:", port).c_str(), "--metrics-listen=",
-            absl::StrCat("--data-dir=", data_dir).c_str(),
+            absl::StrCat("--grpc-listen=127.0.0.1:", port).c_str(),
+            "--metrics-listen=", absl::StrCat("--data-dir=", data_dir).c_str(),
             absl::StrCat("--search-threads=", threads).c_str(), nullptr);
       _exit(127);
     }

@@ -6,7 +6,6 @@
 // (tests/data/text) with its vocabulary cut to 256 entries that keep BERT's
 // special ids ([PAD] 0, [UNK] 100, [CLS] 101, [SEP] 102).
 #include "services/retrieval/bert_embedder.h"
-#include "tests/testing/tiny_bert.h"
 
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
@@ -27,6 +26,7 @@
 #include "nlohmann/json.hpp"
 #include "shared/model/encoder.h"
 #include "shared/text/tokenizer.h"
+#include "tests/testing/tiny_bert.h"
 
 namespace switchyard::retrieval {
 namespace {

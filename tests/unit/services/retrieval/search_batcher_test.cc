@@ -84,7 +84,9 @@ TEST_F(SearchBatcherTest, BatchedAnswersEqualSingleOnes) {
       EXPECT_NEAR(got->results[0][j].score, want[j].score, 1e-5);
       const bool tie = (j > 0 && want[j - 1].score - want[j].score < 1e-5) ||
                        (j + 1 < want.size() && want[j].score - want[j + 1].score < 1e-5);
-      if (!tie) EXPECT_EQ(got->results[0][j].document_id, want[j].document_id) << i;
+      if (!tie) {
+        EXPECT_EQ(got->results[0][j].document_id, want[j].document_id) << i;
+      }
     }
   }
   EXPECT_GT(largest, 1u);
