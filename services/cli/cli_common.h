@@ -57,6 +57,22 @@ int Connect(const FlagSet& flags, ServiceClient<Service>* client) {
   return -1;
 }
 
+// Connects with the client flags and makes one unary call,
+// CallOnce<v1::Service>(flags, &v1::Service::Stub::Method, request, &response).
+// Returns -1 when it succeeded, else the exit code (the error reported).
+template <typename Service, typename Request, typename Response>
+int CallOnce(const FlagSet& flags,
+             grpc::Status (Service::Stub::*method)(grpc::ClientContext*, const Request&, Response*),
+             const Request& request, Response* response) {
+  ServiceClient<Service> client;
+  const int rc = Connect(flags, &client);
+  if (rc >= 0) return rc;
+  grpc::ClientContext ctx;
+  client.Prepare(&ctx);
+  grpc::Status s = (client.stub.get()->*method)(&ctx, request, response);
+  return s.ok() ? -1 : ReportError(s);
+}
+
 // "2026-11-21 10:44:37" (UTC); "-" for an unset time.
 std::string TimeLabel(const google::protobuf::Timestamp& t);
 

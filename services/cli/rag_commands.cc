@@ -34,6 +34,7 @@ const char* kRagUsage =
     "Run `switchyard rag <verb> --help` for the flags of each verb.\n";
 
 using Client = ServiceClient<v1::RetrievalService>;
+using Stub = v1::RetrievalService::Stub;
 using json = nlohmann::json;
 
 // Documents per ingest message, and bytes of text per message at most.
@@ -134,13 +135,9 @@ int Create(const std::vector<std::string>& args) {
     return kExitUsage;
   }
   req.set_validate_only(flags.GetBool("validate-only"));
-  Client client;
-  if ((rc = Connect(flags, &client)) >= 0) return rc;
-  grpc::ClientContext ctx;
-  client.Prepare(&ctx);
   v1::Collection out;
-  grpc::Status s = client.stub->CreateCollection(&ctx, req, &out);
-  if (!s.ok()) return ReportError(s);
+  rc = CallOnce<v1::RetrievalService>(flags, &Stub::CreateCollection, req, &out);
+  if (rc >= 0) return rc;
   if (flags.GetBool("json")) {
     std::cout << ToJson(out);
     return kExitOk;
@@ -325,13 +322,9 @@ int DeleteDocuments(const std::vector<std::string>& args) {
     std::cerr << "error: --ids is required (comma-separated document ids)\n";
     return kExitUsage;
   }
-  Client client;
-  if ((rc = Connect(flags, &client)) >= 0) return rc;
-  grpc::ClientContext ctx;
-  client.Prepare(&ctx);
   v1::DeleteDocumentsResponse out;
-  grpc::Status s = client.stub->DeleteDocuments(&ctx, req, &out);
-  if (!s.ok()) return ReportError(s);
+  rc = CallOnce<v1::RetrievalService>(flags, &Stub::DeleteDocuments, req, &out);
+  if (rc >= 0) return rc;
   if (flags.GetBool("json")) {
     std::cout << ToJson(out);
     return kExitOk;
@@ -409,13 +402,9 @@ int Search(const std::vector<std::string>& args) {
   req.mutable_hybrid()->set_dense_weight(flags.GetDouble("dense-weight"));
   req.mutable_hybrid()->set_lexical_weight(flags.GetDouble("lexical-weight"));
   if (flags.IsSet("min-score")) req.set_min_score(flags.GetDouble("min-score"));
-  Client client;
-  if ((rc = Connect(flags, &client)) >= 0) return rc;
-  grpc::ClientContext ctx;
-  client.Prepare(&ctx);
   v1::SearchResponse out;
-  grpc::Status s = client.stub->Search(&ctx, req, &out);
-  if (!s.ok()) return ReportError(s);
+  rc = CallOnce<v1::RetrievalService>(flags, &Stub::Search, req, &out);
+  if (rc >= 0) return rc;
   if (flags.GetBool("json")) {
     std::cout << ToJson(out);
     return kExitOk;
@@ -482,15 +471,11 @@ int Show(const std::vector<std::string>& args) {
   AddClientFlags(&flags);
   int rc = ParseOrExit(&flags, args, 1, 1);
   if (rc >= 0) return rc;
-  Client client;
-  if ((rc = Connect(flags, &client)) >= 0) return rc;
-  grpc::ClientContext ctx;
-  client.Prepare(&ctx);
   v1::GetCollectionRequest req;
   req.set_name(CollectionName(flags.positional()[0]));
   v1::Collection out;
-  grpc::Status s = client.stub->GetCollection(&ctx, req, &out);
-  if (!s.ok()) return ReportError(s);
+  rc = CallOnce<v1::RetrievalService>(flags, &Stub::GetCollection, req, &out);
+  if (rc >= 0) return rc;
   if (flags.GetBool("json")) {
     std::cout << ToJson(out);
     return kExitOk;
@@ -505,15 +490,11 @@ int Drop(const std::vector<std::string>& args) {
   AddClientFlags(&flags);
   int rc = ParseOrExit(&flags, args, 1, 1);
   if (rc >= 0) return rc;
-  Client client;
-  if ((rc = Connect(flags, &client)) >= 0) return rc;
-  grpc::ClientContext ctx;
-  client.Prepare(&ctx);
   v1::DeleteCollectionRequest req;
   req.set_name(CollectionName(flags.positional()[0]));
   google::protobuf::Empty empty;
-  grpc::Status s = client.stub->DeleteCollection(&ctx, req, &empty);
-  if (!s.ok()) return ReportError(s);
+  rc = CallOnce<v1::RetrievalService>(flags, &Stub::DeleteCollection, req, &empty);
+  if (rc >= 0) return rc;
   std::cout << "deleted " << req.name() << "\n";
   return kExitOk;
 }

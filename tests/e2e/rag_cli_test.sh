@@ -19,23 +19,7 @@ DATA_DIR=$TMP/data
 SERVER=
 
 # start_server: serve --target=retrieval on fresh ports over $DATA_DIR; sets SERVER, MPORT.
-start_server() {
-  local port mport
-  port=$(free_port)
-  mport=$(free_port)
-  while [[ $mport -eq $port ]]; do mport=$(free_port); done
-  SERVER="--server=127.0.0.1:$port"
-  MPORT=$mport
-  "$SY" serve --target=retrieval --grpc-listen="127.0.0.1:$port" \
-    --metrics-listen="127.0.0.1:$mport" --data-dir="$DATA_DIR" >>"$TMP/server.log" 2>&1 &
-  SERVER_PID=$!
-  for _ in $(seq 100); do
-    if "$SY" rag list "$SERVER" >/dev/null 2>&1; then return 0; fi
-    kill -0 "$SERVER_PID" 2>/dev/null || fail "server exited during start"
-    sleep 0.1
-  done
-  fail "server not ready after 10 s"
-}
+start_server() { start_serve "rag list" --target=retrieval; }
 
 # stop_server: SIGTERM, and the server must drain and exit 0.
 stop_server() {
@@ -46,14 +30,6 @@ stop_server() {
   [[ $rc -eq 0 ]] || fail "server exited $rc after SIGTERM"
 }
 
-# json_field FILE PYTHON_EXPR: evaluates EXPR with `d` bound to FILE's JSON and
-# `hits` to the first query's hits (proto3 JSON omits an empty list).
-json_field() {
-  python3 -c 'import json,sys
-d=json.load(open(sys.argv[1]))
-hits=(d.get("results") or [{}])[0].get("hits", [])
-print(eval(sys.argv[2]))' "$1" "$2"
-}
 
 # search COLLECTION QUERY [FLAGS...]: `rag search --json` into $TMP/out.
 search() {

@@ -51,3 +51,36 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
+# start_serve "PROBE WORDS" [serve flags...]: `switchyard serve` on fresh ports
+# over $DATA_DIR, logging to $TMP/server.log, until `switchyard PROBE WORDS`
+# answers. Sets SERVER (a --server flag), MPORT and SERVER_PID.
+start_serve() {
+  local probe=$1
+  shift
+  local port mport
+  port=$(free_port)
+  mport=$(free_port)
+  while [[ $mport -eq $port ]]; do mport=$(free_port); done
+  SERVER="--server=127.0.0.1:$port"
+  MPORT=$mport
+  "$SY" serve --grpc-listen="127.0.0.1:$port" --metrics-listen="127.0.0.1:$mport" \
+    --data-dir="$DATA_DIR" "$@" >>"$TMP/server.log" 2>&1 &
+  SERVER_PID=$!
+  for _ in $(seq 100); do
+    # shellcheck disable=SC2086  # the probe is words
+    if "$SY" $probe "$SERVER" >/dev/null 2>&1; then return 0; fi
+    kill -0 "$SERVER_PID" 2>/dev/null || fail "server exited during start"
+    sleep 0.1
+  done
+  fail "server not ready after 10 s"
+}
+
+# json_field FILE PYTHON_EXPR: evaluates EXPR with `d` bound to FILE's JSON and,
+# for a search response, `hits` to the first query's hits (proto3 JSON omits an
+# empty list).
+json_field() {
+  python3 -c 'import json,sys
+d=json.load(open(sys.argv[1]))
+hits=(d.get("results") or [{}])[0].get("hits", []) if isinstance(d, dict) else []
+print(eval(sys.argv[2]))' "$1" "$2"
+}

@@ -19,28 +19,7 @@ DATA_DIR=$TMP/data
 SERVER=
 
 # start_server: serve --target=all on fresh ports over $DATA_DIR; sets SERVER.
-start_server() {
-  local port mport
-  port=$(free_port)
-  mport=$(free_port)
-  while [[ $mport -eq $port ]]; do mport=$(free_port); done
-  SERVER="--server=127.0.0.1:$port"
-  MPORT=$mport
-  "$SY" serve --target=all --grpc-listen="127.0.0.1:$port" --metrics-listen="127.0.0.1:$mport" \
-    --data-dir="$DATA_DIR" --min-examples=1 >>"$TMP/server.log" 2>&1 &
-  SERVER_PID=$!
-  for _ in $(seq 100); do
-    if "$SY" models list "$SERVER" >/dev/null 2>&1; then return 0; fi
-    kill -0 "$SERVER_PID" 2>/dev/null || fail "server exited during start"
-    sleep 0.1
-  done
-  fail "server not ready after 10 s"
-}
-
-# json_field FILE PYTHON_EXPR: evaluates EXPR with `d` bound to FILE's JSON.
-json_field() {
-  python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$1" "$2"
-}
+start_server() { start_serve "models list" --target=all --min-examples=1; }
 
 # ---- Setup ---------------------------------------------------------------------------
 
