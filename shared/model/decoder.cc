@@ -125,6 +125,68 @@ absl::StatusOr<KvCache> KvCache::Create(const ModelConfig& config, int64_t batch
   return cache;
 }
 
+absl::Status KvCache::ResetRow(int64_t row) {
+  if (row < 0 || row >= batch_) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("row ", row, " is outside the cache's ", batch_));
+  }
+  return TorchCall("freeing a KV cache row", [&] {
+    segments_[row].fill_(-1);
+    next_position_[row].fill_(0);
+    has_padding_ = true;
+  });
+}
+
+absl::Status KvCache::InsertRow(int64_t row, const KvCache& source) {
+  if (row < 0 || row >= batch_) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("row ", row, " is outside the cache's ", batch_));
+  }
+  if (source.batch_ != 1 || source.keys_.size() != keys_.size() ||
+      (!keys_.empty() && (source.keys_[0].size(1) != keys_[0].size(1) ||
+                          source.keys_[0].size(3) != keys_[0].size(3)))) {
+    return absl::InvalidArgumentError("the source must be a one-row cache of the same model");
+  }
+  const int64_t n = source.length_;
+  const int64_t length = std::max(length_, n);
+  if (length > capacity_) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "KV cache full: a sequence of ", n, " positions exceeds its capacity of ", capacity_));
+  }
+  return TorchCall("inserting a KV cache row", [&]() -> absl::Status {
+    if (length_ > 0 && segments_[row].narrow(0, 0, length_).ge(0).any().item<bool>()) {
+      return absl::FailedPreconditionError(absl::StrCat("row ", row, " is in use"));
+    }
+    const int64_t at = length - n;
+    for (size_t l = 0; l < keys_.size(); ++l) {
+      keys_[l][row].narrow(1, at, n).copy_(source.keys_[l][0].narrow(1, 0, n));
+      values_[l][row].narrow(1, at, n).copy_(source.values_[l][0].narrow(1, 0, n));
+    }
+    segments_[row].narrow(0, at, n).copy_(source.segments_[0].narrow(0, 0, n));
+    next_position_[row].copy_(source.next_position_[0]);
+    has_padding_ = has_padding_ || at > 0 || length > n || batch_ > 1;
+    length_ = length;
+    return absl::OkStatus();
+  });
+}
+
+absl::Status KvCache::Compact() {
+  if (length_ == 0) return absl::OkStatus();
+  return TorchCall("compacting the KV cache", [&] {
+    at::Tensor used = segments_.narrow(1, 0, length_).ge(0).any(0);  // (length,)
+    at::Tensor keep = used.nonzero().view({-1});
+    const int64_t kept = keep.size(0);
+    if (kept == length_) return;
+    for (size_t l = 0; l < keys_.size(); ++l) {
+      keys_[l].narrow(2, 0, kept).copy_(keys_[l].index_select(2, keep));
+      values_[l].narrow(2, 0, kept).copy_(values_[l].index_select(2, keep));
+    }
+    segments_.narrow(1, 0, kept).copy_(segments_.index_select(1, keep));
+    segments_.narrow(1, kept, length_ - kept).fill_(-1);
+    length_ = kept;
+  });
+}
+
 CausalLm::CausalLm(ModelConfig config, LoadOptions options)
     : config_(std::move(config)), options_(options) {
   blocks_.resize(config_.num_layers);

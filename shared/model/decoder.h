@@ -64,6 +64,21 @@ class KvCache {
   int64_t capacity() const { return capacity_; }
   int64_t batch() const { return batch_; }
 
+  // Continuous batching: sequences join and leave rows at token boundaries.
+  // A row that does not take part in a step is fed a padding token (segment
+  // id -1), which it keeps ignoring.
+  //
+  // Frees `row`: its cached positions become padding and its next token is
+  // position 0.
+  absl::Status ResetRow(int64_t row);
+  // Copies the sequence a one-row cache holds (a prompt prefilled alone)
+  // into the free `row`, ending at this cache's length (which grows to the
+  // source's when shorter). RESOURCE_EXHAUSTED past the capacity.
+  absl::Status InsertRow(int64_t row, const KvCache& source);
+  // Drops the positions that no row uses any more, so the length shrinks;
+  // what each row attends to is unchanged.
+  absl::Status Compact();
+
  private:
   friend class CausalLm;
   std::vector<at::Tensor> keys_, values_;  // per layer (B, kv_heads, capacity, head_dim)

@@ -159,6 +159,91 @@ TEST_P(DecoderInvariantTest, KvCacheDecodingEqualsFullForward) {
   EXPECT_LT(RelativeError(at::cat(pieces, 1), expected, mask), 1e-5);
 }
 
+// Sequences joining and leaving the rows of one cache at token boundaries
+// (continuous batching) decode exactly as each does alone.
+TEST_P(DecoderInvariantTest, RowsJoiningAndLeavingDecodeAsAlone) {
+  auto lm = LoadOrDie(GetParam());
+  ASSERT_NE(lm, nullptr);
+  c10::InferenceMode guard;
+  const int64_t V = lm->config().vocab_size;
+  const int kNew = 6;
+  std::vector<std::vector<int64_t>> prompts = {
+      {5, 17, 42, 9, 3}, {100, 7}, {11, 12, 13, 14, 15, 16, 17}};
+  for (auto& p : prompts) {
+    for (int64_t& t : p) t %= V;
+  }
+  // Greedy continuation of one prompt; its cache is returned through `out`.
+  auto prefill = [&](const std::vector<int64_t>& prompt, KvCache* cache) {
+    DecoderInput in;
+    in.input_ids = at::tensor(prompt, at::kLong).view({1, -1});
+    at::Tensor logits = LogitsOrDie(*lm, in, cache);
+    return logits[0][-1].argmax().item<int64_t>();
+  };
+  std::vector<std::vector<int64_t>> alone(prompts.size());
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    auto cache = KvCache::Create(lm->config(), 1, 32, lm->dtype(), lm->device());
+    ASSERT_TRUE(cache.ok());
+    int64_t next = prefill(prompts[i], &*cache);
+    for (int step = 0; step < kNew; ++step) {
+      alone[i].push_back(next);
+      DecoderInput in;
+      in.input_ids = at::tensor(std::vector<int64_t>{next}, at::kLong).view({1, 1});
+      next = LogitsOrDie(*lm, in, &*cache)[0][-1].argmax().item<int64_t>();
+    }
+  }
+
+  // Two rows: prompt 0 starts alone, prompt 1 joins two steps later, prompt
+  // 2 takes row 0 when prompt 0 is done; the cache is compacted on the way.
+  auto batch = KvCache::Create(lm->config(), 2, 64, lm->dtype(), lm->device());
+  ASSERT_TRUE(batch.ok());
+  struct Row {
+    int prompt = -1;
+    int64_t next = 0;
+    std::vector<int64_t> out;
+  } rows[2];
+  std::vector<std::vector<int64_t>> together(prompts.size());
+  auto admit = [&](int row, int prompt) {
+    auto single = KvCache::Create(lm->config(), 1, 32, lm->dtype(), lm->device());
+    ASSERT_TRUE(single.ok());
+    rows[row] = Row{prompt, prefill(prompts[prompt], &*single), {}};
+    ASSERT_TRUE(batch->InsertRow(row, *single).ok());
+  };
+  admit(0, 0);
+  EXPECT_EQ(
+      batch->InsertRow(0, *KvCache::Create(lm->config(), 1, 4, lm->dtype(), lm->device())).code(),
+      absl::StatusCode::kFailedPrecondition);  // row 0 is taken
+  int pending = 1;
+  for (int step = 0; step < 40 && (rows[0].prompt >= 0 || rows[1].prompt >= 0 || pending < 3);
+       ++step) {
+    if (step == 2) admit(1, pending++);
+    if (step == 5) ASSERT_TRUE(batch->Compact().ok());
+    std::vector<int64_t> ids(2, 0), segments(2, -1);
+    for (int r = 0; r < 2; ++r) {
+      if (rows[r].prompt < 0) continue;
+      rows[r].out.push_back(rows[r].next);
+      ids[r] = rows[r].next;
+      segments[r] = 0;
+    }
+    DecoderInput in;
+    in.input_ids = at::tensor(ids, at::kLong).view({2, 1});
+    in.segment_ids = at::tensor(segments, at::kLong).view({2, 1});
+    at::Tensor logits = LogitsOrDie(*lm, in, &*batch);
+    for (int r = 0; r < 2; ++r) {
+      if (rows[r].prompt < 0) continue;
+      rows[r].next = logits[r][-1].argmax().item<int64_t>();
+      if (static_cast<int>(rows[r].out.size()) == kNew) {
+        together[rows[r].prompt] = rows[r].out;
+        rows[r] = Row{};
+        ASSERT_TRUE(batch->ResetRow(r).ok());
+        if (pending < 3) admit(r, pending++);
+      }
+    }
+  }
+  for (size_t i = 0; i < prompts.size(); ++i) EXPECT_EQ(together[i], alone[i]) << "prompt " << i;
+  ASSERT_TRUE(batch->Compact().ok());
+  EXPECT_EQ(batch->length(), 0);  // every row free: nothing left to attend to
+}
+
 TEST_P(DecoderInvariantTest, PackedRowEqualsSeparateRows) {
   auto lm = LoadOrDie(GetParam());
   ASSERT_NE(lm, nullptr);
