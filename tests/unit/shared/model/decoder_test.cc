@@ -216,7 +216,9 @@ TEST_P(DecoderInvariantTest, RowsJoiningAndLeavingDecodeAsAlone) {
   for (int step = 0; step < 40 && (rows[0].prompt >= 0 || rows[1].prompt >= 0 || pending < 3);
        ++step) {
     if (step == 2) admit(1, pending++);
-    if (step == 5) ASSERT_TRUE(batch->Compact().ok());
+    if (step == 5) {
+      ASSERT_TRUE(batch->Compact().ok());
+    }
     std::vector<int64_t> ids(2, 0), segments(2, -1);
     for (int r = 0; r < 2; ++r) {
       if (rows[r].prompt < 0) continue;
