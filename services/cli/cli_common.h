@@ -8,12 +8,15 @@
 #include <grpcpp/support/status.h>
 
 #include <cstdint>
+#include <initializer_list>
 #include <iostream>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/str_join.h"
 #include "shared/core/flags.h"
 #include "shared/rpc/client_channel.h"
 
@@ -71,6 +74,24 @@ int CallOnce(const FlagSet& flags,
   client.Prepare(&ctx);
   grpc::Status s = (client.stub.get()->*method)(&ctx, request, response);
   return s.ok() ? -1 : ReportError(s);
+}
+
+// Maps a flag's word to an enum value; prints the accepted words on a miss.
+template <typename E>
+bool ParseChoice(const FlagSet& flags, const char* name,
+                 std::initializer_list<std::pair<const char*, E>> choices, E* out) {
+  const std::string value = flags.GetString(name);
+  std::vector<std::string> words;
+  for (const auto& [word, e] : choices) {
+    if (value == word) {
+      *out = e;
+      return true;
+    }
+    words.push_back(word);
+  }
+  std::cerr << "error: --" << name << " must be " << absl::StrJoin(words, ", ") << "; got \""
+            << value << "\"\n";
+  return false;
 }
 
 // "2026-11-21 10:44:37" (UTC); "-" for an unset time.

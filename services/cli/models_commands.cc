@@ -27,6 +27,7 @@ const char* kModelsUsage =
     "Run `switchyard models <verb> --help` for the flags of each verb.\n";
 
 using Client = ServiceClient<v1::TrainingService>;
+using Stub = v1::TrainingService::Stub;
 
 std::string ModelName(const std::string& arg) {
   return absl::StartsWith(arg, "models/") || absl::StartsWith(arg, "jobs/")
@@ -45,24 +46,6 @@ std::string KindLabel(v1::ModelKind kind) {
     default:
       return "-";
   }
-}
-
-// Maps a flag's word to an enum value; prints the accepted words on a miss.
-template <typename E>
-bool ParseChoice(const FlagSet& flags, const char* name,
-                 std::initializer_list<std::pair<const char*, E>> choices, E* out) {
-  const std::string value = flags.GetString(name);
-  std::vector<std::string> words;
-  for (const auto& [word, e] : choices) {
-    if (value == word) {
-      *out = e;
-      return true;
-    }
-    words.push_back(word);
-  }
-  std::cerr << "error: --" << name << " must be " << absl::StrJoin(words, ", ") << "; got \""
-            << value << "\"\n";
-  return false;
 }
 
 void PrintModel(const v1::Model& m, std::ostream& out) {
@@ -150,13 +133,9 @@ int Register(const std::vector<std::string>& args) {
     }
     (*req.mutable_labels())[p.first] = p.second;
   }
-  Client c;
-  if ((rc = Connect(flags, &c)) >= 0) return rc;
-  grpc::ClientContext ctx;
-  c.Prepare(&ctx);
   v1::Model model;
-  grpc::Status s = c.stub->RegisterModel(&ctx, req, &model);
-  if (!s.ok()) return ReportError(s);
+  rc = CallOnce<v1::TrainingService>(flags, &Stub::RegisterModel, req, &model);
+  if (rc >= 0) return rc;
   if (flags.GetBool("json")) {
     std::cout << ToJson(model);
     return kExitOk;
@@ -230,15 +209,11 @@ int ShowModel(const std::vector<std::string>& args) {
   AddClientFlags(&flags);
   int rc = ParseOrExit(&flags, args, 1, 1);
   if (rc >= 0) return rc;
-  Client c;
-  if ((rc = Connect(flags, &c)) >= 0) return rc;
-  grpc::ClientContext ctx;
-  c.Prepare(&ctx);
   v1::GetModelRequest req;
   req.set_name(ModelName(flags.positional()[0]));
   v1::Model model;
-  grpc::Status s = c.stub->GetModel(&ctx, req, &model);
-  if (!s.ok()) return ReportError(s);
+  rc = CallOnce<v1::TrainingService>(flags, &Stub::GetModel, req, &model);
+  if (rc >= 0) return rc;
   if (flags.GetBool("json")) {
     std::cout << ToJson(model);
     return kExitOk;
@@ -257,16 +232,12 @@ int DeleteModel(const std::vector<std::string>& args) {
   AddClientFlags(&flags);
   int rc = ParseOrExit(&flags, args, 1, 1);
   if (rc >= 0) return rc;
-  Client c;
-  if ((rc = Connect(flags, &c)) >= 0) return rc;
-  grpc::ClientContext ctx;
-  c.Prepare(&ctx);
   v1::DeleteModelRequest req;
   req.set_name(ModelName(flags.positional()[0]));
   req.set_force(flags.GetBool("force"));
   google::protobuf::Empty empty;
-  grpc::Status s = c.stub->DeleteModel(&ctx, req, &empty);
-  if (!s.ok()) return ReportError(s);
+  rc = CallOnce<v1::TrainingService>(flags, &Stub::DeleteModel, req, &empty);
+  if (rc >= 0) return rc;
   if (flags.GetBool("json")) {
     std::cout << "{\n  \"deleted\": \"" << req.name() << "\"\n}\n";
   } else {

@@ -125,15 +125,13 @@ int Create(const std::vector<std::string>& args) {
     c->mutable_chunking()->set_overlap_tokens(static_cast<int32_t>(flags.GetInt("overlap-tokens")));
   }
   c->mutable_chunking()->set_ignore_paragraphs(flags.GetBool("ignore-paragraphs"));
-  const std::string distance = flags.GetString("distance");
-  if (distance == "ip") {
-    c->set_distance(v1::DISTANCE_METRIC_INNER_PRODUCT);
-  } else if (distance == "l2") {
-    c->set_distance(v1::DISTANCE_METRIC_L2);
-  } else {
-    std::cerr << "error: --distance must be ip or l2; got \"" << distance << "\"\n";
+  v1::DistanceMetric distance;
+  if (!ParseChoice<v1::DistanceMetric>(
+          flags, "distance",
+          {{"ip", v1::DISTANCE_METRIC_INNER_PRODUCT}, {"l2", v1::DISTANCE_METRIC_L2}}, &distance)) {
     return kExitUsage;
   }
+  c->set_distance(distance);
   req.set_validate_only(flags.GetBool("validate-only"));
   v1::Collection out;
   rc = CallOnce<v1::RetrievalService>(flags, &Stub::CreateCollection, req, &out);
@@ -378,17 +376,15 @@ int Search(const std::vector<std::string>& args) {
     return kExitUsage;
   }
   req.set_k(static_cast<int32_t>(flags.GetInt("k")));
-  const std::string mode = flags.GetString("mode");
-  if (mode == "dense") {
-    req.set_mode(v1::SEARCH_MODE_DENSE);
-  } else if (mode == "lexical") {
-    req.set_mode(v1::SEARCH_MODE_LEXICAL);
-  } else if (mode == "hybrid") {
-    req.set_mode(v1::SEARCH_MODE_HYBRID);
-  } else {
-    std::cerr << "error: --mode must be dense, lexical or hybrid; got \"" << mode << "\"\n";
+  v1::SearchMode mode;
+  if (!ParseChoice<v1::SearchMode>(flags, "mode",
+                                   {{"dense", v1::SEARCH_MODE_DENSE},
+                                    {"lexical", v1::SEARCH_MODE_LEXICAL},
+                                    {"hybrid", v1::SEARCH_MODE_HYBRID}},
+                                   &mode)) {
     return kExitUsage;
   }
+  req.set_mode(mode);
   if (!ParseFilter(flags.GetString("filter"), req.mutable_filter())) {
     std::cerr << "error: --filter must look like key=value,key2=a|b; got \""
               << flags.GetString("filter") << "\"\n";

@@ -159,24 +159,6 @@ bool ParseIntList(const FlagSet& flags, const char* name, std::vector<int32_t>* 
   return true;
 }
 
-// Maps a flag's word to an enum value; prints the accepted words on a miss.
-template <typename E>
-bool ParseChoice(const FlagSet& flags, const char* name,
-                 std::initializer_list<std::pair<const char*, E>> choices, E* out) {
-  const std::string value = flags.GetString(name);
-  std::vector<std::string> words;
-  for (const auto& [word, e] : choices) {
-    if (value == word) {
-      *out = e;
-      return true;
-    }
-    words.push_back(word);
-  }
-  std::cerr << "error: --" << name << " must be " << absl::StrJoin(words, ", ") << "; got \""
-            << value << "\"\n";
-  return false;
-}
-
 // Builds the spec from the flags the user set; false after printing a usage
 // error. Ranges are the server's to check (its errors name the field).
 bool SpecFromFlags(const FlagSet& f, v1::JobSpec* spec) {
@@ -412,13 +394,9 @@ int Create(const std::vector<std::string>& args) {
   if (!SpecFromFlags(flags, req.mutable_spec())) return kExitUsage;
   req.set_job_id(flags.GetString("job-id"));
   req.set_validate_only(flags.GetBool("validate-only"));
-  Client c;
-  if ((rc = Connect(flags, &c)) >= 0) return rc;
-  grpc::ClientContext ctx;
-  c.Prepare(&ctx);
   v1::Job job;
-  grpc::Status s = c.stub->CreateJob(&ctx, req, &job);
-  if (!s.ok()) return ReportError(s);
+  rc = CallOnce<v1::TrainingService>(flags, &v1::TrainingService::Stub::CreateJob, req, &job);
+  if (rc >= 0) return rc;
   const bool failed = job.errors_size() > 0;
   if (flags.GetBool("json")) {
     std::cout << ToJson(job);

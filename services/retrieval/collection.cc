@@ -357,7 +357,6 @@ absl::StatusOr<std::vector<PreparedDocument>> Collection::Prepare(
     std::vector<DocumentInput> documents, double* embed_seconds) const {
   std::vector<PreparedDocument> out(documents.size());
   std::vector<std::string> texts;
-  std::vector<std::pair<size_t, size_t>> owner;  // (document, chunk) per text
   TokenCost cost = [this](absl::string_view piece) { return embedder_->CountTokens(piece); };
   for (size_t i = 0; i < documents.size(); ++i) {
     absl::Status valid = ValidateDocument(documents[i]);
@@ -366,33 +365,41 @@ absl::StatusOr<std::vector<PreparedDocument>> Collection::Prepare(
     }
     out[i].document = std::move(documents[i]);
     out[i].chunks = ChunkText(out[i].document.text, spec_.chunking, cost);
-    for (size_t c = 0; c < out[i].chunks.size(); ++c) {
-      const Chunk& chunk = out[i].chunks[c];
+    for (const Chunk& chunk : out[i].chunks) {
       texts.push_back(absl::StrCat(
           spec_.embedder.document_prefix,
           absl::string_view(out[i].document.text).substr(chunk.begin, chunk.end - chunk.begin)));
-      owner.emplace_back(i, c);
     }
   }
-  const int d = spec_.embedder.dimension;
-  const size_t batch = static_cast<size_t>(std::max(1, spec_.embedder.batch_size));
+  const size_t d = static_cast<size_t>(spec_.embedder.dimension);
   const absl::Time start = absl::Now();
-  for (size_t i = 0; i < out.size(); ++i) out[i].vectors.resize(out[i].chunks.size() * d);
+  SY_ASSIGN_OR_RETURN(std::vector<float> vectors, EmbedInBatches(std::move(texts)));
+  // The texts went in document by document, chunk by chunk.
+  auto next = vectors.begin();
+  for (PreparedDocument& p : out) {
+    p.vectors.assign(next, next + p.chunks.size() * d);
+    next += p.chunks.size() * d;
+  }
+  if (embed_seconds != nullptr) *embed_seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  return out;
+}
+
+absl::StatusOr<std::vector<float>> Collection::EmbedInBatches(
+    std::vector<std::string> texts) const {
+  const size_t d = static_cast<size_t>(spec_.embedder.dimension);
+  const size_t batch = static_cast<size_t>(std::max(1, spec_.embedder.batch_size));
+  std::vector<float> out;
+  out.reserve(texts.size() * d);
   for (size_t b = 0; b < texts.size(); b += batch) {
-    const size_t e = std::min(texts.size(), b + batch);
-    std::vector<std::string> slice(std::make_move_iterator(texts.begin() + b),
-                                   std::make_move_iterator(texts.begin() + e));
+    std::vector<std::string> slice(
+        std::make_move_iterator(texts.begin() + b),
+        std::make_move_iterator(texts.begin() + std::min(texts.size(), b + batch)));
     SY_ASSIGN_OR_RETURN(std::vector<float> vectors, embedder_->Embed(slice));
     if (vectors.size() != slice.size() * d) {
       return absl::InternalError("the embedder returned the wrong number of values");
     }
-    for (size_t t = b; t < e; ++t) {
-      const auto [doc, chunk] = owner[t];
-      std::copy(vectors.begin() + (t - b) * d, vectors.begin() + (t - b + 1) * d,
-                out[doc].vectors.begin() + chunk * d);
-    }
+    out.insert(out.end(), vectors.begin(), vectors.end());
   }
-  if (embed_seconds != nullptr) *embed_seconds = absl::ToDoubleSeconds(absl::Now() - start);
   return out;
 }
 
@@ -591,21 +598,10 @@ absl::StatusOr<SearchOutcome> Collection::Search(const SearchQuery& query) const
   std::vector<float> vectors;
   absl::Time start = absl::Now();
   if (dense) {
-    if (!query.texts.empty()) {
-      std::vector<std::string> texts;
-      texts.reserve(query.texts.size());
-      for (const std::string& t : query.texts) texts.push_back(spec_.embedder.query_prefix + t);
-      const size_t batch = static_cast<size_t>(std::max(1, spec_.embedder.batch_size));
-      for (size_t b = 0; b < texts.size(); b += batch) {
-        std::vector<std::string> slice(texts.begin() + b,
-                                       texts.begin() + std::min(texts.size(), b + batch));
-        SY_ASSIGN_OR_RETURN(std::vector<float> v, embedder_->Embed(slice));
-        if (v.size() != slice.size() * static_cast<size_t>(d)) {
-          return absl::InternalError("the embedder returned the wrong number of values");
-        }
-        vectors.insert(vectors.end(), v.begin(), v.end());
-      }
-    }
+    std::vector<std::string> texts;
+    texts.reserve(query.texts.size());
+    for (const std::string& t : query.texts) texts.push_back(spec_.embedder.query_prefix + t);
+    SY_ASSIGN_OR_RETURN(vectors, EmbedInBatches(std::move(texts)));
     for (const auto& v : query.vectors) vectors.insert(vectors.end(), v.begin(), v.end());
   }
   outcome.embed_seconds = absl::ToDoubleSeconds(absl::Now() - start);

@@ -196,6 +196,8 @@ class Collection {
   };
 
   Collection(std::string dir, CollectionSpec spec, std::shared_ptr<const Embedder> embedder);
+  // texts.size() x dimension values, embedded `batch_size` texts at a time.
+  absl::StatusOr<std::vector<float>> EmbedInBatches(std::vector<std::string> texts) const;
   absl::Status LoadSnapshot();
   absl::Status SaveLocked();  // caller holds mu_ (shared) and save_mu_
   void RemoveDocumentLocked(StoredDocument* document, std::vector<int64_t>* removed);

@@ -23,6 +23,8 @@ using rpc::Role;
 using rpc::Unary;
 
 constexpr int kDefaultPage = 50;
+const prometheus::Histogram::BucketBoundaries kLatencyBuckets = {
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5};
 
 google::protobuf::Timestamp Time(absl::Time t) {
   return TimeUtil::NanosecondsToTimestamp(t == absl::InfinitePast() ? 0 : absl::ToUnixNanos(t));
@@ -570,10 +572,7 @@ grpc::ServerUnaryReactor* RetrievalServiceImpl::Search(grpc::CallbackServerConte
           metrics_.queries.Add({{"collection", id}, {"mode", mode_name}})
               .Increment(static_cast<double>(outcome->results.size()));
           metrics_.hits.Add({{"collection", id}}).Increment(static_cast<double>(hits));
-          metrics_.latency
-              .Add({{"mode", mode_name}},
-                   prometheus::Histogram::BucketBoundaries{0.0005, 0.001, 0.0025, 0.005, 0.01,
-                                                           0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5})
+          metrics_.latency.Add({{"mode", mode_name}}, kLatencyBuckets)
               .Observe(absl::ToDoubleSeconds(absl::Now() - start));
           reactor->Finish(grpc::Status::OK);
         });
