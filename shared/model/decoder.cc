@@ -157,6 +157,19 @@ absl::Status KvCache::InsertRow(int64_t row, const KvCache& source) {
     if (length_ > 0 && segments_[row].narrow(0, 0, length_).ge(0).any().item<bool>()) {
       return absl::FailedPreconditionError(absl::StrCat("row ", row, " is in use"));
     }
+    if (length > length_ && length_ > 0) {
+      // Shift what is cached right, so every row still ends at the length
+      // and Compact can shrink the cache to its longest row.
+      const int64_t shift = length - length_;
+      for (std::vector<at::Tensor>* layers : {&keys_, &values_}) {
+        for (at::Tensor& t : *layers) {
+          t.narrow(2, shift, length_).copy_(t.narrow(2, 0, length_).clone());
+        }
+      }
+      segments_.narrow(1, shift, length_).copy_(segments_.narrow(1, 0, length_).clone());
+      segments_.narrow(1, 0, shift).fill_(-1);
+      has_padding_ = true;
+    }
     const int64_t at = length - n;
     for (size_t l = 0; l < keys_.size(); ++l) {
       keys_[l][row].narrow(1, at, n).copy_(source.keys_[l][0].narrow(1, 0, n));
@@ -168,6 +181,40 @@ absl::Status KvCache::InsertRow(int64_t row, const KvCache& source) {
     length_ = length;
     return absl::OkStatus();
   });
+}
+
+absl::Status KvCache::MoveRow(int64_t from, int64_t to) {
+  if (from < 0 || from >= batch_ || to < 0 || to >= batch_) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("rows ", from, " and ", to, " must be inside the cache's ", batch_));
+  }
+  if (from == to) return absl::OkStatus();
+  SY_RETURN_IF_ERROR(TorchCall("moving a KV cache row", [&]() -> absl::Status {
+    if (length_ > 0 && segments_[to].narrow(0, 0, length_).ge(0).any().item<bool>()) {
+      return absl::FailedPreconditionError(absl::StrCat("row ", to, " is in use"));
+    }
+    for (std::vector<at::Tensor>* layers : {&keys_, &values_}) {
+      for (at::Tensor& t : *layers)
+        t[to].narrow(1, 0, length_).copy_(t[from].narrow(1, 0, length_));
+    }
+    segments_[to].copy_(segments_[from]);
+    next_position_[to].copy_(next_position_[from]);
+    return absl::OkStatus();
+  }));
+  return ResetRow(from);
+}
+
+int64_t KvCache::RowLength(int64_t row) const {
+  if (row < 0 || row >= batch_ || length_ == 0) return 0;
+  return segments_[row].narrow(0, 0, length_).ge(0).sum().item<int64_t>();
+}
+
+int64_t KvCache::BytesPerPosition() const {
+  int64_t bytes = 0;
+  for (const std::vector<at::Tensor>* layers : {&keys_, &values_}) {
+    for (const at::Tensor& t : *layers) bytes += t.size(1) * t.size(3) * t.element_size();
+  }
+  return bytes;
 }
 
 absl::Status KvCache::Compact() {
@@ -342,7 +389,7 @@ absl::StatusOr<CausalLm::Context> CausalLm::Prepare(const DecoderInput& in,
         absl::StrCat("adapters has ", in.adapters.size(), " entries for a batch of ", B));
   }
   if (cache != nullptr) {
-    if (cache->batch() != B) {
+    if (cache->batch() < B) {
       return absl::InvalidArgumentError(
           absl::StrCat("KV cache holds ", cache->batch(), " rows but the batch has ", B));
     }
@@ -396,7 +443,8 @@ absl::StatusOr<CausalLm::Context> CausalLm::Prepare(const DecoderInput& in,
       ctx.positions = in.position_ids.to(long_opts);
     } else if (cache != nullptr) {
       // Continue each row from the positions already cached.
-      at::Tensor counted = valid.to(at::kLong).cumsum(1) - 1 + cache->next_position_.unsqueeze(1);
+      at::Tensor counted =
+          valid.to(at::kLong).cumsum(1) - 1 + cache->next_position_.narrow(0, 0, B).unsqueeze(1);
       ctx.positions = counted.masked_fill(valid.logical_not(), 0);
     } else {
       // Restart at 0 at each segment's first token: position = index minus
@@ -424,12 +472,14 @@ absl::StatusOr<CausalLm::Context> CausalLm::Prepare(const DecoderInput& in,
     // Attention mask over the keys: the cache's positions, then this call's.
     const int64_t S = ctx.past + T;
     ctx.has_padding = T > 0 && ctx.segments.min().item<int64_t>() < 0;
-    const bool padded = (cache != nullptr && cache->has_padding_) || ctx.has_padding;
+    const bool padded =
+        (cache != nullptr && (cache->has_padding_ || cache->batch() > B)) || ctx.has_padding;
     const bool windowed = config_.sliding_window.has_value() && S > *config_.sliding_window;
     if (T > 1 || padded || windowed) {
       at::Tensor key_segments =
-          cache != nullptr ? at::cat({cache->segments_.narrow(1, 0, ctx.past), ctx.segments}, 1)
-                           : ctx.segments;  // (B, S)
+          cache != nullptr
+              ? at::cat({cache->segments_.narrow(0, 0, B).narrow(1, 0, ctx.past), ctx.segments}, 1)
+              : ctx.segments;  // (B, S)
       at::Tensor q_index = at::arange(ctx.past, S, long_opts).view({1, T, 1});
       at::Tensor k_index = at::arange(S, long_opts).view({1, 1, S});
       at::Tensor allowed = key_segments.unsqueeze(1).eq(ctx.segments.unsqueeze(2)) &
@@ -469,10 +519,13 @@ at::Tensor CausalLm::Attention(const Block& b, int layer, const at::Tensor& x, c
   k = k.transpose(1, 2);  // (B, KV, T, D)
   v = v.transpose(1, 2);
   if (cache != nullptr) {
-    cache->keys_[layer].narrow(2, ctx.past, T).copy_(k);
-    cache->values_[layer].narrow(2, ctx.past, T).copy_(v);
-    k = cache->keys_[layer].narrow(2, 0, ctx.past + T);  // (B, KV, S, D)
-    v = cache->values_[layer].narrow(2, 0, ctx.past + T);
+    // The batch uses the cache's first B rows.
+    at::Tensor keys = cache->keys_[layer].narrow(0, 0, B);
+    at::Tensor values = cache->values_[layer].narrow(0, 0, B);
+    keys.narrow(2, ctx.past, T).copy_(k);
+    values.narrow(2, ctx.past, T).copy_(v);
+    k = keys.narrow(2, 0, ctx.past + T);  // (B, KV, S, D)
+    v = values.narrow(2, 0, ctx.past + T);
   }
   const int64_t S = k.size(2);
   // Query heads grouped under the key/value head they share (head h uses
@@ -524,9 +577,10 @@ absl::StatusOr<at::Tensor> CausalLm::Hidden(const DecoderInput& in, KvCache* cac
     x = IsGpt2(config_) ? at::layer_norm(x, {H}, final_norm_w_, final_norm_b_, eps)
                         : RmsNorm(x, final_norm_w_, eps);
     if (cache != nullptr) {
-      cache->segments_.narrow(1, ctx.past, ctx.length).copy_(ctx.segments);
-      cache->next_position_ = cache->next_position_ + ctx.segments.ge(0).sum(1);
-      cache->has_padding_ = cache->has_padding_ || ctx.has_padding;
+      const int64_t B = ctx.batch;
+      cache->segments_.narrow(0, 0, B).narrow(1, ctx.past, ctx.length).copy_(ctx.segments);
+      cache->next_position_.narrow(0, 0, B).add_(ctx.segments.ge(0).sum(1));
+      cache->has_padding_ = cache->has_padding_ || ctx.has_padding || cache->batch() > B;
       cache->length_ += ctx.length;
     }
     return x;

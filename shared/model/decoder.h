@@ -54,7 +54,9 @@ struct DecoderInput {
 };
 
 // Keys and values of earlier positions for incremental decoding. Rows hold
-// one sequence each (left padding allowed, no packing). Not thread-safe.
+// one sequence each (left padding allowed, no packing). A batch of B rows
+// uses the cache's first B rows; the rows past it must be free. Not
+// thread-safe.
 class KvCache {
  public:
   // Room for `capacity` positions of `batch` rows.
@@ -76,8 +78,17 @@ class KvCache {
   // source's when shorter). RESOURCE_EXHAUSTED past the capacity.
   absl::Status InsertRow(int64_t row, const KvCache& source);
   // Drops the positions that no row uses any more, so the length shrinks;
-  // what each row attends to is unchanged.
+  // what each row attends to is unchanged. Every row ends at the length (an
+  // insert longer than it shifts the others), so this leaves the length of
+  // the longest row.
   absl::Status Compact();
+  // Moves the sequence in row `from` to the free row `to` and frees `from`,
+  // so the rows in use can stay packed at the front.
+  absl::Status MoveRow(int64_t from, int64_t to);
+  // Positions row `row` holds.
+  int64_t RowLength(int64_t row) const;
+  // Memory one position of one row takes, keys and values of every layer.
+  int64_t BytesPerPosition() const;
 
  private:
   friend class CausalLm;

@@ -246,6 +246,88 @@ TEST_P(DecoderInvariantTest, RowsJoiningAndLeavingDecodeAsAlone) {
   EXPECT_EQ(batch->length(), 0);  // every row free: nothing left to attend to
 }
 
+// The engine's layout: rows in use packed at the front of a larger cache,
+// the batch only as wide as them; a longer prompt joining shifts the others;
+// a row leaving is filled by the last one (MoveRow).
+TEST_P(DecoderInvariantTest, PackedRowsOfALargerCacheDecodeAsAlone) {
+  auto lm = LoadOrDie(GetParam());
+  ASSERT_NE(lm, nullptr);
+  c10::InferenceMode guard;
+  const int64_t V = lm->config().vocab_size;
+  std::vector<std::vector<int64_t>> prompts = {{5, 17}, {100, 7, 8}, {11, 12, 13, 14, 15, 16, 17}};
+  const std::vector<int> steps = {3, 8, 5};  // tokens each generates
+  for (auto& p : prompts) {
+    for (int64_t& t : p) t %= V;
+  }
+  auto greedy = [&](const at::Tensor& logits, int64_t row) {
+    return logits[row][-1].argmax().item<int64_t>();
+  };
+  auto prefill = [&](const std::vector<int64_t>& prompt, KvCache* cache) {
+    DecoderInput in;
+    in.input_ids = at::tensor(prompt, at::kLong).view({1, -1});
+    return greedy(LogitsOrDie(*lm, in, cache), 0);
+  };
+  std::vector<std::vector<int64_t>> alone(prompts.size());
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    auto cache = KvCache::Create(lm->config(), 1, 32, lm->dtype(), lm->device());
+    ASSERT_TRUE(cache.ok());
+    int64_t next = prefill(prompts[i], &*cache);
+    for (int s = 0; s < steps[i]; ++s) {
+      alone[i].push_back(next);
+      DecoderInput in;
+      in.input_ids = at::tensor(std::vector<int64_t>{next}, at::kLong).view({1, 1});
+      next = greedy(LogitsOrDie(*lm, in, &*cache), 0);
+    }
+  }
+
+  auto batch = KvCache::Create(lm->config(), 4, 64, lm->dtype(), lm->device());
+  ASSERT_TRUE(batch.ok());
+  struct Row {
+    int prompt;
+    int64_t next;
+    std::vector<int64_t> out;
+  };
+  std::vector<Row> rows;  // row i of the cache
+  std::vector<std::vector<int64_t>> together(prompts.size());
+  auto admit = [&](int prompt) {
+    auto single = KvCache::Create(lm->config(), 1, 32, lm->dtype(), lm->device());
+    ASSERT_TRUE(single.ok());
+    rows.push_back(Row{prompt, prefill(prompts[prompt], &*single), {}});
+    ASSERT_TRUE(batch->InsertRow(static_cast<int64_t>(rows.size()) - 1, *single).ok());
+  };
+  admit(0);
+  admit(1);
+  for (int step = 0; step < 20 && !rows.empty(); ++step) {
+    if (step == 1) admit(2);  // 7 tokens: longer than the cache so far
+    const int64_t B = static_cast<int64_t>(rows.size());
+    std::vector<int64_t> ids;
+    for (Row& r : rows) {
+      r.out.push_back(r.next);
+      ids.push_back(r.next);
+    }
+    DecoderInput in;
+    in.input_ids = at::tensor(ids, at::kLong).view({B, 1});
+    at::Tensor logits = LogitsOrDie(*lm, in, &*batch);
+    for (int64_t r = 0; r < B; ++r) rows[r].next = greedy(logits, r);
+    for (int64_t r = B - 1; r >= 0; --r) {
+      if (static_cast<int>(rows[r].out.size()) < steps[rows[r].prompt]) continue;
+      together[rows[r].prompt] = rows[r].out;
+      const int64_t last = static_cast<int64_t>(rows.size()) - 1;
+      ASSERT_TRUE(batch->ResetRow(r).ok());
+      if (r != last) {
+        ASSERT_TRUE(batch->MoveRow(last, r).ok());
+        rows[r] = rows[last];
+      }
+      rows.pop_back();
+    }
+    ASSERT_TRUE(batch->Compact().ok());
+    int64_t longest = 0;
+    for (size_t r = 0; r < rows.size(); ++r) longest = std::max(longest, batch->RowLength(r));
+    EXPECT_EQ(batch->length(), longest) << "step " << step;
+  }
+  for (size_t i = 0; i < prompts.size(); ++i) EXPECT_EQ(together[i], alone[i]) << "prompt " << i;
+}
+
 TEST_P(DecoderInvariantTest, PackedRowEqualsSeparateRows) {
   auto lm = LoadOrDie(GetParam());
   ASSERT_NE(lm, nullptr);
