@@ -20,19 +20,6 @@ namespace {
 
 constexpr float kRemoved = -std::numeric_limits<float>::infinity();
 
-// Per-request decoding state.
-struct Row {
-  const GenerationRequest* request = nullptr;
-  Generation out;
-  std::set<int64_t> seen;  // tokens the repetition penalty applies to
-  at::Generator generator;
-  std::unique_ptr<text::DecodeStream> decoder;
-  std::string text;     // everything decoded so far (before any stop cut)
-  size_t released = 0;  // bytes of `text` already handed to the callback
-  size_t max_stop = 0;  // longest stop string
-  bool active = true;
-};
-
 // Largest index <= n that is not inside a UTF-8 sequence.
 size_t Utf8Boundary(const std::string& s, size_t n) {
   while (n > 0 && n < s.size() && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) --n;
@@ -56,6 +43,9 @@ absl::Status SamplingParams::Validate() const {
   }
   for (const std::string& s : stop) {
     if (s.empty()) return bad("stop strings must not be empty");
+  }
+  if (top_logprobs < 0 || top_logprobs > 20) {
+    return bad(absl::StrCat("top_logprobs must be in [0, 20], got ", top_logprobs));
   }
   return absl::OkStatus();
 }
@@ -133,6 +123,127 @@ int64_t SampleToken(const at::Tensor& logits, const SamplingParams& p,
   return at::multinomial(probs, 1, /*replacement=*/false, generator).item<int64_t>();
 }
 
+absl::StatusOr<std::unique_ptr<SequenceDecoder>> SequenceDecoder::Create(
+    const GenerationRequest& req, const text::Tokenizer* tokenizer,
+    const std::vector<int64_t>& eos_token_ids, int64_t vocab_size) {
+  SY_RETURN_IF_ERROR(req.params.Validate());
+  if (req.prompt_ids.empty()) return absl::InvalidArgumentError("the prompt has no tokens");
+  for (int64_t id : req.prompt_ids) {
+    if (id < 0 || id >= vocab_size) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("prompt token id ", id, " is outside the vocabulary [0, ", vocab_size, ")"));
+    }
+  }
+  if (!req.params.stop.empty() && tokenizer == nullptr) {
+    return absl::InvalidArgumentError("stop strings need the model's tokenizer");
+  }
+  std::unique_ptr<SequenceDecoder> d(new SequenceDecoder());
+  d->tokenizer_ = tokenizer;
+  d->eos_ = req.params.ignore_eos ? std::vector<int64_t>{} : eos_token_ids;
+  d->params_ = req.params;
+  d->out_.prompt_tokens = static_cast<int64_t>(req.prompt_ids.size());
+  if (req.params.repetition_penalty != 1.0)
+    d->seen_.insert(req.prompt_ids.begin(), req.prompt_ids.end());
+  uint64_t seed = 0;
+  if (req.params.seed.has_value()) {
+    seed = *req.params.seed;
+  } else {
+    std::random_device entropy;
+    seed = static_cast<uint64_t>(entropy()) << 32 | entropy();
+  }
+  d->generator_ = at::detail::createCPUGenerator(seed);
+  if (tokenizer != nullptr) {
+    d->decoder_ = std::make_unique<text::DecodeStream>(tokenizer, /*skip_special_tokens=*/true);
+  }
+  for (const std::string& stop : req.params.stop)
+    d->max_stop_ = std::max(d->max_stop_, stop.size());
+  d->next_input_ = req.prompt_ids.back();
+  return d;
+}
+
+absl::StatusOr<StreamedToken> SequenceDecoder::Step(const at::Tensor& logits,
+                                                    const at::Tensor& logprobs) {
+  if (finished_) return absl::FailedPreconditionError("the sequence has finished");
+  const SamplingParams& p = params_;
+  int64_t token = 0;
+  if (p.temperature == 0 && p.repetition_penalty == 1.0) {
+    SY_ASSIGN_OR_RETURN(token,
+                        TorchCall("sampling", [&] { return logits.argmax().item<int64_t>(); }));
+  } else {
+    const std::vector<int64_t> seen(seen_.begin(), seen_.end());
+    SY_ASSIGN_OR_RETURN(
+        token, TorchCall("sampling", [&] { return SampleToken(logits, p, seen, generator_); }));
+  }
+  StreamedToken streamed;
+  streamed.id = token;
+  const float* lp = logprobs.data_ptr<float>();
+  streamed.logprob = lp[token];
+  if (p.top_logprobs > 0) {
+    auto [values, ids] = logprobs.topk(p.top_logprobs);
+    for (int64_t i = 0; i < values.size(0); ++i) {
+      streamed.top_logprobs.emplace_back(ids[i].item<int64_t>(), values[i].item<double>());
+    }
+  }
+  const bool is_eos = std::find(eos_.begin(), eos_.end(), token) != eos_.end();
+  const bool is_stop_id =
+      std::find(p.stop_token_ids.begin(), p.stop_token_ids.end(), token) != p.stop_token_ids.end();
+  if (is_eos || is_stop_id) {
+    out_.finish_reason = "stop";
+    out_.stop_reason = absl::StrCat(token);
+    finished_ = true;
+  } else {
+    out_.token_ids.push_back(token);
+    out_.logprobs.push_back(streamed.logprob);
+    if (p.repetition_penalty != 1.0) seen_.insert(token);
+    if (decoder_ != nullptr) {
+      SY_ASSIGN_OR_RETURN(std::string piece, decoder_->Step(static_cast<int32_t>(token)));
+      const size_t search_from = text_.size() >= max_stop_ ? text_.size() - max_stop_ + 1 : 0;
+      text_ += piece;
+      size_t cut = std::string::npos;
+      for (const std::string& s : p.stop) {
+        size_t at = text_.find(s, search_from);
+        if (at != std::string::npos && at < cut) {
+          cut = at;
+          out_.stop_reason = s;
+        }
+      }
+      if (cut != std::string::npos) {
+        text_.resize(cut);
+        out_.finish_reason = "stop";
+        finished_ = true;
+      }
+    }
+    if (!finished_ && static_cast<int64_t>(out_.token_ids.size()) >= p.max_new_tokens) {
+      out_.finish_reason = "length";
+      finished_ = true;
+    }
+  }
+  // Release text, holding back what could still become a stop string.
+  size_t releasable = text_.size();
+  if (!finished_ && max_stop_ > 1) {
+    releasable = releasable > max_stop_ - 1 ? releasable - (max_stop_ - 1) : 0;
+    releasable = Utf8Boundary(text_, releasable);
+  }
+  if (releasable > released_) {
+    streamed.text = text_.substr(released_, releasable - released_);
+    released_ = releasable;
+  }
+  next_input_ = token;
+  return streamed;
+}
+
+void SequenceDecoder::Cancel() {
+  if (finished_) return;
+  out_.finish_reason = "cancelled";
+  finished_ = true;
+}
+
+Generation SequenceDecoder::Take() {
+  out_.text = std::move(text_);
+  text_.clear();
+  return std::move(out_);
+}
+
 absl::StatusOr<std::vector<Generation>> Generate(const CausalLm& model,
                                                  const text::Tokenizer* tokenizer,
                                                  const std::vector<GenerationRequest>& requests,
@@ -140,37 +251,15 @@ absl::StatusOr<std::vector<Generation>> Generate(const CausalLm& model,
                                                  const TokenCallback& callback) {
   if (requests.empty()) return std::vector<Generation>{};
   const int64_t B = static_cast<int64_t>(requests.size());
-  const int64_t V = model.config().vocab_size;
   int64_t longest_prompt = 0, most_new = 0;
-  std::vector<Row> rows(B);
-  std::random_device entropy;
-  for (int64_t r = 0; r < B; ++r) {
-    const GenerationRequest& req = requests[r];
-    SY_RETURN_IF_ERROR(req.params.Validate());
-    if (req.prompt_ids.empty()) return absl::InvalidArgumentError("the prompt has no tokens");
-    for (int64_t id : req.prompt_ids) {
-      if (id < 0 || id >= V) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("prompt token id ", id, " is outside the vocabulary [0, ", V, ")"));
-      }
-    }
-    if (!req.params.stop.empty() && tokenizer == nullptr) {
-      return absl::InvalidArgumentError("stop strings need the model's tokenizer");
-    }
+  std::vector<std::unique_ptr<SequenceDecoder>> rows;
+  for (const GenerationRequest& req : requests) {
+    SY_ASSIGN_OR_RETURN(
+        std::unique_ptr<SequenceDecoder> row,
+        SequenceDecoder::Create(req, tokenizer, eos_token_ids, model.config().vocab_size));
+    rows.push_back(std::move(row));
     longest_prompt = std::max<int64_t>(longest_prompt, req.prompt_ids.size());
     most_new = std::max(most_new, req.params.max_new_tokens);
-    Row& row = rows[r];
-    row.request = &req;
-    row.out.prompt_tokens = static_cast<int64_t>(req.prompt_ids.size());
-    if (req.params.repetition_penalty != 1.0)
-      row.seen.insert(req.prompt_ids.begin(), req.prompt_ids.end());
-    row.generator = at::detail::createCPUGenerator(
-        req.params.seed.has_value() ? *req.params.seed
-                                    : (static_cast<uint64_t>(entropy()) << 32 | entropy()));
-    if (tokenizer != nullptr) {
-      row.decoder = std::make_unique<text::DecodeStream>(tokenizer, /*skip_special_tokens=*/true);
-    }
-    for (const std::string& s : req.params.stop) row.max_stop = std::max(row.max_stop, s.size());
   }
 
   c10::InferenceMode inference;
@@ -195,75 +284,19 @@ absl::StatusOr<std::vector<Generation>> Generate(const CausalLm& model,
     SY_ASSIGN_OR_RETURN(at::Tensor hidden, model.Hidden(input, &cache));
     SY_ASSIGN_OR_RETURN(at::Tensor logits, TorchCall("LM head", [&] {
                           return model.Logits(hidden.select(1, hidden.size(1) - 1))
-                              .to(at::kCPU, at::kFloat);  // (B, V)
+                              .to(at::kCPU, at::kFloat)
+                              .contiguous();  // (B, V)
                         }));
     at::Tensor raw_logprobs = at::log_softmax(logits, -1);
     std::vector<int64_t> next(B, 0), next_segment(B, -1);
     bool any_active = false;
     for (int64_t r = 0; r < B; ++r) {
-      Row& row = rows[r];
-      if (!row.active) continue;
-      const SamplingParams& p = row.request->params;
-      const std::vector<int64_t> seen(row.seen.begin(), row.seen.end());
-      int64_t token = 0;
-      SY_ASSIGN_OR_RETURN(token, TorchCall("sampling", [&] {
-                            return SampleToken(logits[r], p, seen, row.generator);
-                          }));
-      const bool is_eos = !p.ignore_eos && std::find(eos_token_ids.begin(), eos_token_ids.end(),
-                                                     token) != eos_token_ids.end();
-      const bool is_stop_id = std::find(p.stop_token_ids.begin(), p.stop_token_ids.end(), token) !=
-                              p.stop_token_ids.end();
-      StreamedToken streamed;
-      streamed.id = token;
-      streamed.logprob = raw_logprobs[r][token].item<double>();
-      if (is_eos || is_stop_id) {
-        row.out.finish_reason = "stop";
-        row.out.stop_reason = absl::StrCat(token);
-        row.active = false;
-      } else {
-        row.out.token_ids.push_back(token);
-        row.out.logprobs.push_back(streamed.logprob);
-        if (p.repetition_penalty != 1.0) row.seen.insert(token);
-        if (row.decoder != nullptr) {
-          SY_ASSIGN_OR_RETURN(std::string piece, row.decoder->Step(static_cast<int32_t>(token)));
-          const size_t search_from =
-              row.text.size() >= row.max_stop ? row.text.size() - row.max_stop + 1 : 0;
-          row.text += piece;
-          size_t cut = std::string::npos;
-          for (const std::string& s : p.stop) {
-            size_t at = row.text.find(s, search_from);
-            if (at != std::string::npos && at < cut) {
-              cut = at;
-              row.out.stop_reason = s;
-            }
-          }
-          if (cut != std::string::npos) {
-            row.text.resize(cut);
-            row.out.finish_reason = "stop";
-            row.active = false;
-          }
-        }
-        if (row.active && static_cast<int64_t>(row.out.token_ids.size()) >= p.max_new_tokens) {
-          row.out.finish_reason = "length";
-          row.active = false;
-        }
-      }
-      // Release text, holding back what could still become a stop string.
-      size_t releasable = row.text.size();
-      if (row.active && row.max_stop > 1) {
-        releasable = releasable > row.max_stop - 1 ? releasable - (row.max_stop - 1) : 0;
-        releasable = Utf8Boundary(row.text, releasable);
-      }
-      if (releasable > row.released) {
-        streamed.text = row.text.substr(row.released, releasable - row.released);
-        row.released = releasable;
-      }
-      if (callback && !callback(static_cast<size_t>(r), streamed) && row.active) {
-        row.out.finish_reason = "cancelled";
-        row.active = false;
-      }
-      if (row.active) {
-        next[r] = token;
+      SequenceDecoder& row = *rows[r];
+      if (row.finished()) continue;
+      SY_ASSIGN_OR_RETURN(StreamedToken streamed, row.Step(logits[r], raw_logprobs[r]));
+      if (callback && !callback(static_cast<size_t>(r), streamed)) row.Cancel();
+      if (!row.finished()) {
+        next[r] = row.next_input();
         next_segment[r] = 0;
         any_active = true;
       }
@@ -276,10 +309,7 @@ absl::StatusOr<std::vector<Generation>> Generate(const CausalLm& model,
 
   std::vector<Generation> out;
   out.reserve(B);
-  for (Row& row : rows) {
-    row.out.text = std::move(row.text);
-    out.push_back(std::move(row.out));
-  }
+  for (auto& row : rows) out.push_back(row->Take());
   return out;
 }
 

@@ -13,8 +13,11 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
+#include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -34,6 +37,7 @@ struct SamplingParams {
   std::vector<std::string> stop;        // stop strings; the output ends before them
   std::vector<int64_t> stop_token_ids;  // besides the model's EOS ids
   bool ignore_eos = false;
+  int64_t top_logprobs = 0;  // alternatives reported per token, 0-20
 
   // Errors name the field, e.g. `top_p must be in (0, 1], got 1.5`.
   absl::Status Validate() const;
@@ -57,6 +61,8 @@ struct GenerationRequest {
 struct StreamedToken {
   int64_t id = 0;
   double logprob = 0;  // natural log
+  // The params.top_logprobs likeliest tokens and their logprobs, best first.
+  std::vector<std::pair<int64_t, double>> top_logprobs;
   // Text released by this token (may be empty while a multi-byte character
   // or a possible stop string is incomplete).
   std::string text;
@@ -69,6 +75,47 @@ struct Generation {
   std::string finish_reason;       // "stop", "length" or "cancelled"
   std::string stop_reason;         // the stop string or token id that ended it, if any
   int64_t prompt_tokens = 0;
+};
+
+// One sequence's decoding state: its sampler, stop conditions and streamed
+// text, fed one step's logits at a time. Generate runs one per row; the
+// inference engine one per request of its continuous batch. Not thread-safe.
+class SequenceDecoder {
+ public:
+  // Checks the params and prompt ids (against `vocab_size`). `tokenizer`
+  // (may be null: no text, no stop strings) must outlive the decoder.
+  static absl::StatusOr<std::unique_ptr<SequenceDecoder>> Create(
+      const GenerationRequest& request, const text::Tokenizer* tokenizer,
+      const std::vector<int64_t>& eos_token_ids, int64_t vocab_size);
+
+  // Chooses the next token from this sequence's (V,) float32 CPU logits and
+  // their log-softmax, updates the stop state and returns the token with
+  // the text it releases. After the last token, finished() is true.
+  absl::StatusOr<StreamedToken> Step(const at::Tensor& logits, const at::Tensor& logprobs);
+  // Ends the sequence early ("cancelled") unless it finished already.
+  void Cancel();
+  bool finished() const { return finished_; }
+  // The token to feed next (the last one chosen).
+  int64_t next_input() const { return next_input_; }
+  const Generation& generation() const { return out_; }
+  // The result; call once, when finished.
+  Generation Take();
+
+ private:
+  SequenceDecoder() = default;
+
+  const text::Tokenizer* tokenizer_ = nullptr;
+  std::vector<int64_t> eos_;
+  SamplingParams params_;
+  Generation out_;
+  std::set<int64_t> seen_;  // tokens the repetition penalty applies to
+  at::Generator generator_;
+  std::unique_ptr<text::DecodeStream> decoder_;
+  std::string text_;     // everything decoded so far (before any stop cut)
+  size_t released_ = 0;  // bytes of `text_` already streamed
+  size_t max_stop_ = 0;  // longest stop string
+  int64_t next_input_ = 0;
+  bool finished_ = false;
 };
 
 // Called after each token of each row; return false to stop that row
