@@ -24,6 +24,7 @@ namespace {
 const char* kModelUsage =
     "Usage: switchyard model <verb> [flags]\n\n"
     "  init      Write a random checkpoint in the Hugging Face layout.\n"
+    "  init-adapter  Write a random PEFT LoRA adapter for a checkpoint.\n"
     "  score     Log-probability of each next token of a token sequence.\n"
     "  generate  Generate text from a prompt.\n"
     "  merge     Merge a LoRA adapter into its base model's weights.\n\n"
@@ -361,6 +362,41 @@ int Merge(const std::vector<std::string>& args) {
   return kExitOk;
 }
 
+int InitAdapterCommand(const std::vector<std::string>& args) {
+  FlagSet flags(
+      "switchyard model init-adapter --model DIR [--r N] [--targets LIST] --seed S -o DIR",
+      "Writes a random PEFT LoRA adapter (adapter_config.json,\n"
+      "adapter_model.safetensors) for the checkpoint: A initialised as PEFT does, B\n"
+      "drawn with --init-std instead of zeros so it changes the output. For\n"
+      "benchmarks and serving checks without a training run.");
+  flags.AddString("model", "", "Base checkpoint directory.");
+  flags.AddInt("r", 8, "LoRA rank.");
+  flags.AddDouble("alpha", 16, "LoRA alpha.");
+  flags.AddString("targets", "q_proj,v_proj", "Target modules, comma separated.");
+  flags.AddDouble("init-std", 0.05, "Standard deviation of B.");
+  flags.AddInt("seed", 0, "Random seed.");
+  flags.AddString("output", "", "Output directory (-o; created, must be empty).");
+  int rc = ParseOrExit(&flags, ExpandShortFlags(args), 0, 0);
+  if (rc >= 0) return rc;
+  if ((rc = RequireFlags(flags, {"model", "output"})) >= 0) return rc;
+  model::SetTorchThreads(0);
+  model::LoraConfig config;
+  config.r = flags.GetInt("r");
+  config.alpha = flags.GetDouble("alpha");
+  config.target_modules = absl::StrSplit(flags.GetString("targets"), ',', absl::SkipEmpty());
+  if (config.r < 1 || config.target_modules.empty()) {
+    std::cerr << "error: --r must be >= 1 and --targets must name a module\n";
+    return kExitUsage;
+  }
+  absl::Status s = model::InitAdapter(flags.GetString("model"), config,
+                                      static_cast<uint64_t>(flags.GetInt("seed")),
+                                      flags.GetDouble("init-std"), flags.GetString("output"));
+  if (!s.ok()) return ReportError(s);
+  std::cerr << "wrote a LoRA adapter (r " << config.r << ") to " << flags.GetString("output")
+            << "\n";
+  return kExitOk;
+}
+
 }  // namespace
 
 int RunModel(const std::vector<std::string>& args) {
@@ -371,6 +407,7 @@ int RunModel(const std::vector<std::string>& args) {
   const std::string verb = args[0];
   std::vector<std::string> rest(args.begin() + 1, args.end());
   if (verb == "init") return Init(rest);
+  if (verb == "init-adapter") return InitAdapterCommand(rest);
   if (verb == "score") return Score(rest);
   if (verb == "generate") return Generate(rest);
   if (verb == "merge") return Merge(rest);

@@ -15,7 +15,7 @@ AdapterManager::AdapterManager(model::CausalLm* model, Resolver resolve, int max
 absl::Status AdapterManager::EvictOneLocked() {
   auto victim = loaded_.end();
   for (auto it = loaded_.begin(); it != loaded_.end(); ++it) {
-    if (it->second.in_use > 0) continue;
+    if (it->second.in_use > 0 || it->second.pinned) continue;
     if (victim == loaded_.end() || it->second.last_used < victim->second.last_used) victim = it;
   }
   if (victim == loaded_.end()) {
@@ -30,11 +30,26 @@ absl::Status AdapterManager::EvictOneLocked() {
 
 absl::StatusOr<int> AdapterManager::Acquire(const std::string& name) {
   std::lock_guard<std::mutex> lock(mu_);
+  SY_ASSIGN_OR_RETURN(AdapterInfo * info, AcquireLocked(name));
+  return info->id;
+}
+
+absl::StatusOr<AdapterInfo> AdapterManager::Pin(const std::string& name) {
+  std::lock_guard<std::mutex> lock(mu_);
+  SY_ASSIGN_OR_RETURN(AdapterInfo * info, AcquireLocked(name));
+  info->pinned = true;
+  --info->in_use;
+  --info->served;
+  return *info;
+}
+
+absl::StatusOr<AdapterInfo*> AdapterManager::AcquireLocked(const std::string& name) {
   auto it = loaded_.find(name);
   if (it != loaded_.end()) {
     ++it->second.in_use;
+    ++it->second.served;
     it->second.last_used = absl::Now();
-    return it->second.id;
+    return &it->second;
   }
   SY_ASSIGN_OR_RETURN(std::string dir, resolve_(name));
   // Read and checked before anything is evicted: a bad adapter costs nothing.
@@ -66,9 +81,11 @@ absl::StatusOr<int> AdapterManager::Acquire(const std::string& name) {
         static_cast<int64_t>((w.a.numel() + w.b.numel()) * c10::elementSize(model_->dtype()));
   }
   info.in_use = 1;
-  info.last_used = absl::Now();
-  loaded_[name] = info;
-  return *id;
+  info.served = 1;
+  info.loaded = info.last_used = absl::Now();
+  AdapterInfo& stored = loaded_[name];
+  stored = info;
+  return &stored;
 }
 
 void AdapterManager::Release(const std::string& name) {

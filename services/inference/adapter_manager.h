@@ -26,9 +26,12 @@ namespace switchyard::inference {
 struct AdapterInfo {
   std::string name;
   std::string dir;
-  int id = 0;            // the model's adapter id (DecoderInput::adapters)
-  int64_t bytes = 0;     // LoRA weights held
-  int64_t in_use = 0;    // Acquire calls not yet released
+  int id = 0;           // the model's adapter id (DecoderInput::adapters)
+  int64_t bytes = 0;    // LoRA weights held
+  int64_t in_use = 0;   // Acquire calls not yet released
+  int64_t served = 0;   // Acquire calls since loading
+  bool pinned = false;  // never evicted (Pin)
+  absl::Time loaded;
   absl::Time last_used;  // the last Acquire
 };
 
@@ -44,13 +47,17 @@ class AdapterManager {
   // RESOURCE_EXHAUSTED when max_adapters are loaded and all in use.
   absl::StatusOr<int> Acquire(const std::string& name);
   void Release(const std::string& name);
-  // FAILED_PRECONDITION while in use; NOT_FOUND when not loaded.
+  // Loads the adapter when needed and exempts it from eviction until it is
+  // unloaded.
+  absl::StatusOr<AdapterInfo> Pin(const std::string& name);
+  // FAILED_PRECONDITION while in use; NOT_FOUND when not loaded. Unpins.
   absl::Status Unload(const std::string& name);
   // Loaded adapters, by name.
   std::vector<AdapterInfo> List() const;
 
  private:
   absl::Status EvictOneLocked();
+  absl::StatusOr<AdapterInfo*> AcquireLocked(const std::string& name);
 
   model::CausalLm* const model_;
   const Resolver resolve_;

@@ -182,6 +182,30 @@ std::map<std::string, at::Tensor> RandomWeights(const ModelConfig& c, uint64_t s
   return tensors;
 }
 
+absl::Status InitAdapter(const std::string& model_dir, const LoraConfig& config, uint64_t seed,
+                         double init_std, const std::string& out_dir) {
+  if (!(init_std >= 0)) {
+    return absl::InvalidArgumentError(absl::StrCat("--init-std must be >= 0, got ", init_std));
+  }
+  if (std::filesystem::exists(out_dir) && !std::filesystem::is_empty(out_dir)) {
+    return absl::FailedPreconditionError(absl::StrCat(out_dir, " is not empty"));
+  }
+  SY_ASSIGN_OR_RETURN(std::unique_ptr<CausalLm> lm, CausalLm::Load(model_dir, LoadOptions{}));
+  SY_RETURN_IF_ERROR(lm->CreateAdapter("init", config, seed).status());
+  SY_ASSIGN_OR_RETURN(std::vector<at::Tensor> params, lm->AdapterParameters("init"));
+  SY_RETURN_IF_ERROR(TorchCall("drawing the adapter's B", [&] {
+    at::NoGradGuard no_grad;
+    at::Generator gen = at::detail::createCPUGenerator(seed ^ 0x9e3779b97f4a7c15ull);
+    for (size_t i = 1; i < params.size(); i += 2) params[i].normal_(0, init_std, gen);
+  }));
+  SY_ASSIGN_OR_RETURN(LoraAdapter adapter, lm->ExportAdapter("init"));
+  if (adapter.config.base_model_name_or_path.empty()) {
+    adapter.config.base_model_name_or_path = model_dir;
+  }
+  SY_RETURN_IF_ERROR(MakeDirs(out_dir));
+  return SavePeftAdapter(adapter, out_dir, at::kFloat);
+}
+
 absl::Status InitCheckpoint(const InitOptions& o, const std::string& out_dir) {
   auto bad = [](absl::string_view m) { return absl::InvalidArgumentError(std::string(m)); };
   if (o.layers <= 0) return bad(absl::StrCat("--layers must be positive, got ", o.layers));

@@ -15,6 +15,7 @@
 
 #include "absl/status/status.h"
 #include "shared/model/config.h"
+#include "shared/model/lora.h"
 
 namespace switchyard::model {
 
@@ -43,6 +44,13 @@ struct InitOptions {
 // Writes the checkpoint into `out_dir` (created; must be empty or absent).
 // Errors name the option, e.g. `--heads (5) must divide --hidden (64)`.
 absl::Status InitCheckpoint(const InitOptions& options, const std::string& out_dir);
+
+// Writes a random PEFT LoRA adapter for the checkpoint in `model_dir` into
+// `out_dir` (created; must be empty or absent): A as PEFT initialises it, B
+// drawn with std `init_std` rather than zero, so the adapter changes the
+// model's output (benchmarks, tests, serving checks).
+absl::Status InitAdapter(const std::string& model_dir, const LoraConfig& config, uint64_t seed,
+                         double init_std, const std::string& out_dir);
 
 // Copies the tokenizer files (tokenizer.json, tokenizer_config.json,
 // special_tokens_map.json, vocab.txt, chat_template.jinja) and, when asked,

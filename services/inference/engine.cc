@@ -1,0 +1,607 @@
+#include "services/inference/engine.h"
+
+#include <ATen/Parallel.h>
+#include <c10/core/InferenceMode.h>
+
+#include <algorithm>
+#include <future>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "shared/core/logging.h"
+#include "shared/core/status_macros.h"
+#include "shared/model/runtime.h"
+
+namespace switchyard::inference {
+
+struct Engine::Request {
+  uint64_t handle = 0;
+  GenerateInput input;
+  std::shared_ptr<GenerationSink> sink;
+  std::unique_ptr<model::SequenceDecoder> decoder;
+  absl::Time arrival;
+};
+
+struct Engine::Sequence {
+  std::unique_ptr<Request> request;
+  int adapter = model::kNoAdapter;
+  absl::Time admitted, first_token, last_token;
+  int64_t generated = 0;  // tokens handed to the sink
+  int64_t positions = 0;  // KV positions it holds
+  double inter_token_sum = 0;
+};
+
+namespace {
+
+double Seconds(absl::Duration d) { return absl::ToDoubleSeconds(d); }
+
+// Room past the longest sequence, so compaction runs once in this many steps
+// rather than at every step once a long sequence fills the cache.
+int64_t Slack(int64_t max_context) { return std::max<int64_t>(64, max_context / 4); }
+
+}  // namespace
+
+Engine::Engine(std::string name, std::string dir, EngineOptions options, EngineObserver observer)
+    : name_(std::move(name)),
+      dir_(std::move(dir)),
+      options_(std::move(options)),
+      observer_(std::move(observer)) {}
+
+absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const std::string& name,
+                                                     const std::string& dir, EngineOptions options,
+                                                     EngineObserver observer) {
+  if (options.max_batch_size < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_batch_size must be at least 1, got ", options.max_batch_size));
+  }
+  if (options.max_waiting < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_waiting must not be negative, got ", options.max_waiting));
+  }
+  std::unique_ptr<Engine> e(new Engine(name, dir, std::move(options), std::move(observer)));
+  const EngineOptions& o = e->options_;
+  model::LoadOptions load;
+  SY_ASSIGN_OR_RETURN(load.device, model::ParseDevice(o.device.empty() ? "auto" : o.device));
+  if (o.dtype.empty() || o.dtype == "auto") {
+    load.dtype = load.device.is_cuda() || model::CpuSupportsBf16() ? at::kBFloat16 : at::kFloat;
+  } else {
+    SY_ASSIGN_OR_RETURN(load.dtype, model::ParseDtype(o.dtype));
+  }
+  SY_ASSIGN_OR_RETURN(e->model_, model::CausalLm::Load(dir, load));
+  SY_ASSIGN_OR_RETURN(e->text_, text::LoadModelText(dir));
+  SY_ASSIGN_OR_RETURN(e->defaults_, model::LoadGenerationDefaults(dir, e->model_->config()));
+  const model::ModelConfig& config = e->model_->config();
+  e->max_context_ = config.max_position_embeddings;
+  if (o.max_context_tokens > 0) e->max_context_ = std::min(e->max_context_, o.max_context_tokens);
+  for (const auto& [weight_name, t] : e->model_->NamedWeights()) {
+    e->parameter_count_ += t.numel();
+    e->weights_bytes_ += t.numel() * t.element_size();
+  }
+  const int64_t capacity = e->max_context_ + Slack(e->max_context_);
+  const int64_t per_position =
+      2 * config.num_layers * config.num_kv_heads * config.head_dim * c10::elementSize(load.dtype);
+  e->rows_ = std::min<int64_t>(o.max_batch_size, o.kv_cache_bytes / (capacity * per_position));
+  if (e->rows_ < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("a KV cache budget of ", o.kv_cache_bytes, " bytes holds no sequence of ",
+                     e->max_context_, " tokens (", capacity * per_position,
+                     " bytes each with slack); raise the budget or lower ", "the maximum context"));
+  }
+  SY_ASSIGN_OR_RETURN(model::KvCache cache,
+                      model::KvCache::Create(config, e->rows_, capacity, load.dtype, load.device));
+  e->cache_ = std::make_unique<model::KvCache>(std::move(cache));
+  Engine* raw = e.get();
+  e->adapters_ = std::make_unique<AdapterManager>(
+      e->model_.get(),
+      [raw](const std::string& adapter) -> absl::StatusOr<std::string> {
+        if (auto it = raw->adapter_dirs_.find(adapter); it != raw->adapter_dirs_.end()) {
+          return it->second;
+        }
+        if (raw->options_.resolve_adapter) return raw->options_.resolve_adapter(adapter);
+        return absl::NotFoundError(absl::StrCat("adapter \"", adapter, "\" is unknown"));
+      },
+      o.max_adapters);
+  e->load_time_ = absl::Now();
+  e->thread_ = std::thread([raw] { raw->Loop(); });
+  SY_LOG(kInfo, "inference") << "loaded models/" << name << " from " << dir << ": "
+                             << e->parameter_count_ << " parameters, "
+                             << model::DtypeName(load.dtype) << " on " << load.device.str() << ", "
+                             << e->rows_ << " rows x " << e->max_context_ << " tokens";
+  return e;
+}
+
+Engine::~Engine() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  wake_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+absl::StatusOr<std::vector<int64_t>> Engine::EncodePrompt(const std::string& prompt) const {
+  SY_ASSIGN_OR_RETURN(std::vector<int32_t> ids, text_.tokenizer->Encode(prompt, true));
+  return std::vector<int64_t>(ids.begin(), ids.end());
+}
+
+absl::StatusOr<std::vector<int64_t>> Engine::EncodeChat(const nlohmann::ordered_json& messages,
+                                                        bool continue_final_message) const {
+  if (text_.chat_template == nullptr) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("models/", name_,
+                     " has no chat template (tokenizer_config.json chat_template); send a "
+                     "raw prompt"));
+  }
+  nlohmann::ordered_json context = text_.template_variables;
+  context["messages"] = messages;
+  context["add_generation_prompt"] = !continue_final_message;
+  SY_ASSIGN_OR_RETURN(std::string rendered, text_.chat_template->Render(context));
+  if (continue_final_message && !messages.empty()) {
+    // Cut the rendering after the last message's content, so generation
+    // continues it rather than starting a new turn.
+    const std::string content = messages.back().value("content", "");
+    const size_t at = rendered.rfind(content);
+    if (!content.empty() && at != std::string::npos) rendered.resize(at + content.size());
+  }
+  // The template writes the special tokens itself.
+  SY_ASSIGN_OR_RETURN(std::vector<int32_t> ids, text_.tokenizer->Encode(rendered, false));
+  return std::vector<int64_t>(ids.begin(), ids.end());
+}
+
+absl::StatusOr<std::vector<int64_t>> Engine::EncodeCompletion(const std::string& text) const {
+  SY_ASSIGN_OR_RETURN(std::vector<int32_t> ids, text_.tokenizer->Encode(text, false));
+  return std::vector<int64_t>(ids.begin(), ids.end());
+}
+
+std::string Engine::TokenText(int64_t id) const {
+  auto text = text_.tokenizer->Decode({static_cast<int32_t>(id)}, false);
+  return text.ok() ? *text : std::string();
+}
+
+absl::StatusOr<uint64_t> Engine::Submit(GenerateInput input, std::shared_ptr<GenerationSink> sink) {
+  const int64_t prompt = static_cast<int64_t>(input.prompt_ids.size());
+  if (prompt >= max_context_) {
+    return absl::InvalidArgumentError(absl::StrCat("the prompt has ", prompt, " tokens; models/",
+                                                   name_, " serves at most ", max_context_,
+                                                   " (prompt and generation)"));
+  }
+  // Never past the context: the sequence ends with "length" when it is full.
+  input.params.max_new_tokens = std::min(input.params.max_new_tokens, max_context_ - prompt);
+  auto request = std::make_unique<Request>();
+  model::GenerationRequest g;
+  g.prompt_ids = input.prompt_ids;
+  g.params = input.params;
+  SY_ASSIGN_OR_RETURN(request->decoder,
+                      model::SequenceDecoder::Create(g, text_.tokenizer.get(),
+                                                     defaults_.eos_token_ids, config().vocab_size));
+  request->input = std::move(input);
+  request->sink = std::move(sink);
+  request->arrival = absl::Now();
+  uint64_t handle = 0;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) return absl::UnavailableError(absl::StrCat("models/", name_, " is unloading"));
+    if (static_cast<int>(waiting_.size()) >= options_.max_waiting) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "models/", name_, ": ", waiting_.size(), " requests are already waiting for a batch ",
+          "slot (the queue's limit); retry later or on another replica"));
+    }
+    handle = request->handle = next_handle_++;
+    waiting_.push_back(std::move(request));
+  }
+  wake_.notify_all();
+  return handle;
+}
+
+void Engine::Cancel(uint64_t handle) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    cancelled_[handle] = true;
+  }
+  wake_.notify_all();
+}
+
+absl::Status Engine::RunOnEngine(std::function<absl::Status()> task) {
+  auto done = std::make_shared<std::promise<absl::Status>>();
+  std::future<absl::Status> result = done->get_future();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) return absl::UnavailableError(absl::StrCat("models/", name_, " is unloading"));
+    tasks_.push_back([task = std::move(task), done] {
+      absl::Status s = model::TorchCall("engine task", task);
+      done->set_value(s);
+    });
+  }
+  wake_.notify_all();
+  return result.get();
+}
+
+absl::StatusOr<std::vector<CompletionScore>> Engine::Score(
+    const std::vector<int64_t>& prompt_ids, const std::vector<std::vector<int64_t>>& completions,
+    const std::string& adapter) {
+  if (prompt_ids.empty()) return absl::InvalidArgumentError("the prompt has no tokens");
+  for (size_t i = 0; i < completions.size(); ++i) {
+    if (completions[i].empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("completions[", i, "] has no tokens"));
+    }
+    const int64_t total = static_cast<int64_t>(prompt_ids.size() + completions[i].size());
+    if (total > max_context_) {
+      return absl::InvalidArgumentError(absl::StrCat("prompt and completions[", i, "] have ", total,
+                                                     " tokens; models/", name_, " serves at most ",
+                                                     max_context_));
+    }
+  }
+  std::vector<CompletionScore> out(completions.size());
+  SY_RETURN_IF_ERROR(RunOnEngine([&]() -> absl::Status {
+    int id = model::kNoAdapter;
+    if (!adapter.empty()) {
+      SY_ASSIGN_OR_RETURN(id, adapters_->Acquire(adapter));
+    }
+    c10::InferenceMode inference;
+    absl::Status status;
+    const int64_t P = static_cast<int64_t>(prompt_ids.size());
+    for (size_t i = 0; i < completions.size() && status.ok(); ++i) {
+      std::vector<int64_t> ids = prompt_ids;
+      ids.insert(ids.end(), completions[i].begin(), completions[i].end());
+      model::DecoderInput in;
+      in.input_ids = at::tensor(ids, at::kLong).view({1, -1});
+      if (id != model::kNoAdapter) in.adapters = {id};
+      auto hidden = model_->Hidden(in);
+      if (!hidden.ok()) {
+        status = hidden.status();
+        break;
+      }
+      const int64_t C = static_cast<int64_t>(completions[i].size());
+      at::Tensor logits = model_->Logits(hidden->narrow(1, P - 1, C)[0]).to(at::kCPU, at::kFloat);
+      at::Tensor logprobs = at::log_softmax(logits, -1);
+      at::Tensor best = logits.argmax(-1);
+      for (int64_t t = 0; t < C; ++t) {
+        const int64_t token = completions[i][t];
+        out[i].token_ids.push_back(token);
+        out[i].logprobs.push_back(logprobs[t][token].item<double>());
+        if (best[t].item<int64_t>() == token) ++out[i].greedy_matches;
+      }
+    }
+    if (!adapter.empty()) adapters_->Release(adapter);
+    return status;
+  }));
+  return out;
+}
+
+absl::StatusOr<AdapterInfo> Engine::LoadAdapter(const std::string& name, const std::string& dir,
+                                                bool pin) {
+  AdapterInfo info;
+  SY_RETURN_IF_ERROR(RunOnEngine([&]() -> absl::Status {
+    if (!dir.empty()) adapter_dirs_[name] = dir;
+    if (pin) {
+      SY_ASSIGN_OR_RETURN(info, adapters_->Pin(name));
+      return absl::OkStatus();
+    }
+    SY_RETURN_IF_ERROR(adapters_->Acquire(name).status());
+    adapters_->Release(name);
+    for (const AdapterInfo& a : adapters_->List()) {
+      if (a.name == name) info = a;
+    }
+    return absl::OkStatus();
+  }));
+  return info;
+}
+
+absl::Status Engine::UnloadAdapter(const std::string& name) {
+  return RunOnEngine([&] { return adapters_->Unload(name); });
+}
+
+std::vector<AdapterInfo> Engine::Adapters() const { return adapters_->List(); }
+
+EngineStats Engine::Stats() const {
+  EngineStats s;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    s.waiting = static_cast<int>(waiting_.size());
+  }
+  s.running = running_count_.load();
+  s.rows = static_cast<int>(rows_);
+  const int64_t per_position = cache_->BytesPerPosition();
+  s.kv_cache_bytes = rows_ * cache_->capacity() * per_position;
+  s.kv_used_bytes = kv_used_positions_.load() * per_position;
+  s.weights_bytes = weights_bytes_;
+  s.parameter_count = parameter_count_;
+  s.max_context_tokens = max_context_;
+  return s;
+}
+
+void Engine::Loop() {
+  at::set_num_threads(options_.threads > 0
+                          ? options_.threads
+                          : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+  c10::InferenceMode inference;
+  while (true) {
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      wake_.wait(lock, [&] {
+        return stopping_ || !tasks_.empty() || !waiting_.empty() || !running_.empty();
+      });
+      if (stopping_) break;
+    }
+    RunTasks();
+    ExpireWaiting();
+    Admit();
+    if (!running_.empty()) DecodeStep();
+    int64_t used = 0;
+    for (const auto& seq : running_) used += seq->positions;
+    kv_used_positions_ = used;
+    running_count_ = static_cast<int>(running_.size());
+    if (observer_.step) {
+      const EngineStats s = Stats();
+      observer_.step(
+          s.running, s.waiting,
+          s.kv_cache_bytes > 0 ? static_cast<double>(s.kv_used_bytes) / s.kv_cache_bytes : 0.0);
+    }
+    if (!running_.empty()) continue;
+    // Idle with requests still waiting means none can be admitted: they were
+    // failed in Admit, so the loop only sleeps here until new work comes.
+  }
+  FailAll(absl::UnavailableError(absl::StrCat("models/", name_, " was unloaded")));
+}
+
+void Engine::RunTasks() {
+  std::deque<std::function<void()>> tasks;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    tasks.swap(tasks_);
+  }
+  for (auto& task : tasks) task();
+}
+
+void Engine::ExpireWaiting() {
+  std::vector<std::unique_ptr<Request>> gone;
+  std::vector<absl::Status> why;
+  const absl::Time now = absl::Now();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto it = waiting_.begin(); it != waiting_.end();) {
+      Request& r = **it;
+      absl::Status s;
+      if (cancelled_.erase(r.handle) > 0) {
+        s = absl::CancelledError("cancelled while waiting for a batch slot");
+      } else if (now >= r.input.deadline) {
+        s = absl::DeadlineExceededError("the deadline passed while waiting for a batch slot");
+      }
+      if (s.ok()) {
+        ++it;
+        continue;
+      }
+      why.push_back(s);
+      gone.push_back(std::move(*it));
+      it = waiting_.erase(it);
+    }
+  }
+  for (size_t i = 0; i < gone.size(); ++i) gone[i]->sink->OnDone(why[i]);
+}
+
+void Engine::Admit() {
+  while (static_cast<int64_t>(running_.size()) < rows_) {
+    std::unique_ptr<Request> request;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (waiting_.empty()) return;
+      request = std::move(waiting_.front());
+      waiting_.pop_front();
+    }
+    absl::Status s = AdmitOne(std::move(request));
+    if (absl::IsUnavailable(s)) return;  // put back: retry after a step
+  }
+}
+
+absl::Status Engine::AdmitOne(std::unique_ptr<Request> request) {
+  const std::string& adapter = request->input.adapter;
+  auto seq = std::make_unique<Sequence>();
+  if (!adapter.empty()) {
+    absl::StatusOr<int> id = adapters_->Acquire(adapter);
+    if (!id.ok()) {
+      if (absl::IsResourceExhausted(id.status()) && !running_.empty()) {
+        // Every adapter slot serves a running request: wait for one to end.
+        std::lock_guard<std::mutex> lock(mu_);
+        waiting_.push_front(std::move(request));
+        return absl::UnavailableError("adapter slots busy");
+      }
+      request->sink->OnDone(id.status());
+      return absl::OkStatus();
+    }
+    seq->adapter = *id;
+  }
+  seq->request = std::move(request);
+  seq->admitted = absl::Now();
+  const std::vector<int64_t>& prompt = seq->request->input.prompt_ids;
+  const int64_t P = static_cast<int64_t>(prompt.size());
+  if (observer_.prompt_tokens) observer_.prompt_tokens(adapter, P);
+  absl::StatusOr<model::KvCache> single =
+      model::KvCache::Create(config(), 1, P, model_->dtype(), model_->device());
+  absl::Status status = single.status();
+  if (status.ok()) {
+    model::DecoderInput in;
+    in.input_ids = at::tensor(prompt, at::kLong).view({1, P});
+    if (seq->adapter != model::kNoAdapter) in.adapters = {seq->adapter};
+    absl::StatusOr<at::Tensor> hidden = model_->Hidden(in, &*single);
+    status = hidden.status();
+    if (status.ok()) {
+      at::Tensor logits = model_->Logits(hidden->select(1, P - 1)[0]).to(at::kCPU, at::kFloat);
+      at::Tensor logprobs = at::log_softmax(logits, -1);
+      absl::StatusOr<model::StreamedToken> token = seq->request->decoder->Step(logits, logprobs);
+      status = token.status();
+      if (status.ok()) EmitToken(*seq, *token, absl::Now());
+    }
+  }
+  seq->positions = P;
+  if (status.ok() && !seq->request->decoder->finished()) {
+    status = cache_->InsertRow(static_cast<int64_t>(running_.size()), *single);
+    if (status.ok()) {
+      running_.push_back(std::move(seq));
+      return absl::OkStatus();
+    }
+  }
+  // Done after its first token, or failed: it never joins the batch.
+  running_.push_back(std::move(seq));
+  const size_t row = running_.size() - 1;
+  if (status.ok()) {
+    Leave(row, GenerateResult{});
+  } else {
+    Leave(row, status);
+  }
+  return absl::OkStatus();
+}
+
+void Engine::EmitToken(Sequence& seq, const model::StreamedToken& token, absl::Time now) {
+  const std::string& adapter = seq.request->input.adapter;
+  const int64_t kept = static_cast<int64_t>(seq.request->decoder->generation().token_ids.size());
+  if (kept == seq.generated && token.text.empty()) return;  // a stop token: not output
+  if (seq.generated == 0) {
+    seq.first_token = now;
+    if (observer_.time_to_first_token) {
+      observer_.time_to_first_token(adapter, Seconds(now - seq.request->arrival));
+    }
+  } else {
+    const double gap = Seconds(now - seq.last_token);
+    seq.inter_token_sum += gap;
+    if (observer_.inter_token) observer_.inter_token(adapter, gap);
+  }
+  seq.last_token = now;
+  if (kept > seq.generated && observer_.generation_tokens) {
+    observer_.generation_tokens(adapter, kept - seq.generated);
+  }
+  seq.generated = kept;
+  seq.request->sink->OnToken(token);
+}
+
+void Engine::DecodeStep() {
+  const int64_t B = static_cast<int64_t>(running_.size());
+  absl::Status status;
+  if (cache_->length() + 1 > cache_->capacity()) status = cache_->Compact();
+  at::Tensor logits, logprobs;
+  if (status.ok()) {
+    std::vector<int64_t> ids(B);
+    model::DecoderInput in;
+    bool any_adapter = false;
+    for (int64_t r = 0; r < B; ++r) {
+      ids[r] = running_[r]->request->decoder->next_input();
+      in.adapters.push_back(running_[r]->adapter);
+      any_adapter = any_adapter || running_[r]->adapter != model::kNoAdapter;
+    }
+    if (!any_adapter) in.adapters.clear();
+    in.input_ids = at::tensor(ids, at::kLong).view({B, 1});
+    absl::StatusOr<at::Tensor> hidden = model_->Hidden(in, cache_.get());
+    status = hidden.status();
+    if (status.ok()) {
+      status = model::TorchCall("LM head", [&] {
+        logits = model_->Logits(hidden->select(1, 0)).to(at::kCPU, at::kFloat).contiguous();
+        logprobs = at::log_softmax(logits, -1);
+      });
+    }
+  }
+  if (!status.ok()) {
+    SY_LOG(kError, "inference") << "models/" << name_ << ": decode step failed: " << status;
+    for (int64_t r = B - 1; r >= 0; --r) Leave(r, status);
+    return;
+  }
+  const absl::Time now = absl::Now();
+  std::vector<absl::Status> failed(B);
+  for (int64_t r = 0; r < B; ++r) {
+    Sequence& seq = *running_[r];
+    ++seq.positions;
+    absl::StatusOr<model::StreamedToken> token = seq.request->decoder->Step(logits[r], logprobs[r]);
+    if (!token.ok()) {
+      failed[r] = token.status();
+      continue;
+    }
+    EmitToken(seq, *token, now);
+  }
+  std::map<uint64_t, bool> cancelled;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& seq : running_) {
+      if (cancelled_.erase(seq->request->handle) > 0) cancelled[seq->request->handle] = true;
+    }
+  }
+  for (int64_t r = B - 1; r >= 0; --r) {
+    Sequence& seq = *running_[r];
+    if (!failed[r].ok()) {
+      Leave(r, failed[r]);
+    } else if (seq.request->decoder->finished()) {
+      Leave(r, GenerateResult{});
+    } else if (cancelled.count(seq.request->handle) > 0) {
+      Leave(r, absl::CancelledError("cancelled by the client"));
+    } else if (now >= seq.request->input.deadline) {
+      Leave(r, absl::DeadlineExceededError(
+                   absl::StrCat("the deadline passed after ", seq.generated, " tokens")));
+    }
+  }
+}
+
+void Engine::Leave(size_t row, absl::StatusOr<GenerateResult> result) {
+  std::unique_ptr<Sequence> seq = std::move(running_[row]);
+  const size_t last = running_.size() - 1;
+  absl::Status moved = cache_->ResetRow(static_cast<int64_t>(row));
+  if (moved.ok() && row != last) {
+    moved = cache_->MoveRow(static_cast<int64_t>(last), static_cast<int64_t>(row));
+    running_[row] = std::move(running_[last]);
+  }
+  running_.pop_back();
+  if (!moved.ok()) SY_LOG(kError, "inference") << "models/" << name_ << ": " << moved;
+  Request& request = *seq->request;
+  if (!request.input.adapter.empty() && seq->adapter != model::kNoAdapter) {
+    adapters_->Release(request.input.adapter);
+  }
+  const absl::Time now = absl::Now();
+  if (observer_.e2e) observer_.e2e(request.input.adapter, Seconds(now - request.arrival));
+  if (result.ok()) {
+    result->generation = request.decoder->Take();
+    Timings& t = result->timings;
+    t.queue_seconds = Seconds(seq->admitted - request.arrival);
+    t.time_to_first_token_seconds =
+        seq->generated > 0 ? Seconds(seq->first_token - request.arrival) : 0;
+    t.mean_inter_token_seconds =
+        seq->generated > 1 ? seq->inter_token_sum / static_cast<double>(seq->generated - 1) : 0;
+    t.total_seconds = Seconds(now - request.arrival);
+  }
+  request.sink->OnDone(std::move(result));
+}
+
+void Engine::FailAll(const absl::Status& status) {
+  for (int64_t r = static_cast<int64_t>(running_.size()) - 1; r >= 0; --r) Leave(r, status);
+  std::deque<std::unique_ptr<Request>> waiting;
+  std::deque<std::function<void()>> tasks;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    waiting.swap(waiting_);
+    tasks.swap(tasks_);
+  }
+  for (auto& r : waiting) r->sink->OnDone(status);
+  for (auto& task : tasks) task();  // they finish; nothing new is queued past stopping_
+}
+
+namespace {
+
+class WaitingSink : public GenerationSink {
+ public:
+  void OnToken(const model::StreamedToken&) override {}
+  void OnDone(absl::StatusOr<GenerateResult> result) override {
+    done_.set_value(std::move(result));
+  }
+  std::future<absl::StatusOr<GenerateResult>> Future() { return done_.get_future(); }
+
+ private:
+  std::promise<absl::StatusOr<GenerateResult>> done_;
+};
+
+}  // namespace
+
+absl::StatusOr<GenerateResult> GenerateAndWait(Engine& engine, GenerateInput input,
+                                               std::function<void(uint64_t)> on_handle) {
+  auto sink = std::make_shared<WaitingSink>();
+  auto future = sink->Future();
+  SY_ASSIGN_OR_RETURN(uint64_t handle, engine.Submit(std::move(input), sink));
+  if (on_handle) on_handle(handle);
+  return future.get();
+}
+
+}  // namespace switchyard::inference
