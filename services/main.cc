@@ -13,8 +13,8 @@ const char* kUsage =
     "switchyard: fine-tune, retrieve, or both - decided with numbers.\n\n"
     "Usage: switchyard <command> [args] [flags]\n\n"
     "Commands:\n"
-    "  serve            Run services (--target=dataset|training|retrieval|all); see\n"
-    "                   `switchyard serve --help`.\n"
+    "  serve            Run services (--target=dataset|training|retrieval|inference|\n"
+    "                   all); see `switchyard serve --help`.\n"
     "  data <verb>      Validate, prepare, upload, list, show, stats, versions, delete,\n"
     "                   export datasets; see `switchyard data --help`.\n"
     "  text <verb>      Encode, decode and render chat templates with a model's own\n"
@@ -27,6 +27,10 @@ const char* kUsage =
     "                   the server; see `switchyard models --help`.\n"
     "  rag <verb>       Create collections, ingest, delete and search documents\n"
     "                   (dense, BM25, hybrid); see `switchyard rag --help`.\n"
+    "  generate         Generate text on the inference service (streaming, adapters,\n"
+    "                   sampling); see `switchyard generate --help`.\n"
+    "  inference <verb> List, load and unload models and adapters on the inference\n"
+    "                   service, score completions; see `switchyard inference --help`.\n"
     "  version          Print the version.\n\n"
     "Exit codes: 0 ok, 1 invalid data, 2 usage error, 3 not found, 4 server unavailable\n"
     "or deadline exceeded, 5 unauthenticated or permission denied, 6 other error.\n";
@@ -52,6 +56,8 @@ int main(int argc, char** argv) {
   if (command == "train") return switchyard::cli::RunTrain(rest);
   if (command == "models") return switchyard::cli::RunModels(rest);
   if (command == "rag") return switchyard::cli::RunRag(rest);
+  if (command == "generate") return switchyard::cli::RunGenerate(rest);
+  if (command == "inference") return switchyard::cli::RunInference(rest);
   if (command == "version" || command == "--version") {
     std::cout << "switchyard " << SWITCHYARD_VERSION << "\n";
     return 0;

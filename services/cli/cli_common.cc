@@ -6,10 +6,13 @@
 #include <cstdio>
 #include <iostream>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "google/rpc/status.pb.h"
+#include "nlohmann/json.hpp"
 #include "shared/rpc/status_mapping.h"
 #include "switchyard/v1/dataset.pb.h"
 
@@ -103,6 +106,39 @@ std::string ToJson(const google::protobuf::Message& message) {
   options.preserve_proto_field_names = false;
   std::string out;
   (void)google::protobuf::util::MessageToJsonString(message, &out, options);
+  return out;
+}
+
+bool ParseStopFlags(const FlagSet& flags, std::vector<std::string>* stop,
+                    std::vector<int64_t>* stop_token_ids) {
+  const std::string text = flags.GetString("stop");
+  if (!text.empty() && text[0] == '[') {
+    nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
+    bool ok = j.is_array();
+    for (const auto& s : j) ok = ok && s.is_string();
+    if (!ok) {
+      std::cerr << "error: --stop: not a JSON array of strings\n";
+      return false;
+    }
+    for (const auto& s : j) stop->push_back(s.get<std::string>());
+  } else if (!text.empty()) {
+    stop->push_back(text);
+  }
+  for (absl::string_view piece :
+       absl::StrSplit(flags.GetString("stop-token-ids"), ',', absl::SkipEmpty())) {
+    int64_t id = 0;
+    if (!absl::SimpleAtoi(piece, &id)) {
+      std::cerr << "error: --stop-token-ids: '" << piece << "' is not a token id\n";
+      return false;
+    }
+    stop_token_ids->push_back(id);
+  }
+  return true;
+}
+
+std::string JsonLine(const google::protobuf::Message& message) {
+  std::string out;
+  (void)google::protobuf::util::MessageToJsonString(message, &out);
   return out;
 }
 

@@ -94,6 +94,11 @@ bool ParseChoice(const FlagSet& flags, const char* name,
   return false;
 }
 
+// --stop (a string, or a JSON array of them) and --stop-token-ids (comma
+// separated). False after printing the problem.
+bool ParseStopFlags(const FlagSet& flags, std::vector<std::string>* stop,
+                    std::vector<int64_t>* stop_token_ids);
+
 // "2026-11-21 10:44:37" (UTC); "-" for an unset time.
 std::string TimeLabel(const google::protobuf::Timestamp& t);
 
@@ -107,6 +112,8 @@ std::vector<std::string> ExpandShortFlags(std::vector<std::string> args);
 
 // Proto message as indented JSON (proto3 JSON mapping), newline-terminated.
 std::string ToJson(const google::protobuf::Message& message);
+// The same on one line, without the newline (JSON Lines output).
+std::string JsonLine(const google::protobuf::Message& message);
 
 // The paging flags of a list verb: --page-size, --page-token, --all.
 // `items` names what a page holds ("Jobs").

@@ -23,6 +23,10 @@ int RunTrain(const std::vector<std::string>& args);
 int RunModels(const std::vector<std::string>& args);
 // args[0] is the verb: create, ingest, delete, search, list, show, drop.
 int RunRag(const std::vector<std::string>& args);
+// `switchyard generate`: one generation from the inference service.
+int RunGenerate(const std::vector<std::string>& args);
+// args[0] is the verb: list, load, unload, load-adapter, unload-adapter, score.
+int RunInference(const std::vector<std::string>& args);
 
 }  // namespace switchyard::cli
 

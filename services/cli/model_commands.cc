@@ -241,32 +241,7 @@ int Generate(const std::vector<std::string>& args) {
     p.repetition_penalty = flags.GetDouble("repetition-penalty");
   if (flags.GetInt("seed") >= 0) p.seed = static_cast<uint64_t>(flags.GetInt("seed"));
   p.ignore_eos = flags.GetBool("ignore-eos");
-  const std::string stop = flags.GetString("stop");
-  if (!stop.empty() && stop[0] == '[') {
-    nlohmann::json j = nlohmann::json::parse(stop, nullptr, false);
-    if (!j.is_array()) {
-      std::cerr << "error: --stop: not a JSON array of strings\n";
-      return kExitUsage;
-    }
-    for (const auto& s : j) {
-      if (!s.is_string()) {
-        std::cerr << "error: --stop: not a JSON array of strings\n";
-        return kExitUsage;
-      }
-      p.stop.push_back(s.get<std::string>());
-    }
-  } else if (!stop.empty()) {
-    p.stop.push_back(stop);
-  }
-  for (absl::string_view piece :
-       absl::StrSplit(flags.GetString("stop-token-ids"), ',', absl::SkipEmpty())) {
-    int64_t id = 0;
-    if (!absl::SimpleAtoi(piece, &id)) {
-      std::cerr << "error: --stop-token-ids: '" << piece << "' is not a token id\n";
-      return kExitUsage;
-    }
-    p.stop_token_ids.push_back(id);
-  }
+  if (!ParseStopFlags(flags, &p.stop, &p.stop_token_ids)) return kExitUsage;
   absl::Status valid = p.Validate();
   if (!valid.ok()) {
     ReportError(valid);

@@ -11,6 +11,7 @@
 #include "services/dataset/dataset_catalog.h"
 #include "services/dataset/dataset_manager.h"
 #include "services/dataset/dataset_service.h"
+#include "services/inference/inference_service.h"
 #include "services/retrieval/collection_store.h"
 #include "services/retrieval/retrieval_service.h"
 #include "services/training/job_manager.h"
@@ -25,8 +26,8 @@
 namespace switchyard::cli {
 namespace {
 
-const std::vector<std::string> kBuiltTargets = {"dataset", "training", "retrieval"};
-const std::vector<std::string> kPlannedTargets = {"inference", "router"};
+const std::vector<std::string> kBuiltTargets = {"dataset", "training", "retrieval", "inference"};
+const std::vector<std::string> kPlannedTargets = {"router"};
 
 bool Contains(const std::vector<std::string>& v, const std::string& s) {
   return std::find(v.begin(), v.end(), s) != v.end();
@@ -39,17 +40,22 @@ int RunServe(const std::vector<std::string>& args) {
                 "Runs Switchyard services: gRPC on --grpc-listen (with grpc.health.v1.Health and\n"
                 "server reflection) and Prometheus metrics at http://--metrics-listen/metrics.\n"
                 "SIGTERM or SIGINT drains in-flight calls, then exits 0.\n\n"
-                "Targets: dataset, training, retrieval, all (every built service in one\n"
-                "process). inference and router are defined in the v1 API but not built yet\n"
-                "in this release; asking for them fails at start.\n\n"
+                "Targets: dataset, training, retrieval, inference, all (every built service\n"
+                "in one process). router is defined in the v1 API but not built yet in this\n"
+                "release; asking for it fails at start.\n\n"
                 "training runs fine-tuning jobs from a persistent queue: jobs that were running\n"
                 "when the process stopped (even by kill -9) resume from their last checkpoint\n"
                 "at the next start. On SIGTERM running jobs stop at a step boundary after a\n"
                 "checkpoint. It serves the models under --data-dir/models (directories with a\n"
                 "config.json there are registered as base models at start).\n\n"
                 "retrieval serves the collections under --data-dir/collections; each is\n"
-                "loaded at start and searchable again after any restart.");
-  flags.AddString("target", "all", "Service to run: dataset | training | retrieval | all.");
+                "loaded at start and searchable again after any restart.\n\n"
+                "inference serves the --model base models (NAME=DIR, or NAME for\n"
+                "--data-dir/models/NAME; more with LoadModel) with LoRA adapters loaded by\n"
+                "name on first use (--adapter NAME=DIR, or --data-dir/models/NAME, or a job\n"
+                "checkpoint jobs/JOB/checkpoints/STEP), batching requests continuously.");
+  flags.AddString("target", "all",
+                  "Service to run: dataset | training | retrieval | inference | all.");
   flags.AddString("grpc-listen", "127.0.0.1:50051", "gRPC address (host:port; port 0 = any).");
   flags.AddString("metrics-listen", "127.0.0.1:9464",
                   "Prometheus /metrics address (host:port); empty disables.");
@@ -76,6 +82,21 @@ int RunServe(const std::vector<std::string>& args) {
   flags.AddInt("retrieval-write-threads", 2,
                "Workers that chunk, embed and index documents for the retrieval service.");
   flags.AddString("log-level", "info", "debug | info | warning | error.");
+  flags.AddRepeatedString("model", "inference: a base model to load, NAME=DIR or NAME (repeat).");
+  flags.AddRepeatedString("adapter",
+                          "inference: an adapter's directory by name, NAME=DIR (repeat).");
+  flags.AddInt("max-adapters", 8, "inference: LoRA adapters loaded per model (LRU past it).");
+  flags.AddInt("max-batch-size", 64, "inference: sequences decoded together per model.");
+  flags.AddInt("kv-cache-bytes", int64_t{2} << 30, "inference: KV-cache memory per model, bytes.");
+  flags.AddInt("max-context-tokens", 0,
+               "inference: longest prompt + generation (0 = the model's context).");
+  flags.AddInt("max-waiting", 256,
+               "inference: queued requests per model; past it RESOURCE_EXHAUSTED.");
+  flags.AddString("dtype", "auto",
+                  "inference: float32, bfloat16, float16 or auto (bf16 on GPUs, float32 on "
+                  "CPUs).");
+  flags.AddString("device", "auto", "inference: cpu, cuda, cuda:N or auto.");
+  flags.AddInt("inference-threads", 0, "inference: LibTorch threads per model (0 = every core).");
   flags.AddConfigFlag();
   int rc = ParseOrExit(&flags, args, 0, 0);
   if (rc >= 0) return rc;
@@ -86,9 +107,10 @@ int RunServe(const std::vector<std::string>& args) {
     return kExitUsage;
   }
   SetMinLogLevel(level);
-  for (const char* name : {"max-message-bytes", "max-upload-bytes", "max-line-bytes",
-                           "max-listed-issues", "drain-seconds", "upload-workers",
-                           "max-jobs-per-device", "max-queued-jobs", "retrieval-write-threads"}) {
+  for (const char* name :
+       {"max-message-bytes", "max-upload-bytes", "max-line-bytes", "max-listed-issues",
+        "drain-seconds", "upload-workers", "max-jobs-per-device", "max-queued-jobs",
+        "retrieval-write-threads", "max-adapters", "max-batch-size", "kv-cache-bytes"}) {
     if (flags.GetInt(name) <= 0) {
       std::cerr << "error: --" << name << " must be positive, got " << flags.GetInt(name) << "\n";
       return kExitUsage;
@@ -98,6 +120,13 @@ int RunServe(const std::vector<std::string>& args) {
     std::cerr << "error: --search-threads must not be negative, got "
               << flags.GetInt("search-threads") << "\n";
     return kExitUsage;
+  }
+  for (const char* name : {"max-context-tokens", "max-waiting", "inference-threads"}) {
+    if (flags.GetInt(name) < 0) {
+      std::cerr << "error: --" << name << " must not be negative, got " << flags.GetInt(name)
+                << "\n";
+      return kExitUsage;
+    }
   }
   if (flags.GetInt("training-threads") < 0) {
     std::cerr << "error: --training-threads must not be negative, got "
@@ -210,6 +239,49 @@ int RunServe(const std::vector<std::string>& args) {
     retrieval_service = std::make_unique<retrieval::RetrievalServiceImpl>(
         collections.get(), authorizer, *registry, options);
     runner.AddService(retrieval_service.get(), "switchyard.v1.RetrievalService");
+  }
+
+  std::unique_ptr<inference::InferenceServiceImpl> inference_service;
+  if (Contains(targets, "inference")) {
+    inference::InferenceServiceOptions options;
+    options.data_dir = data_dir;
+    inference::EngineOptions& e = options.engine;
+    e.dtype = flags.GetString("dtype");
+    e.device = flags.GetString("device");
+    e.max_batch_size = static_cast<int>(flags.GetInt("max-batch-size"));
+    e.kv_cache_bytes = flags.GetInt("kv-cache-bytes");
+    e.max_context_tokens = flags.GetInt("max-context-tokens");
+    e.max_waiting = static_cast<int>(flags.GetInt("max-waiting"));
+    e.max_adapters = static_cast<int>(flags.GetInt("max-adapters"));
+    e.threads = static_cast<int>(flags.GetInt("inference-threads"));
+    inference_service =
+        std::make_unique<inference::InferenceServiceImpl>(options, authorizer, *registry);
+    for (const std::string& spec : flags.GetStrings("adapter")) {
+      const size_t eq = spec.find('=');
+      if (eq == std::string::npos || eq == 0 || eq + 1 == spec.size()) {
+        std::cerr << "error: --adapter " << spec << ": expected NAME=DIR\n";
+        return kExitUsage;
+      }
+      inference_service->AddAdapterPath(spec.substr(0, eq), spec.substr(eq + 1));
+    }
+    for (const std::string& spec : flags.GetStrings("model")) {
+      const size_t eq = spec.find('=');
+      const std::string name = spec.substr(0, eq);
+      const std::string dir = eq == std::string::npos ? "" : spec.substr(eq + 1);
+      if (name.empty() || (eq != std::string::npos && dir.empty())) {
+        std::cerr << "error: --model " << spec << ": expected NAME=DIR or NAME\n";
+        return kExitUsage;
+      }
+      auto loaded = inference_service->AddModel(name, dir);
+      if (!loaded.ok()) {
+        std::cerr << "error: --model " << spec << ": " << loaded.status().message() << "\n";
+        return absl::IsNotFound(loaded.status()) ? kExitNotFound : kExitInvalidData;
+      }
+    }
+    if (flags.GetStrings("model").empty()) {
+      SY_LOG(kInfo, "server") << "inference: no --model given; load models with LoadModel";
+    }
+    runner.AddService(inference_service.get(), "switchyard.v1.InferenceService");
   }
 
   s = runner.Start();

@@ -111,12 +111,6 @@ std::string EventLine(const v1::JobEvent& e) {
 }
 
 // Proto as one line of JSON (for streams of messages).
-std::string JsonLine(const google::protobuf::Message& m) {
-  std::string out;
-  (void)google::protobuf::util::MessageToJsonString(m, &out);
-  return out;
-}
-
 // ---- train create ------------------------------------------------------------------
 
 // The "auto" settings are string flags with no default, so --help shows

@@ -63,7 +63,9 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const std::string& name,
   model::LoadOptions load;
   SY_ASSIGN_OR_RETURN(load.device, model::ParseDevice(o.device.empty() ? "auto" : o.device));
   if (o.dtype.empty() || o.dtype == "auto") {
-    load.dtype = load.device.is_cuda() || model::CpuSupportsBf16() ? at::kBFloat16 : at::kFloat;
+    // bf16 on GPUs; float32 on CPUs, as `model generate` computes, so greedy
+    // output matches it (--dtype bfloat16 for AVX-512 BF16 CPUs).
+    load.dtype = load.device.is_cuda() ? at::kBFloat16 : at::kFloat;
   } else {
     SY_ASSIGN_OR_RETURN(load.dtype, model::ParseDtype(o.dtype));
   }
@@ -110,7 +112,9 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const std::string& name,
   return e;
 }
 
-Engine::~Engine() {
+Engine::~Engine() { Stop(); }
+
+void Engine::Stop() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     stopping_ = true;
@@ -181,12 +185,14 @@ absl::StatusOr<uint64_t> Engine::Submit(GenerateInput input, std::shared_ptr<Gen
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (stopping_) return absl::UnavailableError(absl::StrCat("models/", name_, " is unloading"));
-    if (static_cast<int>(waiting_.size()) >= options_.max_waiting) {
+    const int64_t free_rows = std::max<int64_t>(0, rows_ - running_count_.load());
+    if (static_cast<int64_t>(waiting_.size()) >= options_.max_waiting + free_rows) {
       return absl::ResourceExhaustedError(absl::StrCat(
           "models/", name_, ": ", waiting_.size(), " requests are already waiting for a batch ",
           "slot (the queue's limit); retry later or on another replica"));
     }
     handle = request->handle = next_handle_++;
+    live_[handle] = false;
     waiting_.push_back(std::move(request));
   }
   wake_.notify_all();
@@ -196,7 +202,9 @@ absl::StatusOr<uint64_t> Engine::Submit(GenerateInput input, std::shared_ptr<Gen
 void Engine::Cancel(uint64_t handle) {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    cancelled_[handle] = true;
+    auto it = live_.find(handle);
+    if (it == live_.end()) return;  // finished already
+    it->second = true;
   }
   wake_.notify_all();
 }
@@ -362,7 +370,7 @@ void Engine::ExpireWaiting() {
     for (auto it = waiting_.begin(); it != waiting_.end();) {
       Request& r = **it;
       absl::Status s;
-      if (cancelled_.erase(r.handle) > 0) {
+      if (live_[r.handle]) {
         s = absl::CancelledError("cancelled while waiting for a batch slot");
       } else if (now >= r.input.deadline) {
         s = absl::DeadlineExceededError("the deadline passed while waiting for a batch slot");
@@ -372,6 +380,7 @@ void Engine::ExpireWaiting() {
         continue;
       }
       why.push_back(s);
+      live_.erase(r.handle);
       gone.push_back(std::move(*it));
       it = waiting_.erase(it);
     }
@@ -404,6 +413,10 @@ absl::Status Engine::AdmitOne(std::unique_ptr<Request> request) {
         std::lock_guard<std::mutex> lock(mu_);
         waiting_.push_front(std::move(request));
         return absl::UnavailableError("adapter slots busy");
+      }
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        live_.erase(request->handle);
       }
       request->sink->OnDone(id.status());
       return absl::OkStatus();
@@ -519,7 +532,7 @@ void Engine::DecodeStep() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     for (const auto& seq : running_) {
-      if (cancelled_.erase(seq->request->handle) > 0) cancelled[seq->request->handle] = true;
+      if (live_[seq->request->handle]) cancelled[seq->request->handle] = true;
     }
   }
   for (int64_t r = B - 1; r >= 0; --r) {
@@ -548,6 +561,10 @@ void Engine::Leave(size_t row, absl::StatusOr<GenerateResult> result) {
   running_.pop_back();
   if (!moved.ok()) SY_LOG(kError, "inference") << "models/" << name_ << ": " << moved;
   Request& request = *seq->request;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    live_.erase(request.handle);
+  }
   if (!request.input.adapter.empty() && seq->adapter != model::kNoAdapter) {
     adapters_->Release(request.input.adapter);
   }
@@ -575,7 +592,13 @@ void Engine::FailAll(const absl::Status& status) {
     waiting.swap(waiting_);
     tasks.swap(tasks_);
   }
-  for (auto& r : waiting) r->sink->OnDone(status);
+  for (auto& r : waiting) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      live_.erase(r->handle);
+    }
+    r->sink->OnDone(status);
+  }
   for (auto& task : tasks) task();  // they finish; nothing new is queued past stopping_
 }
 

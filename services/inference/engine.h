@@ -49,15 +49,14 @@
 namespace switchyard::inference {
 
 struct EngineOptions {
-  std::string dtype = "float32";  // float32, bfloat16, float16, or auto
+  std::string dtype = "float32";  // float32, bfloat16, float16, or auto (bf16 on CUDA, else fp32)
   std::string device = "cpu";     // cpu, cuda, cuda:N, auto
   int max_batch_size = 64;        // sequences decoded together at most
   int64_t kv_cache_bytes = 2ll << 30;
   int64_t max_context_tokens = 0;  // prompt + generation; 0 = the model's context
   int max_waiting = 256;           // queued requests past which Submit refuses
   int max_adapters = 8;            // loaded at once (LRU past it)
-  int64_t default_max_tokens = 256;
-  int threads = 0;  // LibTorch intra-op threads of the engine (0 = every core)
+  int threads = 0;                 // LibTorch intra-op threads of the engine (0 = every core)
   // Adapter name -> PEFT directory; NOT_FOUND when unknown.
   AdapterManager::Resolver resolve_adapter;
 };
@@ -128,8 +127,11 @@ class Engine {
   static absl::StatusOr<std::unique_ptr<Engine>> Load(const std::string& name,
                                                       const std::string& dir, EngineOptions options,
                                                       EngineObserver observer = {});
-  // Ends every request (UNAVAILABLE) and joins the thread.
+  // Stops the engine.
   ~Engine();
+  // Ends every running and waiting request (UNAVAILABLE) and joins the
+  // engine's thread; later calls are refused with UNAVAILABLE.
+  void Stop();
 
   const std::string& name() const { return name_; }
   const std::string& dir() const { return dir_; }
@@ -210,7 +212,7 @@ class Engine {
   std::condition_variable wake_;
   std::deque<std::unique_ptr<Request>> waiting_;
   std::deque<std::function<void()>> tasks_;
-  std::map<uint64_t, bool> cancelled_;  // handles cancelled while queued or running
+  std::map<uint64_t, bool> live_;  // handles queued or running -> cancelled
   uint64_t next_handle_ = 1;
   bool stopping_ = false;
   std::atomic<int> running_count_{0};

@@ -40,6 +40,11 @@ void FlagSet::AddBool(const std::string& name, bool default_value, const std::st
   order_.push_back(name);
 }
 
+void FlagSet::AddRepeatedString(const std::string& name, const std::string& help) {
+  flags_[name] = Flag{Type::kRepeated, "", "", help, ""};
+  order_.push_back(name);
+}
+
 void FlagSet::AddConfigFlag() {
   AddString("config", "",
             "Read flag values from FILE (`name = value` lines, # comments); "
@@ -82,6 +87,9 @@ absl::Status FlagSet::Set(const std::string& name, const std::string& value,
       return absl::OkStatus();
     }
     case Type::kString:
+      break;
+    case Type::kRepeated:
+      f.values.push_back(value);
       break;
   }
   f.value = value;
@@ -185,6 +193,10 @@ const FlagSet::Flag& FlagSet::Get(const std::string& name) const {
 }
 
 std::string FlagSet::GetString(const std::string& name) const { return Get(name).value; }
+
+std::vector<std::string> FlagSet::GetStrings(const std::string& name) const {
+  return Get(name).values;
+}
 
 int64_t FlagSet::GetInt(const std::string& name) const {
   int64_t v = 0;

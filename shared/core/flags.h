@@ -31,6 +31,9 @@ class FlagSet {
   void AddInt(const std::string& name, int64_t default_value, const std::string& help);
   void AddDouble(const std::string& name, double default_value, const std::string& help);
   void AddBool(const std::string& name, bool default_value, const std::string& help);
+  // A string flag that may be given more than once; GetStrings returns every
+  // value in order (a config file or environment value counts once).
+  void AddRepeatedString(const std::string& name, const std::string& help);
   // Adds --config FILE.
   void AddConfigFlag();
 
@@ -42,6 +45,7 @@ class FlagSet {
   int64_t GetInt(const std::string& name) const;
   double GetDouble(const std::string& name) const;
   bool GetBool(const std::string& name) const;
+  std::vector<std::string> GetStrings(const std::string& name) const;
   // True when given on the command line, in the environment or config file.
   bool IsSet(const std::string& name) const;
 
@@ -50,7 +54,7 @@ class FlagSet {
   std::string Help() const;
 
  private:
-  enum class Type { kString, kInt, kDouble, kBool };
+  enum class Type { kString, kInt, kDouble, kBool, kRepeated };
   struct Flag {
     Type type;
     std::string value;
@@ -58,6 +62,7 @@ class FlagSet {
     std::string help;
     std::string env_var;
     bool set = false;
+    std::vector<std::string> values;  // kRepeated
   };
   absl::Status Set(const std::string& name, const std::string& value, const std::string& origin);
   absl::Status LoadConfig(const std::string& path);
