@@ -425,6 +425,7 @@ absl::Status Engine::AdmitOne(std::unique_ptr<Request> request) {
   }
   seq->request = std::move(request);
   seq->admitted = absl::Now();
+  running_count_ = static_cast<int>(running_.size()) + 1;  // no longer waiting
   const std::vector<int64_t>& prompt = seq->request->input.prompt_ids;
   const int64_t P = static_cast<int64_t>(prompt.size());
   if (observer_.prompt_tokens) observer_.prompt_tokens(adapter, P);
@@ -450,6 +451,7 @@ absl::Status Engine::AdmitOne(std::unique_ptr<Request> request) {
     status = cache_->InsertRow(static_cast<int64_t>(running_.size()), *single);
     if (status.ok()) {
       running_.push_back(std::move(seq));
+      running_count_ = static_cast<int>(running_.size());
       return absl::OkStatus();
     }
   }
@@ -559,6 +561,7 @@ void Engine::Leave(size_t row, absl::StatusOr<GenerateResult> result) {
     running_[row] = std::move(running_[last]);
   }
   running_.pop_back();
+  running_count_ = static_cast<int>(running_.size());
   if (!moved.ok()) SY_LOG(kError, "inference") << "models/" << name_ << ": " << moved;
   Request& request = *seq->request;
   {
