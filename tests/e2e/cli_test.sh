@@ -119,8 +119,8 @@ grep -q '"  Yes' "$TMP/prepared.jsonl" "$TMP/prepared_validation.jsonl" &&
 cmp -s "$DATA/support.csv" "$TMP/support.csv" || fail "prepare changed its input file"
 expect_exit 0 "$SY" data validate "$TMP/prepared.jsonl" --min-examples 1
 
-check "serve --target=inference is refused as not built"
-expect_exit 2 "$SY" serve --target=inference --grpc-listen=127.0.0.1:0 --metrics-listen= \
+check "serve --target=router is refused as not built"
+expect_exit 2 "$SY" serve --target=router --grpc-listen=127.0.0.1:0 --metrics-listen= \
   --data-dir="$TMP/unused"
 expect_in "$TMP/err" "not built"
 
