@@ -370,7 +370,7 @@ void Engine::ExpireWaiting() {
     for (auto it = waiting_.begin(); it != waiting_.end();) {
       Request& r = **it;
       absl::Status s;
-      if (live_[r.handle]) {
+      if (auto live = live_.find(r.handle); live != live_.end() && live->second) {
         s = absl::CancelledError("cancelled while waiting for a batch slot");
       } else if (now >= r.input.deadline) {
         s = absl::DeadlineExceededError("the deadline passed while waiting for a batch slot");
@@ -389,7 +389,11 @@ void Engine::ExpireWaiting() {
 }
 
 void Engine::Admit() {
-  while (static_cast<int64_t>(running_.size()) < rows_) {
+  // Prefill stalls the running sequences: past a budget of prompt tokens per
+  // turn the rest wait for the next turn (one decode step later).
+  int64_t prefilled = 0;
+  while (static_cast<int64_t>(running_.size()) < rows_ &&
+         (prefilled < options_.prefill_tokens_per_step || running_.empty())) {
     std::unique_ptr<Request> request;
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -397,6 +401,7 @@ void Engine::Admit() {
       request = std::move(waiting_.front());
       waiting_.pop_front();
     }
+    prefilled += static_cast<int64_t>(request->input.prompt_ids.size());
     absl::Status s = AdmitOne(std::move(request));
     if (absl::IsUnavailable(s)) return;  // put back: retry after a step
   }
@@ -534,7 +539,8 @@ void Engine::DecodeStep() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     for (const auto& seq : running_) {
-      if (live_[seq->request->handle]) cancelled[seq->request->handle] = true;
+      auto live = live_.find(seq->request->handle);
+      if (live != live_.end() && live->second) cancelled[seq->request->handle] = true;
     }
   }
   for (int64_t r = B - 1; r >= 0; --r) {

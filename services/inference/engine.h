@@ -4,11 +4,12 @@
 // One thread owns the model. Each turn of its loop it
 //   1. runs queued tasks that change or read the model outside a forward
 //      pass (adapter loads and unloads, Score);
-//   2. admits waiting requests while a batch row is free: the request's
-//      adapter is acquired (loaded on first use), its prompt is prefilled
-//      alone (reusing the cached prefill of an identical prompt prefix), its
-//      first token is sampled, and its keys and values join the shared KV
-//      cache in a row of their own;
+//   2. admits waiting requests while a batch row is free (and at most
+//      prefill_tokens_per_step prompt tokens a turn, so prefills do not stall
+//      the running sequences for long): the request's adapter is acquired
+//      (loaded on first use), its prompt is prefilled alone (the same
+//      computation `model generate` does), its first token is sampled, and
+//      its keys and values join the shared KV cache in a row of their own;
 //   3. decodes one token for every running sequence in one forward pass,
 //      each row with its own adapter (the LoRA delta applied per row) and
 //      its own sampler;
@@ -53,10 +54,13 @@ struct EngineOptions {
   std::string device = "cpu";     // cpu, cuda, cuda:N, auto
   int max_batch_size = 64;        // sequences decoded together at most
   int64_t kv_cache_bytes = 2ll << 30;
-  int64_t max_context_tokens = 0;  // prompt + generation; 0 = the model's context
-  int max_waiting = 256;           // queued requests past which Submit refuses
-  int max_adapters = 8;            // loaded at once (LRU past it)
-  int threads = 0;                 // LibTorch intra-op threads of the engine (0 = every core)
+  int64_t max_context_tokens = 0;         // prompt + generation; 0 = the model's context
+  int max_waiting = 256;                  // queued requests past which Submit refuses
+  int max_adapters = 8;                   // loaded at once (LRU past it)
+  int64_t prefill_tokens_per_step = 512;  // see above; one request is always admitted
+  // LibTorch intra-op threads (0 = every core). LibTorch's setting is per
+  // process: engines in one process share it.
+  int threads = 0;
   // Adapter name -> PEFT directory; NOT_FOUND when unknown.
   AdapterManager::Resolver resolve_adapter;
 };
