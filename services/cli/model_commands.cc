@@ -23,11 +23,11 @@ namespace {
 
 const char* kModelUsage =
     "Usage: switchyard model <verb> [flags]\n\n"
-    "  init      Write a random checkpoint in the Hugging Face layout.\n"
+    "  init          Write a random checkpoint in the Hugging Face layout.\n"
     "  init-adapter  Write a random PEFT LoRA adapter for a checkpoint.\n"
-    "  score     Log-probability of each next token of a token sequence.\n"
-    "  generate  Generate text from a prompt.\n"
-    "  merge     Merge a LoRA adapter into its base model's weights.\n\n"
+    "  score         Log-probability of each next token of a token sequence.\n"
+    "  generate      Generate text from a prompt.\n"
+    "  merge         Merge a LoRA adapter into its base model's weights.\n\n"
     "Run `switchyard model <verb> --help`.\n";
 
 // --dtype, --device, --threads for commands that run a model.

@@ -34,10 +34,10 @@ absl::StatusOr<int> AdapterManager::Acquire(const std::string& name) {
   return info->id;
 }
 
-absl::StatusOr<AdapterInfo> AdapterManager::Pin(const std::string& name) {
+absl::StatusOr<AdapterInfo> AdapterManager::Load(const std::string& name, bool pin) {
   std::lock_guard<std::mutex> lock(mu_);
   SY_ASSIGN_OR_RETURN(AdapterInfo * info, AcquireLocked(name));
-  info->pinned = true;
+  info->pinned = info->pinned || pin;
   --info->in_use;
   --info->served;
   return *info;

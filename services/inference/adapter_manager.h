@@ -47,9 +47,9 @@ class AdapterManager {
   // RESOURCE_EXHAUSTED when max_adapters are loaded and all in use.
   absl::StatusOr<int> Acquire(const std::string& name);
   void Release(const std::string& name);
-  // Loads the adapter when needed and exempts it from eviction until it is
-  // unloaded.
-  absl::StatusOr<AdapterInfo> Pin(const std::string& name);
+  // Loads the adapter ahead of use (not counted as in use or served); with
+  // `pin` it is exempt from eviction until unloaded.
+  absl::StatusOr<AdapterInfo> Load(const std::string& name, bool pin);
   // FAILED_PRECONDITION while in use; NOT_FOUND when not loaded. Unpins.
   absl::Status Unload(const std::string& name);
   // Loaded adapters, by name.

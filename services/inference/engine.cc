@@ -59,7 +59,37 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const std::string& name,
         absl::StrCat("max_waiting must not be negative, got ", options.max_waiting));
   }
   std::unique_ptr<Engine> e(new Engine(name, dir, std::move(options), std::move(observer)));
-  const EngineOptions& o = e->options_;
+  // Everything LibTorch does for this model runs on the engine's thread,
+  // loading included. OpenMP keeps a team of workers per thread that ever ran
+  // a parallel region; with more of them than cores its workers sleep between
+  // regions instead of spinning, and each of the hundreds of small parallel
+  // products of a decode step pays a wake-up (decoding ran single-core fast).
+  std::promise<absl::Status> loaded;
+  std::future<absl::Status> ready = loaded.get_future();
+  Engine* raw = e.get();
+  e->thread_ = std::thread([raw, &loaded] {
+    absl::Status s = raw->LoadOnThread();
+    const bool ok = s.ok();
+    loaded.set_value(std::move(s));
+    if (ok) raw->Loop();
+  });
+  absl::Status status = ready.get();
+  if (!status.ok()) {
+    e->thread_.join();
+    return status;
+  }
+  SY_LOG(kInfo, "inference") << "loaded models/" << name << " from " << dir << ": "
+                             << e->parameter_count_ << " parameters, "
+                             << model::DtypeName(e->dtype()) << " on " << e->device().str() << ", "
+                             << e->rows_ << " rows x " << e->max_context_ << " tokens";
+  return e;
+}
+
+absl::Status Engine::LoadOnThread() {
+  at::set_num_threads(options_.threads > 0
+                          ? options_.threads
+                          : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+  const EngineOptions& o = options_;
   model::LoadOptions load;
   SY_ASSIGN_OR_RETURN(load.device, model::ParseDevice(o.device.empty() ? "auto" : o.device));
   if (o.dtype.empty() || o.dtype == "auto") {
@@ -69,47 +99,39 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const std::string& name,
   } else {
     SY_ASSIGN_OR_RETURN(load.dtype, model::ParseDtype(o.dtype));
   }
-  SY_ASSIGN_OR_RETURN(e->model_, model::CausalLm::Load(dir, load));
-  SY_ASSIGN_OR_RETURN(e->text_, text::LoadModelText(dir));
-  SY_ASSIGN_OR_RETURN(e->defaults_, model::LoadGenerationDefaults(dir, e->model_->config()));
-  const model::ModelConfig& config = e->model_->config();
-  e->max_context_ = config.max_position_embeddings;
-  if (o.max_context_tokens > 0) e->max_context_ = std::min(e->max_context_, o.max_context_tokens);
-  for (const auto& [weight_name, t] : e->model_->NamedWeights()) {
-    e->parameter_count_ += t.numel();
-    e->weights_bytes_ += t.numel() * t.element_size();
+  SY_ASSIGN_OR_RETURN(model_, model::CausalLm::Load(dir_, load));
+  SY_ASSIGN_OR_RETURN(text_, text::LoadModelText(dir_));
+  SY_ASSIGN_OR_RETURN(defaults_, model::LoadGenerationDefaults(dir_, model_->config()));
+  const model::ModelConfig& config = model_->config();
+  max_context_ = config.max_position_embeddings;
+  if (o.max_context_tokens > 0) max_context_ = std::min(max_context_, o.max_context_tokens);
+  for (const auto& [weight_name, t] : model_->NamedWeights()) {
+    parameter_count_ += t.numel();
+    weights_bytes_ += t.numel() * t.element_size();
   }
-  const int64_t capacity = e->max_context_ + Slack(e->max_context_);
+  const int64_t capacity = max_context_ + Slack(max_context_);
   const int64_t per_position =
       2 * config.num_layers * config.num_kv_heads * config.head_dim * c10::elementSize(load.dtype);
-  e->rows_ = std::min<int64_t>(o.max_batch_size, o.kv_cache_bytes / (capacity * per_position));
-  if (e->rows_ < 1) {
+  rows_ = std::min<int64_t>(o.max_batch_size, o.kv_cache_bytes / (capacity * per_position));
+  if (rows_ < 1) {
     return absl::InvalidArgumentError(
         absl::StrCat("a KV cache budget of ", o.kv_cache_bytes, " bytes holds no sequence of ",
-                     e->max_context_, " tokens (", capacity * per_position,
-                     " bytes each with slack); raise the budget or lower ", "the maximum context"));
+                     max_context_, " tokens (", capacity * per_position,
+                     " bytes each with slack); raise the budget or lower the maximum context"));
   }
   SY_ASSIGN_OR_RETURN(model::KvCache cache,
-                      model::KvCache::Create(config, e->rows_, capacity, load.dtype, load.device));
-  e->cache_ = std::make_unique<model::KvCache>(std::move(cache));
-  Engine* raw = e.get();
-  e->adapters_ = std::make_unique<AdapterManager>(
-      e->model_.get(),
-      [raw](const std::string& adapter) -> absl::StatusOr<std::string> {
-        if (auto it = raw->adapter_dirs_.find(adapter); it != raw->adapter_dirs_.end()) {
-          return it->second;
-        }
-        if (raw->options_.resolve_adapter) return raw->options_.resolve_adapter(adapter);
+                      model::KvCache::Create(config, rows_, capacity, load.dtype, load.device));
+  cache_ = std::make_unique<model::KvCache>(std::move(cache));
+  adapters_ = std::make_unique<AdapterManager>(
+      model_.get(),
+      [this](const std::string& adapter) -> absl::StatusOr<std::string> {
+        if (auto it = adapter_dirs_.find(adapter); it != adapter_dirs_.end()) return it->second;
+        if (options_.resolve_adapter) return options_.resolve_adapter(adapter);
         return absl::NotFoundError(absl::StrCat("adapter \"", adapter, "\" is unknown"));
       },
       o.max_adapters);
-  e->load_time_ = absl::Now();
-  e->thread_ = std::thread([raw] { raw->Loop(); });
-  SY_LOG(kInfo, "inference") << "loaded models/" << name << " from " << dir << ": "
-                             << e->parameter_count_ << " parameters, "
-                             << model::DtypeName(load.dtype) << " on " << load.device.str() << ", "
-                             << e->rows_ << " rows x " << e->max_context_ << " tokens";
-  return e;
+  load_time_ = absl::Now();
+  return absl::OkStatus();
 }
 
 Engine::~Engine() { Stop(); }
@@ -280,16 +302,22 @@ absl::StatusOr<AdapterInfo> Engine::LoadAdapter(const std::string& name, const s
                                                 bool pin) {
   AdapterInfo info;
   SY_RETURN_IF_ERROR(RunOnEngine([&]() -> absl::Status {
-    if (!dir.empty()) adapter_dirs_[name] = dir;
-    if (pin) {
-      SY_ASSIGN_OR_RETURN(info, adapters_->Pin(name));
-      return absl::OkStatus();
+    const bool named = !dir.empty() && adapter_dirs_.count(name) == 0;
+    if (!dir.empty()) {
+      for (const AdapterInfo& a : adapters_->List()) {
+        if (a.name == name && a.dir != dir) {
+          return absl::AlreadyExistsError(
+              absl::StrCat("adapter \"", name, "\" is loaded from ", a.dir, "; unload it first"));
+        }
+      }
+      adapter_dirs_[name] = dir;
     }
-    SY_RETURN_IF_ERROR(adapters_->Acquire(name).status());
-    adapters_->Release(name);
-    for (const AdapterInfo& a : adapters_->List()) {
-      if (a.name == name) info = a;
+    absl::StatusOr<AdapterInfo> loaded = adapters_->Load(name, pin);
+    if (!loaded.ok()) {
+      if (named) adapter_dirs_.erase(name);  // a bad path is not kept
+      return loaded.status();
     }
+    info = *loaded;
     return absl::OkStatus();
   }));
   return info;
@@ -319,9 +347,6 @@ EngineStats Engine::Stats() const {
 }
 
 void Engine::Loop() {
-  at::set_num_threads(options_.threads > 0
-                          ? options_.threads
-                          : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
   c10::InferenceMode inference;
   while (true) {
     {
@@ -343,7 +368,8 @@ void Engine::Loop() {
       const EngineStats s = Stats();
       observer_.step(
           s.running, s.waiting,
-          s.kv_cache_bytes > 0 ? static_cast<double>(s.kv_used_bytes) / s.kv_cache_bytes : 0.0);
+          s.kv_cache_bytes > 0 ? static_cast<double>(s.kv_used_bytes) / s.kv_cache_bytes : 0.0,
+          static_cast<int>(adapters_->List().size()));
     }
     if (!running_.empty()) continue;
     // Idle with requests still waiting means none can be admitted: they were
@@ -392,39 +418,47 @@ void Engine::Admit() {
   // Prefill stalls the running sequences: past a budget of prompt tokens per
   // turn the rest wait for the next turn (one decode step later).
   int64_t prefilled = 0;
+  // Requests whose adapter finds every slot busy wait, in order, while the
+  // ones behind them are admitted.
+  std::deque<std::unique_ptr<Request>> deferred;
   while (static_cast<int64_t>(running_.size()) < rows_ &&
          (prefilled < options_.prefill_tokens_per_step || running_.empty())) {
     std::unique_ptr<Request> request;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      if (waiting_.empty()) return;
+      if (waiting_.empty()) break;
       request = std::move(waiting_.front());
       waiting_.pop_front();
     }
-    prefilled += static_cast<int64_t>(request->input.prompt_ids.size());
-    absl::Status s = AdmitOne(std::move(request));
-    if (absl::IsUnavailable(s)) return;  // put back: retry after a step
+    const int64_t tokens = static_cast<int64_t>(request->input.prompt_ids.size());
+    if (AdmitOne(request)) {
+      prefilled += tokens;
+    } else {
+      deferred.push_back(std::move(request));
+    }
+  }
+  if (deferred.empty()) return;
+  std::lock_guard<std::mutex> lock(mu_);
+  while (!deferred.empty()) {
+    waiting_.push_front(std::move(deferred.back()));
+    deferred.pop_back();
   }
 }
 
-absl::Status Engine::AdmitOne(std::unique_ptr<Request> request) {
-  const std::string& adapter = request->input.adapter;
+bool Engine::AdmitOne(std::unique_ptr<Request>& request) {
+  const std::string adapter = request->input.adapter;
   auto seq = std::make_unique<Sequence>();
   if (!adapter.empty()) {
     absl::StatusOr<int> id = adapters_->Acquire(adapter);
     if (!id.ok()) {
-      if (absl::IsResourceExhausted(id.status()) && !running_.empty()) {
-        // Every adapter slot serves a running request: wait for one to end.
-        std::lock_guard<std::mutex> lock(mu_);
-        waiting_.push_front(std::move(request));
-        return absl::UnavailableError("adapter slots busy");
-      }
+      // Every adapter slot serves a running request: wait for one to end.
+      if (absl::IsResourceExhausted(id.status()) && !running_.empty()) return false;
       {
         std::lock_guard<std::mutex> lock(mu_);
         live_.erase(request->handle);
       }
       request->sink->OnDone(id.status());
-      return absl::OkStatus();
+      return true;
     }
     seq->adapter = *id;
   }
@@ -457,7 +491,7 @@ absl::Status Engine::AdmitOne(std::unique_ptr<Request> request) {
     if (status.ok()) {
       running_.push_back(std::move(seq));
       running_count_ = static_cast<int>(running_.size());
-      return absl::OkStatus();
+      return true;
     }
   }
   // Done after its first token, or failed: it never joins the batch.
@@ -468,7 +502,7 @@ absl::Status Engine::AdmitOne(std::unique_ptr<Request> request) {
   } else {
     Leave(row, status);
   }
-  return absl::OkStatus();
+  return true;
 }
 
 void Engine::EmitToken(Sequence& seq, const model::StreamedToken& token, absl::Time now) {
@@ -496,7 +530,16 @@ void Engine::EmitToken(Sequence& seq, const model::StreamedToken& token, absl::T
 void Engine::DecodeStep() {
   const int64_t B = static_cast<int64_t>(running_.size());
   absl::Status status;
-  if (cache_->length() + 1 > cache_->capacity()) status = cache_->Compact();
+  // Every step attends over the cache's whole length, so positions no row
+  // uses any more (left behind by sequences that left) are dropped once they
+  // are a quarter of it, and whenever the cache is full.
+  int64_t longest = 0;
+  for (const auto& seq : running_) longest = std::max(longest, seq->positions);
+  const int64_t dead = cache_->length() - longest;
+  if (cache_->length() + 1 > cache_->capacity() ||
+      dead >= std::max<int64_t>(16, cache_->length() / 4)) {
+    status = cache_->Compact();
+  }
   at::Tensor logits, logprobs;
   if (status.ok()) {
     std::vector<int64_t> ids(B);

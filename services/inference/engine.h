@@ -120,8 +120,8 @@ struct EngineObserver {
   std::function<void(const std::string& adapter, double seconds)> e2e;
   std::function<void(const std::string& adapter, int64_t tokens)> prompt_tokens;
   std::function<void(const std::string& adapter, int64_t tokens)> generation_tokens;
-  // After each step: running, waiting, KV usage ratio.
-  std::function<void(int running, int waiting, double kv_usage)> step;
+  // After each step: running, waiting, KV usage ratio, adapters loaded.
+  std::function<void(int running, int waiting, double kv_usage, int adapters)> step;
 };
 
 class Engine {
@@ -182,13 +182,17 @@ class Engine {
   struct Sequence;
 
   Engine(std::string name, std::string dir, EngineOptions options, EngineObserver observer);
+  // Loads the model and sizes the KV cache, on the engine's thread.
+  absl::Status LoadOnThread();
   void Loop();
   // Runs `task` on the engine's thread and waits for it.
   absl::Status RunOnEngine(std::function<absl::Status()> task);
   void RunTasks();
   void ExpireWaiting();
   void Admit();
-  absl::Status AdmitOne(std::unique_ptr<Request> request);
+  // False (the request untouched) when its adapter has no free slot while
+  // others run; else it was admitted, finished or failed.
+  bool AdmitOne(std::unique_ptr<Request>& request);
   void DecodeStep();
   // Removes the sequence in `row` (finished or stopped) and packs the rows.
   void Leave(size_t row, absl::StatusOr<GenerateResult> result);

@@ -80,17 +80,13 @@ v1::FinishReason FinishReason(const std::string& reason) {
   return v1::FINISH_REASON_UNSPECIFIED;
 }
 
-// "eos" for the model's EOS tokens, "token:{id}" for other stop ids, else
-// the stop string.
+// "token:{id}" for a stop token id of the request, "eos" for the model's EOS
+// tokens, else the stop string.
 std::string StopReason(const model::Generation& g, const std::vector<int64_t>& stop_ids) {
   if (g.finish_reason != "stop") return "";
-  int64_t id = 0;
-  if (!g.stop_reason.empty() && absl::SimpleAtoi(g.stop_reason, &id) &&
-      std::find(stop_ids.begin(), stop_ids.end(), id) == stop_ids.end()) {
-    return "eos";
-  }
-  if (!g.stop_reason.empty() && absl::SimpleAtoi(g.stop_reason, &id)) {
-    return absl::StrCat("token:", id);
+  if (g.stop_token >= 0) {
+    const bool asked = std::find(stop_ids.begin(), stop_ids.end(), g.stop_token) != stop_ids.end();
+    return asked ? absl::StrCat("token:", g.stop_token) : "eos";
   }
   return g.stop_reason;
 }
@@ -286,7 +282,10 @@ class CompleteReactor : public grpc::ServerUnaryReactor {
       : service_(service), response_(response) {
     response_->set_request_id(RequestId(*context, request.request_id()));
     absl::Status s = Start(*context, request);
-    if (!s.ok()) Finish(rpc::ToGrpcStatus(s));
+    if (!s.ok()) {
+      Count(absl::StatusOr<GenerateResult>(s));
+      Finish(rpc::ToGrpcStatus(s));
+    }
   }
   void OnCancel() override {
     std::lock_guard<std::mutex> lock(mu_);
@@ -327,11 +326,17 @@ class CompleteReactor : public grpc::ServerUnaryReactor {
     return absl::OkStatus();
   }
 
-  void Done(absl::StatusOr<GenerateResult> result) {
+  void Count(const absl::StatusOr<GenerateResult>& r) {
     service_->metrics()
         .requests
-        .Add({{"model", engine_->name()}, {"adapter", adapter_}, {"outcome", Outcome(result)}})
+        .Add({{"model", engine_ ? engine_->name() : ""},
+              {"adapter", adapter_},
+              {"outcome", Outcome(r)}})
         .Increment();
+  }
+
+  void Done(absl::StatusOr<GenerateResult> result) {
+    Count(result);
     {
       std::lock_guard<std::mutex> lock(mu_);
       done_ = true;
@@ -434,10 +439,12 @@ EngineObserver InferenceMetrics::ObserverFor(const std::string& model) {
   prometheus::Gauge* run = &running.Add({{"model", model}});
   prometheus::Gauge* wait = &waiting.Add({{"model", model}});
   prometheus::Gauge* kv = &kv_usage.Add({{"model", model}});
-  o.step = [run, wait, kv](int r, int w, double usage) {
+  prometheus::Gauge* loaded = &adapters_loaded.Add({{"model", model}});
+  o.step = [run, wait, kv, loaded](int r, int w, double usage, int adapters) {
     run->Set(r);
     wait->Set(w);
     kv->Set(usage);
+    loaded->Set(adapters);
   };
   return o;
 }
@@ -652,6 +659,7 @@ grpc::ServerUnaryReactor* InferenceServiceImpl::LoadModel(grpc::CallbackServerCo
     if (request->kv_cache_bytes() > 0) options.kv_cache_bytes = request->kv_cache_bytes();
     if (request->max_context_tokens() > 0)
       options.max_context_tokens = request->max_context_tokens();
+    const bool was_loaded = FindModel(request->model()).ok();
     auto engine = Load(request->model(), dir, options);
     if (!engine.ok()) {
       if (absl::IsInternal(engine.status()) || absl::IsFailedPrecondition(engine.status())) {
@@ -660,7 +668,15 @@ grpc::ServerUnaryReactor* InferenceServiceImpl::LoadModel(grpc::CallbackServerCo
       return engine.status();
     }
     for (const std::string& adapter : request->adapters()) {
-      SY_RETURN_IF_ERROR((*engine)->LoadAdapter(adapter, "", false).status());
+      absl::Status s = (*engine)->LoadAdapter(adapter, "", false).status();
+      if (!s.ok()) {
+        if (!was_loaded) {  // all or nothing
+          std::lock_guard<std::mutex> lock(mu_);
+          models_.erase(ModelId(request->model()));
+        }
+        if (!was_loaded) (*engine)->Stop();
+        return s;
+      }
     }
     Describe(**engine, response);
     return absl::OkStatus();

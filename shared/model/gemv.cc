@@ -159,6 +159,111 @@ void DispatchDotBf16(int64_t m, const uint16_t* w, const uint16_t* x, float* y, 
   }
 }
 
+bool CpuHasAvx512() {
+  static const bool has = __builtin_cpu_supports("avx512f");
+  return has;
+}
+
+// fp32 with AVX-512: y[m][r] = dot(W[r], x[m]) for one tile of RW weight rows
+// from `r` and MT inputs from `m0`. The RW weight vectors loaded per step are
+// shared by the MT inputs, and each input vector by the RW rows, so one load
+// feeds several FMAs. Every (r, m) dot product is one accumulator over k in
+// steps of 16 (a masked tail), reduced the same way whatever the tiling and
+// the number of inputs: a sequence gets bit-identical results batched or alone.
+template <int MT, int RW>
+__attribute__((target("avx512f"))) inline void TileF32(const float* w, const float* x, float* y,
+                                                       int64_t in, int64_t out, int64_t r,
+                                                       int64_t m0) {
+  __m512 acc[RW][MT];
+#pragma GCC unroll 8
+  for (int i = 0; i < RW; ++i) {
+#pragma GCC unroll 8
+    for (int j = 0; j < MT; ++j) acc[i][j] = _mm512_setzero_ps();
+  }
+  const float* wr = w + r * in;
+  const float* xm = x + m0 * in;
+  int64_t k = 0;
+  for (; k + 16 <= in; k += 16) {
+    __m512 wv[RW];
+#pragma GCC unroll 8
+    for (int i = 0; i < RW; ++i) wv[i] = _mm512_loadu_ps(wr + i * in + k);
+#pragma GCC unroll 8
+    for (int j = 0; j < MT; ++j) {
+      const __m512 xv = _mm512_loadu_ps(xm + j * in + k);
+#pragma GCC unroll 8
+      for (int i = 0; i < RW; ++i) acc[i][j] = _mm512_fmadd_ps(wv[i], xv, acc[i][j]);
+    }
+  }
+  if (k < in) {
+    const __mmask16 tail = static_cast<__mmask16>((1u << (in - k)) - 1);
+    __m512 wv[RW];
+#pragma GCC unroll 8
+    for (int i = 0; i < RW; ++i) wv[i] = _mm512_maskz_loadu_ps(tail, wr + i * in + k);
+#pragma GCC unroll 8
+    for (int j = 0; j < MT; ++j) {
+      const __m512 xv = _mm512_maskz_loadu_ps(tail, xm + j * in + k);
+#pragma GCC unroll 8
+      for (int i = 0; i < RW; ++i) acc[i][j] = _mm512_fmadd_ps(wv[i], xv, acc[i][j]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int j = 0; j < MT; ++j) {
+#pragma GCC unroll 8
+    for (int i = 0; i < RW; ++i) y[(m0 + j) * out + r + i] = _mm512_reduce_add_ps(acc[i][j]);
+  }
+}
+
+// Weight rows [r0, r1) against inputs [m0, m0 + MT): tiles of RW rows (more
+// rows for fewer inputs keep enough independent accumulators), then single
+// rows.
+template <int MT>
+__attribute__((target("avx512f"))) void RowsF32Avx512(const float* w, const float* x, float* y,
+                                                      int64_t in, int64_t out, int64_t r0,
+                                                      int64_t r1, int64_t m0) {
+  constexpr int RW = MT <= 2 ? 8 : (MT <= 4 ? 4 : 3);
+  int64_t r = r0;
+  for (; r + RW <= r1; r += RW) TileF32<MT, RW>(w, x, y, in, out, r, m0);
+  for (; r < r1; ++r) TileF32<MT, 1>(w, x, y, in, out, r, m0);
+}
+
+// All m inputs: weight rows in blocks that stay in cache while every tile of
+// up to 8 inputs passes over them, so the weights stream from memory once.
+void DispatchF32Avx512(int64_t m, const float* w, const float* x, float* y, int64_t in, int64_t out,
+                       int64_t r0, int64_t r1) {
+  constexpr int64_t kBlock = 24;  // a multiple of every RW
+  for (int64_t b0 = r0; b0 < r1; b0 += kBlock) {
+    const int64_t b1 = std::min(r1, b0 + kBlock);
+    for (int64_t m0 = 0; m0 < m; m0 += 8) {
+      switch (std::min<int64_t>(8, m - m0)) {
+        case 1:
+          RowsF32Avx512<1>(w, x, y, in, out, b0, b1, m0);
+          break;
+        case 2:
+          RowsF32Avx512<2>(w, x, y, in, out, b0, b1, m0);
+          break;
+        case 3:
+          RowsF32Avx512<3>(w, x, y, in, out, b0, b1, m0);
+          break;
+        case 4:
+          RowsF32Avx512<4>(w, x, y, in, out, b0, b1, m0);
+          break;
+        case 5:
+          RowsF32Avx512<5>(w, x, y, in, out, b0, b1, m0);
+          break;
+        case 6:
+          RowsF32Avx512<6>(w, x, y, in, out, b0, b1, m0);
+          break;
+        case 7:
+          RowsF32Avx512<7>(w, x, y, in, out, b0, b1, m0);
+          break;
+        default:
+          RowsF32Avx512<8>(w, x, y, in, out, b0, b1, m0);
+          break;
+      }
+    }
+  }
+}
+
 template <bool kBf16>
 void Dispatch(int64_t m, const void* w, const float* x, float* y, int64_t in, int64_t out,
               int64_t r0, int64_t r1) {
@@ -182,9 +287,75 @@ void Dispatch(int64_t m, const void* w, const float* x, float* y, int64_t in, in
   }
 }
 
+// One row's LoRA delta: u = scale * A x (r values), then y += Bt^T u in
+// chunks of 16 outputs.
+__attribute__((target("avx512f"))) void LoraRow(const float* x, float* y, const float* a,
+                                                const float* bt, int64_t in, int64_t out, int64_t r,
+                                                float scale, float* u) {
+  for (int64_t j = 0; j < r; ++j) {
+    const float* aj = a + j * in;
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+    int64_t k = 0;
+    for (; k + 32 <= in; k += 32) {
+      acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(aj + k), _mm512_loadu_ps(x + k), acc0);
+      acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(aj + k + 16), _mm512_loadu_ps(x + k + 16), acc1);
+    }
+    for (; k + 16 <= in; k += 16) {
+      acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(aj + k), _mm512_loadu_ps(x + k), acc0);
+    }
+    if (k < in) {
+      const __mmask16 tail = static_cast<__mmask16>((1u << (in - k)) - 1);
+      acc1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, aj + k),
+                             _mm512_maskz_loadu_ps(tail, x + k), acc1);
+    }
+    u[j] = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1)) * scale;
+  }
+  int64_t o = 0;
+  for (; o + 16 <= out; o += 16) {
+    __m512 acc = _mm512_loadu_ps(y + o);
+    for (int64_t j = 0; j < r; ++j) {
+      acc = _mm512_fmadd_ps(_mm512_set1_ps(u[j]), _mm512_loadu_ps(bt + j * out + o), acc);
+    }
+    _mm512_storeu_ps(y + o, acc);
+  }
+  if (o < out) {
+    const __mmask16 tail = static_cast<__mmask16>((1u << (out - o)) - 1);
+    __m512 acc = _mm512_maskz_loadu_ps(tail, y + o);
+    for (int64_t j = 0; j < r; ++j) {
+      acc =
+          _mm512_fmadd_ps(_mm512_set1_ps(u[j]), _mm512_maskz_loadu_ps(tail, bt + j * out + o), acc);
+    }
+    _mm512_mask_storeu_ps(y + o, tail, acc);
+  }
+}
+
 }  // namespace
 
+bool LoraRowsKernelAvailable() { return g_enabled && CpuHasAvx512(); }
+
+void LoraRowsAdd(const at::Tensor& x, at::Tensor& y, const at::Tensor& a, const at::Tensor& bt,
+                 double scale, const std::vector<int64_t>& rows) {
+  const int64_t in = x.size(1), out = y.size(1), r = a.size(0);
+  const float* xp = x.data_ptr<float>();
+  float* yp = y.data_ptr<float>();
+  const float* ap = a.data_ptr<float>();
+  const float* bp = bt.data_ptr<float>();
+  const int64_t n = static_cast<int64_t>(rows.size());
+  at::parallel_for(0, n, 4, [&](int64_t i0, int64_t i1) {
+    std::vector<float> u(r);
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t row = rows[i];
+      LoraRow(xp + row * in, yp + row * out, ap, bp, in, out, r, static_cast<float>(scale),
+              u.data());
+    }
+  });
+}
+
 void SetSmallBatchLinearEnabled(bool enabled) { g_enabled = enabled; }
+
+int64_t SmallBatchLinearMaxRows(at::ScalarType dtype) {
+  return dtype == at::kFloat && CpuHasAvx512() ? kGemvMaxRowsF32Avx512 : kGemvMaxRows;
+}
 
 bool UseSmallBatchLinear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
   if (!g_enabled || !CpuHasAvx2Fma()) return false;
@@ -192,7 +363,7 @@ bool UseSmallBatchLinear(const at::Tensor& x, const at::Tensor& weight, const at
   const at::ScalarType t = weight.scalar_type();
   if ((t != at::kFloat && t != at::kBFloat16) || x.scalar_type() != t) return false;
   if (!weight.is_contiguous() || x.size(-1) != weight.size(1)) return false;
-  if (x.numel() / weight.size(1) > kGemvMaxRows || x.numel() == 0) return false;
+  if (x.numel() / weight.size(1) > SmallBatchLinearMaxRows(t) || x.numel() == 0) return false;
   if (bias.defined() && (bias.scalar_type() != t || bias.numel() != weight.size(0))) return false;
   if (at::GradMode::is_enabled() &&
       (x.requires_grad() || weight.requires_grad() || (bias.defined() && bias.requires_grad()))) {
@@ -219,6 +390,8 @@ at::Tensor SmallBatchLinear(const at::Tensor& x, const at::Tensor& weight, const
                       static_cast<const uint16_t*>(xs.data_ptr()), yp, in, out, r0, r1);
     } else if (bf16) {
       Dispatch<true>(m, w, xs.data_ptr<float>(), yp, in, out, r0, r1);
+    } else if (CpuHasAvx512()) {
+      DispatchF32Avx512(m, static_cast<const float*>(w), xs.data_ptr<float>(), yp, in, out, r0, r1);
     } else {
       Dispatch<false>(m, w, xs.data_ptr<float>(), yp, in, out, r0, r1);
     }

@@ -13,10 +13,16 @@
 
 #include <ATen/ATen.h>
 
+#include <vector>
+
 namespace switchyard::model {
 
-// Rows of x up to which SmallBatchLinear applies.
+// Rows of x up to which SmallBatchLinear applies: fp32 weights on an
+// AVX-512 CPU use a tiled kernel (weights streamed once for every row) up to
+// kGemvMaxRowsF32Avx512 rows, with results that do not depend on the number
+// of rows; the AVX2 and bf16 kernels take up to kGemvMaxRows.
 constexpr int64_t kGemvMaxRows = 8;
+constexpr int64_t kGemvMaxRowsF32Avx512 = 64;
 
 // Whether SmallBatchLinear handles this product: CPU tensors, W (out, in)
 // contiguous fp32 or bf16, x (..., in) with at most kGemvMaxRows rows of
@@ -25,6 +31,18 @@ bool UseSmallBatchLinear(const at::Tensor& x, const at::Tensor& weight, const at
 
 // x (..., in) -> (..., out) in x's dtype; accumulates in fp32.
 at::Tensor SmallBatchLinear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias);
+
+// The most rows of x SmallBatchLinear takes for weights of `dtype` on this CPU.
+int64_t SmallBatchLinearMaxRows(at::ScalarType dtype);
+
+// LoRA deltas for inference, one row at a time: y[i] += scale * B (A x[i])
+// for each listed row i of x (n, in) and y (n, out), both fp32 contiguous,
+// with A (r, in) and Bt = B transposed (r, out), fp32 contiguous. Each row is
+// computed alone (no batched products), so its result does not depend on
+// which rows come with it. Needs AVX-512 (LoraRowsKernelAvailable).
+bool LoraRowsKernelAvailable();
+void LoraRowsAdd(const at::Tensor& x, at::Tensor& y, const at::Tensor& a, const at::Tensor& bt,
+                 double scale, const std::vector<int64_t>& rows);
 
 // Turns the kernels off (tests compare them with at::linear).
 void SetSmallBatchLinearEnabled(bool enabled);

@@ -190,6 +190,7 @@ absl::StatusOr<StreamedToken> SequenceDecoder::Step(const at::Tensor& logits,
   if (is_eos || is_stop_id) {
     out_.finish_reason = "stop";
     out_.stop_reason = absl::StrCat(token);
+    out_.stop_token = token;
     finished_ = true;
   } else {
     out_.token_ids.push_back(token);

@@ -74,6 +74,7 @@ struct Generation {
   std::string text;                // decoded, special tokens skipped, cut at a stop string
   std::string finish_reason;       // "stop", "length" or "cancelled"
   std::string stop_reason;         // the stop string or token id that ended it, if any
+  int64_t stop_token = -1;         // the token id that ended it (EOS or a stop id), else -1
   int64_t prompt_tokens = 0;
 };
 

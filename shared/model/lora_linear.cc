@@ -1,14 +1,55 @@
 #include "shared/model/lora_linear.h"
 
 #include <algorithm>
+#include <vector>
 
 #include "shared/model/gemv.h"
 
 namespace switchyard::model {
 
+bool LoraLinear::UseRowKernel(const at::Tensor& x, const at::Tensor& y,
+                              const AdapterRouting& routing) const {
+  if (routing.training || !LoraRowsKernelAvailable()) return false;
+  if (!x.device().is_cpu() || x.scalar_type() != at::kFloat || y.scalar_type() != at::kFloat ||
+      !y.is_contiguous() || x.dim() < 2) {
+    return false;
+  }
+  if (at::GradMode::is_enabled() && x.requires_grad()) return false;
+  for (const AdapterRouting::Group& g : routing.groups) {
+    const Slot* slot = FindSlot(g.adapter);
+    if (slot != nullptr && !slot->bt.defined()) return false;
+  }
+  return true;
+}
+
 at::Tensor LoraLinear::Forward(const at::Tensor& x, const AdapterRouting& routing) const {
   at::Tensor y = UseSmallBatchLinear(x, weight_, bias_) ? SmallBatchLinear(x, weight_, bias_)
                                                         : at::linear(x, weight_, bias_);
+  if (!routing.groups.empty() && UseRowKernel(x, y, routing)) {
+    // Serving many adapters: one small kernel call per adapter instead of
+    // five tensor operations, and each row computed alone.
+    const int64_t in = x.size(-1), out = y.size(-1);
+    const int64_t per_row = x.dim() == 3 ? x.size(1) : 1;  // tokens per batch row
+    at::Tensor xs = x.reshape({-1, in}).contiguous();
+    at::Tensor ys = y.view({-1, out});
+    for (const AdapterRouting::Group& g : routing.groups) {
+      const Slot* slot = FindSlot(g.adapter);
+      if (slot == nullptr) continue;
+      std::vector<int64_t> rows;
+      if (g.all_rows) {
+        rows.resize(xs.size(0));
+        for (int64_t i = 0; i < xs.size(0); ++i) rows[i] = i;
+      } else {
+        const at::Tensor batch_rows = g.rows.to(at::kCPU).contiguous();
+        const int64_t* br = batch_rows.data_ptr<int64_t>();
+        for (int64_t i = 0; i < batch_rows.numel(); ++i) {
+          for (int64_t t = 0; t < per_row; ++t) rows.push_back(br[i] * per_row + t);
+        }
+      }
+      LoraRowsAdd(xs, ys, slot->a, slot->bt, slot->scale, rows);
+    }
+    return y;
+  }
   for (const AdapterRouting::Group& g : routing.groups) {
     const Slot* slot = FindSlot(g.adapter);
     if (slot == nullptr) continue;
@@ -36,7 +77,14 @@ const LoraLinear::Slot* LoraLinear::FindSlot(int id) const {
 
 void LoraLinear::AddAdapter(int id, at::Tensor a, at::Tensor b, double scale, double dropout) {
   RemoveAdapter(id);
-  slots_.push_back(Slot{id, std::move(a), std::move(b), scale, dropout});
+  at::Tensor bt;
+  if (a.device().is_cpu() && a.scalar_type() == at::kFloat && b.scalar_type() == at::kFloat &&
+      !a.requires_grad() && !b.requires_grad()) {
+    at::NoGradGuard no_grad;
+    bt = b.t().contiguous();
+    a = a.contiguous();
+  }
+  slots_.push_back(Slot{id, std::move(a), std::move(b), scale, dropout, std::move(bt)});
 }
 
 void LoraLinear::RemoveAdapter(int id) {

@@ -64,7 +64,11 @@ class LoraLinear {
     at::Tensor a, b;
     double scale;
     double dropout;
+    at::Tensor bt;  // B transposed, contiguous fp32 on the CPU, for frozen adapters
   };
+  // The per-row LoRA kernel applies: inference on the CPU in fp32 with
+  // adapters that are not being trained.
+  bool UseRowKernel(const at::Tensor& x, const at::Tensor& y, const AdapterRouting& routing) const;
   const Slot* FindSlot(int id) const;
   void ApplyDelta(int id, double sign);
 

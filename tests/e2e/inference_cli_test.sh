@@ -69,12 +69,12 @@ for i in $(seq 1 16); do
     --max-tokens 40 --temperature 0 --ignore-eos >"$TMP/other$i" 2>&1 &
   pids+=($!)
 done
-reference "$TMP/adapters/a5" "Busy day" 40
-expect_exit 0 "$SY" generate "$SERVER" --model tiny --adapter a5 --prompt "Busy day" \
+reference "$TMP/adapters/a0" "Busy day" 40
+expect_exit 0 "$SY" generate "$SERVER" --model tiny --adapter ft-a0 --prompt "Busy day" \
   --max-tokens 40 --temperature 0 --stream
 cp "$TMP/out" "$TMP/busy"
 for pid in "${pids[@]}"; do wait "$pid" || fail "a concurrent generate failed"; done
-cmp -s "$TMP/busy" "$TMP/ref" || fail "a5 under load: server text differs from model generate"
+cmp -s "$TMP/busy" "$TMP/ref" || fail "ft-a0 under load: server text differs from model generate"
 for i in 2 9 16; do
   "$SY" model generate --model "$MODEL" --adapter "$TMP/adapters/a$i" --prompt "Other prompt $i" \
     --max-new-tokens 40 --temperature 0 --ignore-eos >"$TMP/ref$i" 2>/dev/null
@@ -132,8 +132,9 @@ expect_exit 3 "$SY" generate "$SERVER" --model other --prompt x
 
 check "/metrics has the inference families with model and adapter labels"
 curl -sf "http://127.0.0.1:$MPORT/metrics" >"$TMP/metrics" || fail "GET /metrics"
-for name in 'switchyard_inference_time_to_first_token_seconds_bucket{adapter="a5"' \
-  'switchyard_inference_inter_token_latency_seconds_count{adapter="a5",model="tiny"}' \
+for name in 'switchyard_inference_time_to_first_token_seconds_bucket{adapter="ft-a0"' \
+  'switchyard_inference_inter_token_latency_seconds_count{adapter="ft-a0",model="tiny"}' \
+  'switchyard_inference_adapters_loaded{model="tiny"}' \
   'switchyard_inference_e2e_request_latency_seconds_count{adapter="",model="tiny"}' \
   'switchyard_inference_prompt_tokens_total{adapter="a3",model="tiny"}' \
   'switchyard_inference_generation_tokens_total{adapter="a3",model="tiny"}' \

@@ -188,7 +188,11 @@ class ClosedLoop {
     if (options_.adapters > 0) in.adapter = absl::StrCat("a", index % options_.adapters);
     in.params.temperature = 0;
     in.params.ignore_eos = true;
-    in.params.max_new_tokens = options_.max_new_tokens;
+    // Lengths spread over [n/2, 3n/2) (mean n), so streams do not finish
+    // together and their replacements' prefills spread out as in real traffic.
+    const int64_t n = options_.max_new_tokens;
+    in.params.max_new_tokens =
+        std::max<int64_t>(1, n / 2 + static_cast<int64_t>(index * 37) % std::max<int64_t>(1, n));
     in.request_id = absl::StrCat("bench-", index);
     log->submitted = Clock::now();
     absl::StatusOr<uint64_t> handle =
@@ -378,17 +382,23 @@ int main(int argc, char** argv) {
   init.max_positions = 2048;
   init.init_std = 0.02;
   init.seed = 1;
-  if (!std::filesystem::exists(model_dir + "/config.json")) {
-    Check(model::InitCheckpoint(init, model_dir), "writing the model");
-  }
   model::LoraConfig lora;
   lora.r = f.GetInt("lora-r");
   lora.alpha = 2.0 * static_cast<double>(lora.r);
   lora.target_modules = absl::StrSplit(f.GetString("lora-targets"), ',', absl::SkipEmpty());
-  for (int i = 0; i < max_adapters; ++i) {
-    Check(model::InitAdapter(model_dir, lora, 1000 + i, 0.02, absl::StrCat(work, "/adapters/a", i)),
+  // Files are written on a thread of their own that then exits: the engine's
+  // thread should be the only one with an OpenMP team, as in `serve`.
+  std::thread([&] {
+    model::SetTorchThreads(threads);
+    if (!std::filesystem::exists(model_dir + "/config.json")) {
+      Check(model::InitCheckpoint(init, model_dir), "writing the model");
+    }
+    for (int i = 0; i < max_adapters; ++i) {
+      Check(
+          model::InitAdapter(model_dir, lora, 1000 + i, 0.02, absl::StrCat(work, "/adapters/a", i)),
           "writing an adapter");
-  }
+    }
+  }).join();
 
   inference::EngineOptions options;
   options.dtype = f.GetString("dtype");
@@ -435,7 +445,8 @@ int main(int argc, char** argv) {
               stats.rows, (long long)stats.max_context_tokens,
               static_cast<double>(stats.kv_cache_bytes) / (1 << 20), options.max_adapters);
   std::printf(
-      "load: closed loop per config, %lld-token prompts, %lld new tokens (greedy, ignore_eos), "
+      "load: closed loop per config, %lld-token prompts, %lld new tokens on average (spread over "
+      "n/2 to 3n/2; greedy, ignore_eos), "
       "%.0f s submission window, request i on adapter i %% A\n",
       (long long)prompt_tokens, (long long)tokens, f.GetDouble("seconds"));
   std::printf(

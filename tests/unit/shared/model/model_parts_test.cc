@@ -160,7 +160,9 @@ TEST(PeftFilesTest, TrainedAdapterSavesInPeftLayoutAndServesTheSame) {
   in.adapters = {*id};
   at::Tensor trained = *(*lm)->Forward(in);
   in.adapters = {*other};
-  EXPECT_EQ(RelativeError(*(*lm)->Forward(in), trained), 0.0);
+  // The same up to rounding: a frozen adapter takes the per-row inference
+  // kernel, a trainable one LibTorch's products.
+  EXPECT_LT(RelativeError(*(*lm)->Forward(in), trained), 1e-6);
   RemoveAll(dir).IgnoreError();
 }
 
@@ -268,7 +270,8 @@ TEST(SmallBatchLinearTest, MatchesAtLinearForEveryRowCountAndDtype) {
     for (int64_t in : {7, 64, 203}) {
       at::Tensor w = at::randn({37, in}).to(dtype);
       at::Tensor b = at::randn({37}).to(dtype);
-      for (int64_t m = 1; m <= kGemvMaxRows; ++m) {
+      const int64_t max_rows = SmallBatchLinearMaxRows(dtype);
+      for (int64_t m = 1; m <= max_rows; m += m < 10 ? 1 : 7) {
         at::Tensor x = at::randn({m, 1, in}).to(dtype);
         ASSERT_TRUE(UseSmallBatchLinear(x, w, b));
         at::Tensor ours = SmallBatchLinear(x, w, b);
@@ -276,7 +279,7 @@ TEST(SmallBatchLinearTest, MatchesAtLinearForEveryRowCountAndDtype) {
         EXPECT_EQ(ours.sizes(), ref.sizes());
         EXPECT_LT(RelativeError(ours, ref), dtype == at::kFloat ? 1e-6 : 1e-2) << m << " " << in;
       }
-      EXPECT_FALSE(UseSmallBatchLinear(at::randn({9, in}).to(dtype), w, b));
+      EXPECT_FALSE(UseSmallBatchLinear(at::randn({max_rows + 1, in}).to(dtype), w, b));
     }
   }
 }
@@ -286,6 +289,37 @@ TEST(SmallBatchLinearTest, MatchesAtLinearForEveryRowCountAndDtype) {
 
 namespace switchyard::model {
 namespace {
+
+// Where the kernel takes more than kGemvMaxRows (fp32 on AVX-512 CPUs), a
+// row's result does not depend on how many rows come with it: a sequence
+// decodes bit-identically batched or alone.
+TEST(SmallBatchLinearTest, RowResultsDoNotDependOnTheRowCount) {
+  c10::InferenceMode guard;
+  if (SmallBatchLinearMaxRows(at::kFloat) <= kGemvMaxRows) GTEST_SKIP() << "no AVX-512";
+  at::Tensor w = at::randn({61, 203});
+  at::Tensor x = at::randn({SmallBatchLinearMaxRows(at::kFloat), 203});
+  at::Tensor all = SmallBatchLinear(x, w, at::Tensor());
+  for (int64_t m : {1, 3, 8, 9, 17}) {
+    at::Tensor some = SmallBatchLinear(x.narrow(0, 0, m), w, at::Tensor());
+    EXPECT_TRUE(at::equal(some, all.narrow(0, 0, m))) << m;
+  }
+}
+
+TEST(SmallBatchLinearTest, LoraRowsAddMatchesTheLinearProducts) {
+  c10::InferenceMode guard;
+  if (!LoraRowsKernelAvailable()) GTEST_SKIP() << "no AVX-512";
+  for (int64_t r : {1, 7, 16, 20}) {
+    at::Tensor x = at::randn({5, 203}), a = at::randn({r, 203}), b = at::randn({61, r});
+    at::Tensor y = at::randn({5, 61});
+    at::Tensor want = y.clone();
+    const std::vector<int64_t> rows = {0, 2, 4};
+    for (int64_t i : rows) want[i] += at::linear(at::linear(x[i], a), b) * 0.5;
+    at::Tensor bt = b.t().contiguous();
+    LoraRowsAdd(x, y, a, bt, 0.5, rows);
+    EXPECT_LT(RelativeError(y, want), 1e-5) << "r " << r;
+    EXPECT_TRUE(at::equal(y[1], want[1]));  // rows not listed are untouched
+  }
+}
 
 TEST(CachingCpuAllocatorTest, ReusesLargeBlocksAndPassesSmallOnesThrough) {
   InstallCachingCpuAllocator(size_t{64} << 20);
