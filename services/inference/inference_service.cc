@@ -140,6 +140,79 @@ void FillFinal(const GenerateResult& r, const std::vector<int64_t>& stop_ids, Re
   FillTimings(r.timings, out->mutable_timings());
 }
 
+// What Generate and Complete share: the checks, the engine request and its
+// handle, cancellation (before or after submission), the outcome count.
+class Submission {
+ public:
+  explicit Submission(InferenceServiceImpl* service) : service_(service) {}
+
+  // Authorizes, finds the model and queues the request, whose tokens and end
+  // go to `sink`.
+  absl::Status Start(const grpc::CallbackServerContext& context, const v1::GenerateRequest& request,
+                     const std::string& request_id, std::shared_ptr<GenerationSink> sink) {
+    SY_RETURN_IF_ERROR(service_->auth().Authorize(context, Role::kUser));
+    SY_ASSIGN_OR_RETURN(engine_, service_->FindModel(request.model()));
+    SY_ASSIGN_OR_RETURN(GenerateInput input, ToGenerateInput(*engine_, request));
+    input.deadline = Deadline(context);
+    input.request_id = request_id;
+    adapter_ = input.adapter;
+    logprobs_ = request.sampling().logprobs();
+    stop_ids_ = input.params.stop_token_ids;
+    std::lock_guard<std::mutex> lock(mu_);
+    SY_ASSIGN_OR_RETURN(handle_, engine_->Submit(std::move(input), std::move(sink)));
+    submitted_ = true;
+    if (cancel_requested_) engine_->Cancel(handle_);
+    return absl::OkStatus();
+  }
+
+  // Stops the request at its next token (or as soon as it is submitted).
+  void Cancel() {
+    std::lock_guard<std::mutex> lock(mu_);
+    cancel_requested_ = true;
+    if (submitted_ && !done_) engine_->Cancel(handle_);
+  }
+
+  // The request ended (or never started): counts its outcome.
+  void Done(const absl::StatusOr<GenerateResult>& r) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      done_ = true;
+    }
+    service_->metrics()
+        .requests
+        .Add({{"model", engine_ ? engine_->name() : ""},
+              {"adapter", adapter_},
+              {"outcome", Outcome(r)}})
+        .Increment();
+  }
+
+  const Engine& engine() const { return *engine_; }
+  bool logprobs() const { return logprobs_; }
+  const std::vector<int64_t>& stop_ids() const { return stop_ids_; }
+
+ private:
+  InferenceServiceImpl* service_;
+  std::shared_ptr<Engine> engine_;
+  std::string adapter_;
+  bool logprobs_ = false;
+  std::vector<int64_t> stop_ids_;
+  std::mutex mu_;
+  uint64_t handle_ = 0;
+  bool submitted_ = false, cancel_requested_ = false, done_ = false;
+};
+
+// Forwards an engine's callbacks to a reactor (which outlives the request).
+template <typename Reactor>
+class ReactorSink : public GenerationSink {
+ public:
+  explicit ReactorSink(Reactor* r) : r_(r) {}
+  void OnToken(const model::StreamedToken& t) override { r_->Token(t); }
+  void OnDone(absl::StatusOr<GenerateResult> result) override { r_->Done(std::move(result)); }
+
+ private:
+  Reactor* r_;
+};
+
 // Streams one generation. The engine's sink appends tokens to the pending
 // message and starts a write when none is in flight; OnWriteDone sends what
 // gathered meanwhile, then the final status once the engine is done.
@@ -147,11 +220,12 @@ class GenerateReactor : public grpc::ServerWriteReactor<v1::GenerateResponse> {
  public:
   GenerateReactor(InferenceServiceImpl* service, grpc::CallbackServerContext* context,
                   const v1::GenerateRequest& request)
-      : service_(service), request_id_(RequestId(*context, request.request_id())) {
+      : submission_(service), request_id_(RequestId(*context, request.request_id())) {
     pending_.set_request_id(request_id_);
-    absl::Status s = Start(*context, request);
+    absl::Status s = submission_.Start(*context, request, request_id_,
+                                       std::make_shared<ReactorSink<GenerateReactor>>(this));
     if (!s.ok()) {
-      Count(absl::StatusOr<GenerateResult>(s));
+      submission_.Done(s);
       Finish(rpc::ToGrpcStatus(s));
     }
   }
@@ -161,59 +235,30 @@ class GenerateReactor : public grpc::ServerWriteReactor<v1::GenerateResponse> {
     writing_ = false;
     if (!ok) {
       client_gone_ = true;
-      CancelLocked();
+      submission_.Cancel();
     }
     Pump();
   }
-  void OnCancel() override {
-    std::lock_guard<std::mutex> lock(mu_);
-    CancelLocked();
-  }
+  void OnCancel() override { submission_.Cancel(); }
   void OnDone() override { delete this; }
-
- private:
-  class Sink : public GenerationSink {
-   public:
-    explicit Sink(GenerateReactor* r) : r_(r) {}
-    void OnToken(const model::StreamedToken& t) override { r_->Token(t); }
-    void OnDone(absl::StatusOr<GenerateResult> result) override { r_->Done(std::move(result)); }
-
-   private:
-    GenerateReactor* r_;
-  };
-
-  absl::Status Start(const grpc::CallbackServerContext& context,
-                     const v1::GenerateRequest& request) {
-    SY_RETURN_IF_ERROR(service_->auth().Authorize(context, Role::kUser));
-    SY_ASSIGN_OR_RETURN(engine_, service_->FindModel(request.model()));
-    SY_ASSIGN_OR_RETURN(GenerateInput input, ToGenerateInput(*engine_, request));
-    input.deadline = Deadline(context);
-    input.request_id = request_id_;
-    adapter_ = input.adapter;
-    logprobs_ = request.sampling().logprobs();
-    stop_ids_ = input.params.stop_token_ids;
-    std::lock_guard<std::mutex> lock(mu_);
-    SY_ASSIGN_OR_RETURN(handle_, engine_->Submit(std::move(input), std::make_shared<Sink>(this)));
-    submitted_ = true;
-    if (cancel_requested_) engine_->Cancel(handle_);
-    return absl::OkStatus();
-  }
 
   void Token(const model::StreamedToken& t) {
     std::lock_guard<std::mutex> lock(mu_);
     pending_.mutable_text()->append(t.text);
     pending_.add_token_ids(static_cast<int32_t>(t.id));
-    if (logprobs_) FillLogprob(*engine_, t.id, t.logprob, t.top_logprobs, pending_.add_logprobs());
+    if (submission_.logprobs()) {
+      FillLogprob(submission_.engine(), t.id, t.logprob, t.top_logprobs, pending_.add_logprobs());
+    }
     has_pending_ = true;
     Pump();
   }
 
   void Done(absl::StatusOr<GenerateResult> result) {
-    Count(result);
+    submission_.Done(result);
     std::lock_guard<std::mutex> lock(mu_);
     done_ = true;
     if (result.ok()) {
-      FillFinal(*result, stop_ids_, &pending_);
+      FillFinal(*result, submission_.stop_ids(), &pending_);
       has_pending_ = true;
       if (result->generation.finish_reason == "cancelled") {
         final_ = grpc::Status(grpc::StatusCode::CANCELLED, "cancelled");
@@ -227,6 +272,7 @@ class GenerateReactor : public grpc::ServerWriteReactor<v1::GenerateResponse> {
     Pump();
   }
 
+ private:
   // With mu_ held: starts the next write, or finishes.
   void Pump() {
     if (writing_ || finished_) return;
@@ -245,32 +291,12 @@ class GenerateReactor : public grpc::ServerWriteReactor<v1::GenerateResponse> {
     }
   }
 
-  void CancelLocked() {
-    cancel_requested_ = true;
-    if (submitted_ && !done_) engine_->Cancel(handle_);
-  }
-
-  void Count(const absl::StatusOr<GenerateResult>& r) {
-    service_->metrics()
-        .requests
-        .Add({{"model", engine_ ? engine_->name() : ""},
-              {"adapter", adapter_},
-              {"outcome", Outcome(r)}})
-        .Increment();
-  }
-
-  InferenceServiceImpl* service_;
+  Submission submission_;
   const std::string request_id_;
-  std::shared_ptr<Engine> engine_;
-  std::string adapter_;
-  bool logprobs_ = false;
-  std::vector<int64_t> stop_ids_;
-  uint64_t handle_ = 0;
-
   std::mutex mu_;
   v1::GenerateResponse pending_, out_;
   bool has_pending_ = false, writing_ = false, done_ = false, finished_ = false;
-  bool submitted_ = false, cancel_requested_ = false, client_gone_ = false;
+  bool client_gone_ = false;
   grpc::Status final_ = grpc::Status::OK;
 };
 
@@ -279,68 +305,27 @@ class CompleteReactor : public grpc::ServerUnaryReactor {
  public:
   CompleteReactor(InferenceServiceImpl* service, grpc::CallbackServerContext* context,
                   const v1::GenerateRequest& request, v1::CompleteResponse* response)
-      : service_(service), response_(response) {
+      : submission_(service), response_(response) {
     response_->set_request_id(RequestId(*context, request.request_id()));
-    absl::Status s = Start(*context, request);
+    absl::Status s = submission_.Start(*context, request, response_->request_id(),
+                                       std::make_shared<ReactorSink<CompleteReactor>>(this));
     if (!s.ok()) {
-      Count(absl::StatusOr<GenerateResult>(s));
+      submission_.Done(s);
       Finish(rpc::ToGrpcStatus(s));
     }
   }
-  void OnCancel() override {
-    std::lock_guard<std::mutex> lock(mu_);
-    cancel_requested_ = true;
-    if (submitted_ && !done_) engine_->Cancel(handle_);
-  }
+  void OnCancel() override { submission_.Cancel(); }
   void OnDone() override { delete this; }
 
- private:
-  class Sink : public GenerationSink {
-   public:
-    explicit Sink(CompleteReactor* r) : r_(r) {}
-    void OnToken(const model::StreamedToken& t) override {
-      if (r_->logprobs_) {
-        FillLogprob(*r_->engine_, t.id, t.logprob, t.top_logprobs, r_->response_->add_logprobs());
-      }
+  // Logprobs are gathered per token; the rest comes with the result.
+  void Token(const model::StreamedToken& t) {
+    if (submission_.logprobs()) {
+      FillLogprob(submission_.engine(), t.id, t.logprob, t.top_logprobs, response_->add_logprobs());
     }
-    void OnDone(absl::StatusOr<GenerateResult> result) override { r_->Done(std::move(result)); }
-
-   private:
-    CompleteReactor* r_;
-  };
-
-  absl::Status Start(const grpc::CallbackServerContext& context,
-                     const v1::GenerateRequest& request) {
-    SY_RETURN_IF_ERROR(service_->auth().Authorize(context, Role::kUser));
-    SY_ASSIGN_OR_RETURN(engine_, service_->FindModel(request.model()));
-    SY_ASSIGN_OR_RETURN(GenerateInput input, ToGenerateInput(*engine_, request));
-    input.deadline = Deadline(context);
-    input.request_id = response_->request_id();
-    adapter_ = input.adapter;
-    logprobs_ = request.sampling().logprobs();
-    stop_ids_ = input.params.stop_token_ids;
-    std::lock_guard<std::mutex> lock(mu_);
-    SY_ASSIGN_OR_RETURN(handle_, engine_->Submit(std::move(input), std::make_shared<Sink>(this)));
-    submitted_ = true;
-    if (cancel_requested_) engine_->Cancel(handle_);
-    return absl::OkStatus();
-  }
-
-  void Count(const absl::StatusOr<GenerateResult>& r) {
-    service_->metrics()
-        .requests
-        .Add({{"model", engine_ ? engine_->name() : ""},
-              {"adapter", adapter_},
-              {"outcome", Outcome(r)}})
-        .Increment();
   }
 
   void Done(absl::StatusOr<GenerateResult> result) {
-    Count(result);
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      done_ = true;
-    }
+    submission_.Done(result);
     if (!result.ok()) {
       Finish(rpc::ToGrpcStatus(result.status()));
       return;
@@ -352,23 +337,17 @@ class CompleteReactor : public grpc::ServerUnaryReactor {
     }
     response_->set_text(g.text);
     for (int64_t id : g.token_ids) response_->add_token_ids(static_cast<int32_t>(id));
-    // Logprobs were gathered per token; the stop token's is not output.
+    // A stop token's logprob is not output.
     while (response_->logprobs_size() > static_cast<int>(g.token_ids.size())) {
       response_->mutable_logprobs()->RemoveLast();
     }
-    FillFinal(*result, stop_ids_, response_);
+    FillFinal(*result, submission_.stop_ids(), response_);
     Finish(grpc::Status::OK);
   }
 
-  InferenceServiceImpl* service_;
+ private:
+  Submission submission_;
   v1::CompleteResponse* response_;
-  std::shared_ptr<Engine> engine_;
-  std::string adapter_;
-  bool logprobs_ = false;
-  std::vector<int64_t> stop_ids_;
-  uint64_t handle_ = 0;
-  std::mutex mu_;
-  bool submitted_ = false, cancel_requested_ = false, done_ = false;
 };
 
 }  // namespace

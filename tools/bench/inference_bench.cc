@@ -45,28 +45,16 @@
 #include "shared/core/flags.h"
 #include "shared/model/init.h"
 #include "shared/model/runtime.h"
+#include "tools/bench/bench_util.h"
 
 namespace {
 
 using namespace switchyard;
-using Clock = std::chrono::steady_clock;
+using bench::Clock;
 
-void Check(const absl::Status& s, const std::string& what) {
-  if (!s.ok()) {
-    std::cerr << what << ": " << s << "\n";
-    std::exit(1);
-  }
-}
-
-double Seconds(Clock::time_point a, Clock::time_point b) {
-  return std::chrono::duration<double>(b - a).count();
-}
-
-double Percentile(std::vector<double> v, double p) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  return v[std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size())))];
-}
+using bench::Check;
+using bench::Percentile;
+using bench::Seconds;
 
 std::vector<int> ParseInts(const std::string& flag, const std::string& text, int min) {
   std::vector<int> out;

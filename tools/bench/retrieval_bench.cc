@@ -54,30 +54,18 @@
 #include "shared/core/file_util.h"
 #include "shared/core/flags.h"
 #include "switchyard/v1/retrieval.grpc.pb.h"
+#include "tools/bench/bench_util.h"
 
 namespace {
 
 using namespace switchyard;
 using namespace switchyard::retrieval;
-using Clock = std::chrono::steady_clock;
+using bench::Clock;
 using json = nlohmann::json;
 
-void Check(const absl::Status& s, const std::string& what) {
-  if (!s.ok()) {
-    std::cerr << what << ": " << s << "\n";
-    std::exit(1);
-  }
-}
-
-double Seconds(Clock::time_point a, Clock::time_point b) {
-  return std::chrono::duration<double>(b - a).count();
-}
-
-double Percentile(std::vector<double> v, double p) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  return v[std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size())))];
-}
+using bench::Check;
+using bench::Percentile;
+using bench::Seconds;
 
 // ---------------------------------------------------------------------------
 // Quality
