@@ -431,7 +431,7 @@ EngineObserver InferenceMetrics::ObserverFor(const std::string& model) {
 absl::StatusOr<GenerateInput> ToGenerateInput(const Engine& engine,
                                               const v1::GenerateRequest& request) {
   GenerateInput in;
-  in.adapter = request.adapter();
+  in.adapter = ModelId(request.adapter());  // "models/ft:x" and "ft:x" alike
   switch (request.input_case()) {
     case v1::GenerateRequest::kChat: {
       if (request.chat().messages_size() == 0) {
@@ -698,11 +698,11 @@ grpc::ServerUnaryReactor* InferenceServiceImpl::LoadAdapter(grpc::CallbackServer
     if (request->adapter().empty()) return absl::InvalidArgumentError("adapter is required");
     SY_ASSIGN_OR_RETURN(std::shared_ptr<Engine> engine, FindModel(request->model()));
     SY_RETURN_IF_ERROR(
-        engine->LoadAdapter(request->adapter(), request->path(), request->pin()).status());
+        engine->LoadAdapter(ModelId(request->adapter()), request->path(), request->pin()).status());
     v1::LoadedModel model;
     Describe(*engine, &model);
     for (const v1::LoadedAdapter& a : model.adapters()) {
-      if (a.name() == request->adapter()) *response = a;
+      if (a.name() == ModelId(request->adapter())) *response = a;
     }
     return absl::OkStatus();
   });
@@ -713,7 +713,7 @@ grpc::ServerUnaryReactor* InferenceServiceImpl::UnloadAdapter(
     google::protobuf::Empty*) {
   return Offload(pool_, *auth_, context, Role::kAdmin, [this, request]() -> absl::Status {
     SY_ASSIGN_OR_RETURN(std::shared_ptr<Engine> engine, FindModel(request->model()));
-    return engine->UnloadAdapter(request->adapter());
+    return engine->UnloadAdapter(ModelId(request->adapter()));
   });
 }
 
@@ -790,7 +790,7 @@ grpc::ServerUnaryReactor* InferenceServiceImpl::Score(grpc::CallbackServerContex
           completions.push_back(std::move(ids));
         }
         SY_ASSIGN_OR_RETURN(std::vector<CompletionScore> scores,
-                            engine->Score(prompt, completions, request->adapter()));
+                            engine->Score(prompt, completions, ModelId(request->adapter())));
         int64_t completion_tokens = 0;
         for (const CompletionScore& s : scores) {
           v1::CompletionScore* out = response->add_scores();
