@@ -343,6 +343,12 @@ EngineStats Engine::Stats() const {
   s.weights_bytes = weights_bytes_;
   s.parameter_count = parameter_count_;
   s.max_context_tokens = max_context_;
+  s.decode_steps = decode_steps_.load();
+  s.decode_tokens = decode_tokens_.load();
+  s.decode_seconds = static_cast<double>(decode_nanos_.load()) * 1e-9;
+  s.prefills = prefills_.load();
+  s.prefill_tokens = prefill_tokens_.load();
+  s.prefill_seconds = static_cast<double>(prefill_nanos_.load()) * 1e-9;
   return s;
 }
 
@@ -468,6 +474,7 @@ bool Engine::AdmitOne(std::unique_ptr<Request>& request) {
   const std::vector<int64_t>& prompt = seq->request->input.prompt_ids;
   const int64_t P = static_cast<int64_t>(prompt.size());
   if (observer_.prompt_tokens) observer_.prompt_tokens(adapter, P);
+  const absl::Time prefill_start = absl::Now();
   absl::StatusOr<model::KvCache> single =
       model::KvCache::Create(config(), 1, P, model_->dtype(), model_->device());
   absl::Status status = single.status();
@@ -482,7 +489,11 @@ bool Engine::AdmitOne(std::unique_ptr<Request>& request) {
       at::Tensor logprobs = at::log_softmax(logits, -1);
       absl::StatusOr<model::StreamedToken> token = seq->request->decoder->Step(logits, logprobs);
       status = token.status();
-      if (status.ok()) EmitToken(*seq, *token, absl::Now());
+      const absl::Time now = absl::Now();
+      ++prefills_;
+      prefill_tokens_ += P;
+      prefill_nanos_ += absl::ToInt64Nanoseconds(now - prefill_start);
+      if (status.ok()) EmitToken(*seq, *token, now);
     }
   }
   seq->positions = P;
@@ -529,6 +540,7 @@ void Engine::EmitToken(Sequence& seq, const model::StreamedToken& token, absl::T
 
 void Engine::DecodeStep() {
   const int64_t B = static_cast<int64_t>(running_.size());
+  const absl::Time start = absl::Now();
   absl::Status status;
   // Every step attends over the cache's whole length, so positions no row
   // uses any more (left behind by sequences that left) are dropped once they
@@ -567,6 +579,9 @@ void Engine::DecodeStep() {
     return;
   }
   const absl::Time now = absl::Now();
+  ++decode_steps_;
+  decode_tokens_ += B;
+  decode_nanos_ += absl::ToInt64Nanoseconds(now - start);
   std::vector<absl::Status> failed(B);
   for (int64_t r = 0; r < B; ++r) {
     Sequence& seq = *running_[r];

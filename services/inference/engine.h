@@ -111,6 +111,14 @@ struct EngineStats {
   int64_t weights_bytes = 0;
   int64_t parameter_count = 0;
   int64_t max_context_tokens = 0;
+  // Since load: decode steps, the tokens they produced (one per running
+  // sequence) and their wall time; prompts prefilled, their tokens and time.
+  int64_t decode_steps = 0;
+  int64_t decode_tokens = 0;
+  double decode_seconds = 0;
+  int64_t prefills = 0;
+  int64_t prefill_tokens = 0;
+  double prefill_seconds = 0;
 };
 
 // Per-adapter observations, for metrics. Called on the engine's thread.
@@ -225,6 +233,8 @@ class Engine {
   bool stopping_ = false;
   std::atomic<int> running_count_{0};
   std::atomic<int64_t> kv_used_positions_{0};
+  std::atomic<int64_t> decode_steps_{0}, decode_tokens_{0}, decode_nanos_{0};
+  std::atomic<int64_t> prefills_{0}, prefill_tokens_{0}, prefill_nanos_{0};
 
   std::thread thread_;  // last
 };

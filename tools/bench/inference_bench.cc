@@ -229,6 +229,10 @@ struct Result {
   int64_t tokens = 0;
   double seconds = 0;
   double tokens_per_second = 0;
+  // Tokens of the engine's decode steps over their time alone (no prefill,
+  // no idle), and the share of engine time that went to prefill.
+  double step_tokens_per_second = 0;
+  double prefill_share = 0;
   double ttft_p50 = 0, ttft_p99 = 0, itl_p50 = 0, itl_p99 = 0;  // seconds
 };
 
@@ -249,9 +253,16 @@ Result Measure(inference::Engine* engine, const std::vector<std::vector<int64_t>
   timed.adapters = adapters;
   timed.max_new_tokens = tokens;
   timed.seconds = seconds;
+  const inference::EngineStats before = engine->Stats();
   ClosedLoop loop(engine, &prompts, timed);
   loop.Run();
+  const inference::EngineStats after = engine->Stats();
   Result r;
+  const double decode_s = after.decode_seconds - before.decode_seconds;
+  const double prefill_s = after.prefill_seconds - before.prefill_seconds;
+  r.step_tokens_per_second =
+      decode_s > 0 ? static_cast<double>(after.decode_tokens - before.decode_tokens) / decode_s : 0;
+  r.prefill_share = decode_s + prefill_s > 0 ? prefill_s / (decode_s + prefill_s) : 0;
   r.streams = streams;
   r.adapters = adapters;
   r.requests = loop.logs().size();
@@ -439,19 +450,20 @@ int main(int argc, char** argv) {
       (long long)prompt_tokens, (long long)tokens, f.GetDouble("seconds"));
   std::printf(
       "decode tok/s = generated tokens / (last finish - first submit), prefill included; "
-      "TTFT from Submit; ITL = gaps between a request's tokens\n\n");
+      "step tok/s = tokens of decode steps / their time (no prefill); prefill = share of "
+      "engine time in prefill; TTFT from Submit; ITL = gaps between a request's tokens\n\n");
   std::fflush(stdout);
 
   const std::vector<std::vector<int64_t>> prompts =
       MakePrompts(**engine, prompt_tokens, std::max(97, max_streams + 1));
   std::vector<Result> results;
   const char* kHeader =
-      "| streams | adapters | requests | decode tok/s | vs 1 stream | vs 0 adapters | TTFT p50 | "
-      "TTFT p99 | ITL p50 | ITL p99 |\n";
+      "| streams | adapters | requests | decode tok/s | vs 1 stream | vs 0 adapters | step tok/s | "
+      "step vs 1 | prefill | TTFT p50 | TTFT p99 | ITL p50 | ITL p99 |\n";
   std::printf("%s", kHeader);
   std::printf(
-      "|--------:|---------:|---------:|-------------:|------------:|--------------:|---------:|"
-      "---------:|--------:|--------:|\n");
+      "|--------:|---------:|---------:|-------------:|------------:|--------------:|-----------:|"
+      "----------:|--------:|---------:|---------:|--------:|--------:|\n");
   for (int c : streams) {
     for (int a : adapter_counts) {
       results.push_back(Measure(engine->get(), prompts, c, a, tokens, f.GetDouble("seconds")));
@@ -467,10 +479,16 @@ int main(int argc, char** argv) {
               ? absl::StrFormat("%+.1f%%",
                                 100.0 * (r.tokens_per_second / base->tokens_per_second - 1))
               : "-";
-      std::printf("| %7d | %8d | %8zu | %12.1f | %11s | %13s | %8.1f | %8.1f | %7.1f | %7.1f |\n",
-                  r.streams, r.adapters, r.requests, r.tokens_per_second, vs_one.c_str(),
-                  vs_base.c_str(), 1e3 * r.ttft_p50, 1e3 * r.ttft_p99, 1e3 * r.itl_p50,
-                  1e3 * r.itl_p99);
+      const std::string step_vs_one =
+          one != nullptr && one->step_tokens_per_second > 0
+              ? absl::StrFormat("%.2fx", r.step_tokens_per_second / one->step_tokens_per_second)
+              : "-";
+      std::printf(
+          "| %7d | %8d | %8zu | %12.1f | %11s | %13s | %10.1f | %9s | %6.0f%% | %8.1f | %8.1f | "
+          "%7.1f | %7.1f |\n",
+          r.streams, r.adapters, r.requests, r.tokens_per_second, vs_one.c_str(), vs_base.c_str(),
+          r.step_tokens_per_second, step_vs_one.c_str(), 100 * r.prefill_share, 1e3 * r.ttft_p50,
+          1e3 * r.ttft_p99, 1e3 * r.itl_p50, 1e3 * r.itl_p99);
       std::fflush(stdout);
     }
   }
@@ -481,6 +499,10 @@ int main(int argc, char** argv) {
     const double x = sixteen->tokens_per_second / one->tokens_per_second;
     std::printf("  16 streams / 1 stream (0 adapters): %.1fx (target >= 6x) %s\n", x,
                 x >= 6 ? "MET" : "MISSED");
+    if (one->step_tokens_per_second > 0) {
+      std::printf("    decode steps alone (prefill excluded): %.1fx\n",
+                  sixteen->step_tokens_per_second / one->step_tokens_per_second);
+    }
   } else {
     std::printf(
         "  16 streams / 1 stream (0 adapters): not measured (needs --streams 1,16 and "
