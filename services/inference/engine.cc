@@ -377,9 +377,6 @@ void Engine::Loop() {
           s.kv_cache_bytes > 0 ? static_cast<double>(s.kv_used_bytes) / s.kv_cache_bytes : 0.0,
           static_cast<int>(adapters_->List().size()));
     }
-    if (!running_.empty()) continue;
-    // Idle with requests still waiting means none can be admitted: they were
-    // failed in Admit, so the loop only sleeps here until new work comes.
   }
   FailAll(absl::UnavailableError(absl::StrCat("models/", name_, " was unloaded")));
 }
