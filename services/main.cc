@@ -14,7 +14,7 @@ const char* kUsage =
     "Usage: switchyard <command> [args] [flags]\n\n"
     "Commands:\n"
     "  serve            Run services (--target=dataset|training|retrieval|inference|\n"
-    "                   all); see `switchyard serve --help`.\n"
+    "                   router|all); see `switchyard serve --help`.\n"
     "  data <verb>      Validate, prepare, upload, list, show, stats, versions, delete,\n"
     "                   export datasets; see `switchyard data --help`.\n"
     "  text <verb>      Encode, decode and render chat templates with a model's own\n"
@@ -31,6 +31,13 @@ const char* kUsage =
     "                   sampling); see `switchyard generate --help`.\n"
     "  inference <verb> List, load and unload models and adapters on the inference\n"
     "                   service, score completions; see `switchyard inference --help`.\n"
+    "  experiment <verb> Create, show, list, update, archive A/B experiments on the\n"
+    "                   router; report with verdict; exports; see `switchyard experiment\n"
+    "                   --help`.\n"
+    "  chat             Send a chat request through the router (--experiment, --user-key,\n"
+    "                   --arm); see `switchyard chat --help`.\n"
+    "  feedback         Rate an answer by response id (--score or --thumbs).\n"
+    "  compare          Record which of two answers (a shadow pair) is better.\n"
     "  version          Print the version.\n\n"
     "Exit codes: 0 ok, 1 invalid data, 2 usage error, 3 not found, 4 server unavailable\n"
     "or deadline exceeded, 5 unauthenticated or permission denied, 6 other error.\n";
@@ -58,6 +65,10 @@ int main(int argc, char** argv) {
   if (command == "rag") return switchyard::cli::RunRag(rest);
   if (command == "generate") return switchyard::cli::RunGenerate(rest);
   if (command == "inference") return switchyard::cli::RunInference(rest);
+  if (command == "experiment") return switchyard::cli::RunExperiment(rest);
+  if (command == "chat") return switchyard::cli::RunChat(rest);
+  if (command == "feedback") return switchyard::cli::RunFeedback(rest);
+  if (command == "compare") return switchyard::cli::RunCompare(rest);
   if (command == "version" || command == "--version") {
     std::cout << "switchyard " << SWITCHYARD_VERSION << "\n";
     return 0;

@@ -27,6 +27,12 @@ int RunRag(const std::vector<std::string>& args);
 int RunGenerate(const std::vector<std::string>& args);
 // args[0] is the verb: list, load, unload, load-adapter, unload-adapter, score.
 int RunInference(const std::vector<std::string>& args);
+// `switchyard experiment <verb>`: the router's experiments.
+int RunExperiment(const std::vector<std::string>& args);
+// `switchyard chat`, `feedback`, `compare`: traffic and reviews through the router.
+int RunChat(const std::vector<std::string>& args);
+int RunFeedback(const std::vector<std::string>& args);
+int RunCompare(const std::vector<std::string>& args);
 
 }  // namespace switchyard::cli
 

@@ -14,6 +14,8 @@
 #include "services/inference/inference_service.h"
 #include "services/retrieval/collection_store.h"
 #include "services/retrieval/retrieval_service.h"
+#include "services/router/experiment_store.h"
+#include "services/router/router_service.h"
 #include "services/training/job_manager.h"
 #include "services/training/job_store.h"
 #include "services/training/model_registry.h"
@@ -21,13 +23,14 @@
 #include "shared/core/file_util.h"
 #include "shared/core/logging.h"
 #include "shared/rpc/auth.h"
+#include "shared/rpc/client_channel.h"
 #include "shared/rpc/server_runner.h"
 
 namespace switchyard::cli {
 namespace {
 
-const std::vector<std::string> kBuiltTargets = {"dataset", "training", "retrieval", "inference"};
-const std::vector<std::string> kPlannedTargets = {"router"};
+const std::vector<std::string> kBuiltTargets = {"dataset", "training", "retrieval", "inference",
+                                                "router"};
 
 bool Contains(const std::vector<std::string>& v, const std::string& s) {
   return std::find(v.begin(), v.end(), s) != v.end();
@@ -40,9 +43,8 @@ int RunServe(const std::vector<std::string>& args) {
                 "Runs Switchyard services: gRPC on --grpc-listen (with grpc.health.v1.Health and\n"
                 "server reflection) and Prometheus metrics at http://--metrics-listen/metrics.\n"
                 "SIGTERM or SIGINT drains in-flight calls, then exits 0.\n\n"
-                "Targets: dataset, training, retrieval, inference, all (every built service\n"
-                "in one process). router is defined in the v1 API but not built yet in this\n"
-                "release; asking for it fails at start.\n\n"
+                "Targets: dataset, training, retrieval, inference, router, all (every service\n"
+                "in one process).\n\n"
                 "training runs fine-tuning jobs from a persistent queue: jobs that were running\n"
                 "when the process stopped (even by kill -9) resume from their last checkpoint\n"
                 "at the next start. On SIGTERM running jobs stop at a step boundary after a\n"
@@ -53,9 +55,13 @@ int RunServe(const std::vector<std::string>& args) {
                 "inference serves the --model base models (NAME=DIR, or NAME for\n"
                 "--data-dir/models/NAME; more with LoadModel) with LoRA adapters loaded by\n"
                 "name on first use (--adapter NAME=DIR, or --data-dir/models/NAME, or a job\n"
-                "checkpoint jobs/JOB/checkpoints/STEP), batching requests continuously.");
+                "checkpoint jobs/JOB/checkpoints/STEP), batching requests continuously.\n\n"
+                "router answers chat requests of A/B experiments with fine-tuned, RAG or both\n"
+                "arms, calling --inference-addr and --retrieval-addr (and --dataset-addr for\n"
+                "exports); with --target=all it calls this process's own services without\n"
+                "the network unless the addresses are given.");
   flags.AddString("target", "all",
-                  "Service to run: dataset | training | retrieval | inference | all.");
+                  "Service to run: dataset | training | retrieval | inference | router | all.");
   flags.AddString("grpc-listen", "127.0.0.1:50051", "gRPC address (host:port; port 0 = any).");
   flags.AddString("metrics-listen", "127.0.0.1:9464",
                   "Prometheus /metrics address (host:port); empty disables.");
@@ -97,6 +103,22 @@ int RunServe(const std::vector<std::string>& args) {
                   "CPUs).");
   flags.AddString("device", "auto", "inference: cpu, cuda, cuda:N or auto.");
   flags.AddInt("inference-threads", 0, "inference: LibTorch threads per model (0 = every core).");
+  flags.AddString("inference-addr", "",
+                  "router: InferenceService address (host:port); empty with --target=all = this "
+                  "process.");
+  flags.AddString("retrieval-addr", "",
+                  "router: RetrievalService address; empty with --target=all = this process.");
+  flags.AddString("dataset-addr", "",
+                  "router: DatasetService address for exports; empty with --target=all = this "
+                  "process.");
+  flags.AddString("backend-token", "",
+                  "router: bearer token for its calls to the other services (needed when they "
+                  "check --auth-tokens; admin role for exports).");
+  flags.AddString("backend-tls-ca", "",
+                  "router: PEM CA of the other services' certificates (TLS to them when set).");
+  flags.AddInt("chat-threads", 64, "router: chat requests answered at once (more wait).");
+  flags.AddInt("shadow-threads", 16,
+               "router: shadow answers generated at once (more are skipped).");
   flags.AddConfigFlag();
   int rc = ParseOrExit(&flags, args, 0, 0);
   if (rc >= 0) return rc;
@@ -110,7 +132,8 @@ int RunServe(const std::vector<std::string>& args) {
   for (const char* name :
        {"max-message-bytes", "max-upload-bytes", "max-line-bytes", "max-listed-issues",
         "drain-seconds", "upload-workers", "max-jobs-per-device", "max-queued-jobs",
-        "retrieval-write-threads", "max-adapters", "max-batch-size", "kv-cache-bytes"}) {
+        "retrieval-write-threads", "max-adapters", "max-batch-size", "kv-cache-bytes",
+        "chat-threads", "shadow-threads"}) {
     if (flags.GetInt(name) <= 0) {
       std::cerr << "error: --" << name << " must be positive, got " << flags.GetInt(name) << "\n";
       return kExitUsage;
@@ -144,14 +167,9 @@ int RunServe(const std::vector<std::string>& args) {
     targets = kBuiltTargets;
   } else if (Contains(kBuiltTargets, target)) {
     targets = {target};
-  } else if (Contains(kPlannedTargets, target)) {
-    std::cerr << "error: --target=" << target << " is not built in this release; built targets: "
-              << absl::StrJoin(kBuiltTargets, ", ") << " (or all)\n";
-    return kExitUsage;
   } else {
     std::cerr << "error: unknown --target=" << target << "; expected one of "
-              << absl::StrJoin(kBuiltTargets, ", ") << ", " << absl::StrJoin(kPlannedTargets, ", ")
-              << ", all\n";
+              << absl::StrJoin(kBuiltTargets, ", ") << ", all\n";
     return kExitUsage;
   }
 
@@ -284,8 +302,53 @@ int RunServe(const std::vector<std::string>& args) {
     runner.AddService(inference_service.get(), "switchyard.v1.InferenceService");
   }
 
+  // Router: its backends are remote addresses, or (--target=all, no
+  // address) this process's own services over an in-process channel, which
+  // exists once the server has started.
+  std::unique_ptr<router::ExperimentStore> experiment_store;
+  std::unique_ptr<router::RouterServiceImpl> router_service;
+  std::vector<std::pair<std::string, std::shared_ptr<grpc::Channel>*>> in_process;
+  router::Backends backends;
+  if (Contains(targets, "router")) {
+    backends.token = flags.GetString("backend-token");
+    for (auto [flag, service, channel] :
+         {std::make_tuple("inference-addr", "inference", &backends.inference),
+          std::make_tuple("retrieval-addr", "retrieval", &backends.retrieval),
+          std::make_tuple("dataset-addr", "dataset", &backends.dataset)}) {
+      const std::string address = flags.GetString(flag);
+      if (!address.empty()) {
+        rpc::ClientOptions client;
+        client.address = address;
+        client.tls_ca = flags.GetString("backend-tls-ca");
+        auto made = rpc::MakeChannel(client);
+        if (!made.ok()) return ReportError(made.status());
+        *channel = *made;
+      } else if (Contains(targets, service)) {
+        in_process.emplace_back(service, channel);
+      } else {
+        SY_LOG(kWarning, "server")
+            << "router: no --" << flag << "; arms that need " << service << " will fail";
+      }
+    }
+    auto store = router::ExperimentStore::Open(data_dir + "/switchyard.db");
+    if (!store.ok()) return ReportError(store.status());
+    experiment_store = std::move(*store);
+    router::RouterServiceOptions options;
+    options.chat_threads = static_cast<int>(flags.GetInt("chat-threads"));
+    options.shadow_threads = static_cast<int>(flags.GetInt("shadow-threads"));
+    auto made = router::RouterServiceImpl::Create(options, experiment_store.get(), backends,
+                                                  authorizer, *registry);
+    if (!made.ok()) return ReportError(made.status());
+    router_service = std::move(*made);
+    runner.AddService(router_service.get(), "switchyard.v1.RouterService");
+  }
+
   s = runner.Start();
   if (!s.ok()) return ReportError(s);
+  if (router_service != nullptr && !in_process.empty()) {
+    for (auto& [service, channel] : in_process) *channel = runner.InProcessChannel();
+    router_service->SetBackends(backends);
+  }
   if (jobs != nullptr) {
     s = jobs->Start();
     if (!s.ok()) {
@@ -312,10 +375,6 @@ int RunServe(const std::vector<std::string>& args) {
                                << (authorizer->enabled() ? "" : "--auth-tokens")
                                << "; anyone who can reach the port can call it (see "
                                   "docs/operations.md, Security)";
-  }
-  if (target == "all") {
-    SY_LOG(kInfo, "server") << "not built in this release (not served): "
-                            << absl::StrJoin(kPlannedTargets, ",");
   }
   int sig = rpc::WaitForTerminationSignal();
   SY_LOG(kInfo, "server") << "signal " << sig << ": draining";

@@ -184,6 +184,21 @@ std::string Engine::TokenText(int64_t id) const {
   return text.ok() ? *text : std::string();
 }
 
+absl::StatusOr<std::vector<int>> Engine::TokenEnds(const std::string& text) const {
+  SY_ASSIGN_OR_RETURN(std::vector<int32_t> ids, text_.tokenizer->Encode(text, false));
+  text::DecodeStream stream(text_.tokenizer.get(), false);
+  std::vector<int> ends;
+  ends.reserve(ids.size());
+  size_t decoded = 0;
+  for (int32_t id : ids) {
+    SY_ASSIGN_OR_RETURN(std::string piece, stream.Step(id));
+    decoded += piece.size();
+    ends.push_back(static_cast<int>(std::min(decoded, text.size())));
+  }
+  if (!ends.empty()) ends.back() = static_cast<int>(text.size());
+  return ends;
+}
+
 absl::StatusOr<uint64_t> Engine::Submit(GenerateInput input, std::shared_ptr<GenerationSink> sink) {
   const int64_t prompt = static_cast<int64_t>(input.prompt_ids.size());
   if (prompt >= max_context_) {

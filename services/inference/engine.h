@@ -164,6 +164,13 @@ class Engine {
   // Completion text, without special tokens.
   absl::StatusOr<std::vector<int64_t>> EncodeCompletion(const std::string& text) const;
   std::string TokenText(int64_t id) const;
+  // Where each token of `text` (no special tokens) ends: byte offsets into
+  // the decoded text, ascending, clamped to text.size(); equal to offsets
+  // into `text` for tokenizers whose decode gives the text back. Offsets
+  // fall on UTF-8 character boundaries (a token that ends mid-character
+  // shares the next one's end).
+  absl::StatusOr<std::vector<int>> TokenEnds(const std::string& text) const;
+  int64_t max_context_tokens() const { return max_context_; }
 
   // Queues a generation. INVALID_ARGUMENT for bad params or a prompt that
   // leaves no room in the context, RESOURCE_EXHAUSTED when the queue is

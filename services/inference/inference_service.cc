@@ -758,6 +758,28 @@ grpc::ServerUnaryReactor* InferenceServiceImpl::Complete(grpc::CallbackServerCon
   return new CompleteReactor(this, context, *request, response);
 }
 
+grpc::ServerUnaryReactor* InferenceServiceImpl::Tokenize(grpc::CallbackServerContext* context,
+                                                         const v1::TokenizeRequest* request,
+                                                         v1::TokenizeResponse* response) {
+  // Inline: tokenizing a few chunks takes microseconds.
+  return Unary(*auth_, context, Role::kUser, [&]() -> absl::Status {
+    SY_ASSIGN_OR_RETURN(std::shared_ptr<Engine> engine, FindModel(request->model()));
+    if (request->texts_size() > 256) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("texts holds ", request->texts_size(), " texts; at most 256"));
+    }
+    response->set_max_context_tokens(static_cast<int32_t>(engine->max_context_tokens()));
+    for (const std::string& text : request->texts()) {
+      SY_ASSIGN_OR_RETURN(std::vector<int> ends, engine->TokenEnds(text));
+      v1::TokenizedText* out = response->add_texts();
+      out->set_token_count(static_cast<int32_t>(ends.size()));
+      if (request->return_offsets())
+        out->mutable_token_end_offsets()->Add(ends.begin(), ends.end());
+    }
+    return absl::OkStatus();
+  });
+}
+
 grpc::ServerUnaryReactor* InferenceServiceImpl::Score(grpc::CallbackServerContext* context,
                                                       const v1::ScoreRequest* request,
                                                       v1::ScoreResponse* response) {

@@ -95,6 +95,9 @@ class InferenceServiceImpl final : public v1::InferenceService::CallbackService 
   grpc::ServerUnaryReactor* Score(grpc::CallbackServerContext* context,
                                   const v1::ScoreRequest* request,
                                   v1::ScoreResponse* response) override;
+  grpc::ServerUnaryReactor* Tokenize(grpc::CallbackServerContext* context,
+                                     const v1::TokenizeRequest* request,
+                                     v1::TokenizeResponse* response) override;
 
   // For the reactors.
   const rpc::Authorizer& auth() const { return *auth_; }

@@ -30,6 +30,8 @@ class SqliteStatement {
   // Parameters are 1-based, as in SQLite.
   SqliteStatement& Bind(int index, int64_t value);
   SqliteStatement& Bind(int index, absl::string_view value);
+  // Named apart: an int argument would be ambiguous between int64_t and double.
+  SqliteStatement& BindDouble(int index, double value);
 
   // Advances; true when a row is available, false when done.
   absl::StatusOr<bool> Step();
@@ -38,6 +40,7 @@ class SqliteStatement {
 
   int64_t Int(int column) const;
   std::string Text(int column) const;
+  double Double(int column) const;
 
  private:
   sqlite3* db_;

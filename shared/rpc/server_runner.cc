@@ -97,6 +97,13 @@ void ServerRunner::Shutdown() {
                     absl::ToChronoSeconds(options_.drain_timeout));
 }
 
+std::shared_ptr<grpc::Channel> ServerRunner::InProcessChannel() {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(options_.max_message_bytes);
+  args.SetMaxSendMessageSize(options_.max_message_bytes);
+  return server_->InProcessChannel(args);
+}
+
 void ServerRunner::Wait() {
   if (server_ != nullptr) server_->Wait();
 }

@@ -47,6 +47,10 @@ class ServerRunner {
   // Binds both ports and starts serving. Errors name the address or file.
   absl::Status Start();
   int grpc_port() const { return grpc_port_; }
+  // A channel to this server that skips the network (services of one
+  // process calling each other); after Start(). Calls go through the same
+  // interceptors and authorization as remote ones.
+  std::shared_ptr<grpc::Channel> InProcessChannel();
   int metrics_port() const { return metrics_port_; }
   // Marks every service NOT_SERVING and drains; idempotent.
   void Shutdown();
