@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "services/router/experiment_proto.h"
@@ -365,6 +366,11 @@ grpc::ServerUnaryReactor* RouterServiceImpl::ExportComparisons(
           SY_ASSIGN_OR_RETURN(v1::Interaction a, ReadInteraction(ra, false));
           SY_ASSIGN_OR_RETURN(v1::Interaction b, ReadInteraction(rb, false));
           const bool first = c.result == v1::COMPARISON_RESULT_FIRST_BETTER;
+          if (absl::StripAsciiWhitespace(a.text()).empty() ||
+              absl::StripAsciiWhitespace(b.text()).empty()) {
+            ++skipped;  // a preference needs two answers
+            continue;
+          }
           nlohmann::json line = {
               {"input", {{"messages", MessagesJson(a.messages())}}},
               {"preferred_output",
@@ -417,7 +423,7 @@ grpc::ServerUnaryReactor* RouterServiceImpl::ExportInteractions(
           }
         }
         std::string jsonl;
-        int64_t examples = 0;
+        int64_t examples = 0, skipped_empty = 0;
         for (auto it = rows.rbegin(); it != rows.rend(); ++it) {  // oldest first
           const InteractionRecord& r = *it;
           if (r.error_code != 0) continue;
@@ -433,22 +439,30 @@ grpc::ServerUnaryReactor* RouterServiceImpl::ExportInteractions(
             }
           }
           SY_ASSIGN_OR_RETURN(v1::Interaction i, ReadInteraction(r, false));
+          const std::string answer =
+              request->strip_citations() ? StripCitations(i.text()) : i.text();
+          if (absl::StripAsciiWhitespace(answer).empty()) {
+            ++skipped_empty;  // a training example needs an assistant message
+            continue;
+          }
           nlohmann::json messages = MessagesJson(i.messages());
-          messages.push_back(
-              {{"role", "assistant"},
-               {"content", request->strip_citations() ? StripCitations(i.text()) : i.text()}});
+          messages.push_back({{"role", "assistant"}, {"content", answer}});
           jsonl += nlohmann::json({{"messages", std::move(messages)}}).dump() + "\n";
           ++examples;
         }
         if (examples == 0) {
-          return absl::FailedPreconditionError(
-              absl::StrCat(e->name(), " has no interaction matching the export's conditions"));
+          return absl::FailedPreconditionError(absl::StrCat(
+              e->name(), " has no interaction matching the export's conditions",
+              skipped_empty > 0
+                  ? absl::StrCat(" (", skipped_empty, " with an empty answer left out)")
+                  : ""));
         }
         v1::UploadDatasetResponse uploaded;
         SY_RETURN_IF_ERROR(Upload(request->dataset_id(), v1::DATASET_FORMAT_CHAT, jsonl,
                                   request->validate_only(),
                                   absl::StrCat("Interactions of ", e->name()), &uploaded));
         response->set_dataset_version(uploaded.has_version() ? uploaded.version().name() : "");
+        response->set_skipped_empty(skipped_empty);
         response->set_examples(examples);
         *response->mutable_report() = uploaded.report();
         return absl::OkStatus();
