@@ -455,6 +455,46 @@ TEST(ExperimentReportTest, BetterControlIsNamedAsLeading) {
   EXPECT_LT(report.comparisons[0].ci_high, 0);
 }
 
+// 0.5 vs 0.62, seed 40: a borderline stream whose always-valid p-value is
+// 0.040, between 0.05 / 2 and 0.05 (found once by scanning seeds).
+std::vector<FeedbackRecord> BorderlineRatings() { return InterleavedRatings(0.5, 0.62, 200, 40); }
+
+TEST(ExperimentReportTest, SignificanceLevelOptionIsRespected) {
+  const std::vector<FeedbackRecord> feedback = BorderlineRatings();
+  ReportOptions options;
+  Report report = ComputeReport(Arms({"a", "b"}), {}, feedback, {}, options);
+  ASSERT_EQ(report.comparisons.size(), 1u);
+  const double p = report.comparisons[0].p_value;
+  ASSERT_GT(p, 0.025);
+  ASSERT_LT(p, 0.05);
+  EXPECT_EQ(report.verdict.status, VerdictStatus::kSignificant);
+
+  options.significance_level = 0.01;
+  report = ComputeReport(Arms({"a", "b"}), {}, feedback, {}, options);
+  EXPECT_DOUBLE_EQ(report.comparisons[0].p_value, p);  // the p-value does not depend on alpha
+  EXPECT_FALSE(report.comparisons[0].significant);
+  EXPECT_EQ(report.verdict.status, VerdictStatus::kInconclusive);
+  EXPECT_DOUBLE_EQ(report.verdict.significance_level, 0.01);
+}
+
+TEST(ExperimentReportTest, ThirdArmSplitsTheSignificanceLevelBonferroni) {
+  std::vector<FeedbackRecord> feedback = BorderlineRatings();
+  std::mt19937 rng(7);
+  for (int i = 0; i < 200; ++i) feedback.push_back(Rating("c", Bernoulli(rng, 0.5), 2 * i));
+  const Report report = ComputeReport(Arms({"a", "b", "c"}), {}, feedback, {}, {});
+  ASSERT_EQ(report.comparisons.size(), 2u);
+  const ArmDifference& b = report.comparisons[0];
+  ASSERT_EQ(b.arm, "b");
+  // Significant at 0.05 alone, not at 0.05 / 2.
+  EXPECT_GT(b.p_value, 0.025);
+  EXPECT_LT(b.p_value, 0.05);
+  EXPECT_FALSE(b.significant);
+  EXPECT_FALSE(report.comparisons[1].significant);
+  EXPECT_EQ(report.verdict.status, VerdictStatus::kInconclusive) << report.verdict.summary;
+  EXPECT_TRUE(Contains(report.verdict.method, "Bonferroni over 2 comparisons"))
+      << report.verdict.method;
+}
+
 TEST(ExperimentReportTest, DifferenceIsScaledToTheExperimentScale) {
   ReportOptions options;
   options.scale_min = 1;
