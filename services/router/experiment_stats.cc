@@ -19,6 +19,9 @@ constexpr double kPi = 3.14159265358979323846;
 // data (all 1.0) would otherwise divide by zero. Far below any real V for
 // [0, 1] scores (0.25 / n).
 constexpr double kVarianceFloor = 1e-12;
+// The variance prior of the sequential tests (values on [0, 1]).
+constexpr double kPriorObservations = 2.0;
+constexpr double kPriorVariance = 0.25;
 // Smallest Beta shape used by ThompsonWeights; gamma_distribution needs > 0.
 constexpr double kMinBetaShape = 1e-6;
 
@@ -84,8 +87,18 @@ struct RunningMoments {
     m2 += delta * (x - mean);
   }
   double Variance() const { return n > 1 ? m2 / static_cast<double>(n - 1) : 0.0; }
-  // Plug-in variance of the mean, s^2 / n.
-  double VarianceOfMean() const { return n > 0 ? Variance() / static_cast<double>(n) : 0.0; }
+  // Variance of the mean for the test, s'^2 / n, where s'^2 shrinks the
+  // sample variance towards the largest a [0, 1] value can have (0.25) with
+  // the weight of kPriorObservations observations. Without it, a run of
+  // identical ratings has s^2 = 0 and looks like certainty (p ~ 1e-100 after
+  // 15 equal scores); with it, such runs need many more observations. Its
+  // weight fades as n grows, and it only ever widens intervals.
+  double VarianceOfMean() const {
+    if (n == 0) return 0.0;
+    const double shrunk = (m2 + kPriorObservations * kPriorVariance) /
+                          (static_cast<double>(n - 1) + kPriorObservations);
+    return shrunk / static_cast<double>(n);
+  }
 };
 
 // Welch-Satterthwaite degrees of freedom of V = v1 + v0 (v = s^2 / n):

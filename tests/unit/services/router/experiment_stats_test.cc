@@ -212,10 +212,12 @@ TEST(TwoSampleMsprtTest, MatchesClosedFormWhenEvaluatedOnce) {
   for (double v : {1.0, 1.0, 0.0, 1.0, 1.0}) stream.push_back({0, v});
   for (double v : {0.0, 1.0, 0.0, 0.0, 1.0}) stream.push_back({1, v});
   const SequentialResult r = TwoSampleMsprt(stream, kAlpha, kTau, /*burn_in=*/5);
-  // Means 0.8 and 0.4, s^2 = 0.2 and 0.3, so V = 0.1 and Welch
-  // df = 0.1^2 / (0.04^2 / 4 + 0.06^2 / 4) = 7.692...
-  const double d = 0.4, v = 0.2 / 5 + 0.3 / 5, tau2 = kTau * kTau;
-  const double df = v * v / (0.04 * 0.04 / 4 + 0.06 * 0.06 / 4);
+  // Means 0.8 and 0.4, sums of squared deviations 0.8 and 1.2; with the
+  // variance prior (2 observations at 0.25) s'^2 = 1.3 / 6 and 1.7 / 6, so
+  // v = 1.3 / 30 and 1.7 / 30, V = 0.1 and Welch df = V^2 / (va^2/4 + vb^2/4).
+  const double va = 1.3 / 30, vb = 1.7 / 30;
+  const double d = 0.4, v = va + vb, tau2 = kTau * kTau;
+  const double df = v * v / (va * va / 4 + vb * vb / 4);
   const double c2 = std::pow((8 * df + 1) / (8 * df + 3), 2);
   const double z2 = df * std::log(1 + d * d / v / df) * c2;  // t^2 = 1.6 -> z^2
   const double lambda = std::sqrt(v / (v + tau2)) * std::exp(tau2 * z2 / (2 * (v + tau2)));
@@ -443,6 +445,27 @@ TEST(ThompsonWeightsTest, HandlesNoArmsAndNoDraws) {
   EXPECT_TRUE(ThompsonWeights({}, 1, 1, 0.1, 100, 1).empty());
   const std::vector<double> w = ThompsonWeights({{90, 10}, {10, 90}}, 1, 1, 0.1, 0, 1);
   EXPECT_EQ(w, std::vector<double>({0.5, 0.5}));
+}
+
+}  // namespace
+}  // namespace switchyard::router
+
+namespace switchyard::router {
+namespace {
+
+TEST(TwoSampleMsprtTest, IdenticalScoresDoNotLookCertain) {
+  // Every rating of each arm the same: the sample variance is 0, and without
+  // the variance prior the test called this certain (p ~ 1e-100).
+  std::vector<Observation> stream;
+  for (int i = 0; i < 12; ++i) {
+    stream.push_back({0, 0.7});
+    stream.push_back({1, 0.5});
+  }
+  const SequentialResult r = TwoSampleMsprt(stream, 0.05, 0.1);
+  EXPECT_GT(r.p_value, 1e-3);
+  EXPECT_GT(r.ci_high - r.ci_low, 0.1);
+  EXPECT_LT(r.ci_low, 0.2);
+  EXPECT_GT(r.ci_high, 0.2);
 }
 
 }  // namespace

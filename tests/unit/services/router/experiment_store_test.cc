@@ -12,6 +12,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "shared/core/sqlite_db.h"
 #include "tests/testing/temp_dir.h"
 
 namespace switchyard::router {
@@ -254,6 +255,32 @@ TEST_F(ExperimentStoreTest, ThousandAppendedInteractionsAreAllListedAfterFlush) 
   EXPECT_EQ(std::set<std::string>(ids.begin(), ids.end()).size(), 1000u);
   EXPECT_EQ(ids.front(), "r999");  // newest first
   EXPECT_EQ(ids.back(), "r0");
+}
+
+TEST_F(ExperimentStoreTest, FlushReportsAFailedWriteOnceAndLaterWritesGoOn) {
+  // A second connection makes inserts of arm "poison" fail.
+  absl::StatusOr<std::unique_ptr<SqliteDb>> other = SqliteDb::Open(path_);
+  ASSERT_TRUE(other.ok()) << other.status();
+  ASSERT_TRUE((*other)
+                  ->Exec("CREATE TRIGGER poison BEFORE INSERT ON router_interactions "
+                         "WHEN NEW.arm = 'poison' BEGIN SELECT RAISE(ABORT, 'poisoned'); END")
+                  .ok());
+  store_->AppendInteraction(Interaction("good-1", "a", 1));
+  ASSERT_TRUE(store_->Flush().ok());
+  store_->AppendInteraction(Interaction("bad", "poison", 2));
+  const absl::Status failed = store_->Flush();
+  EXPECT_FALSE(failed.ok());
+  EXPECT_NE(failed.message().find("poisoned"), std::string::npos) << failed;
+  EXPECT_EQ(store_->write_failures(), 1);
+  store_->AppendInteraction(Interaction("good-2", "a", 3));
+  EXPECT_TRUE(store_->Flush().ok());  // the error was reported once
+  EXPECT_EQ(store_->written(), 2);
+  EXPECT_EQ(store_->GetInteraction("bad").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(store_->GetInteraction("good-2").ok());
+}
+
+TEST_F(ExperimentStoreTest, OpenFailsWhereNoFileCanBeCreated) {
+  EXPECT_FALSE(ExperimentStore::Open(dir_ + "/no/such/dir/switchyard.db").ok());
 }
 
 TEST_F(ExperimentStoreTest, AppendsFromManyThreadsAreAllReadBack) {
