@@ -208,4 +208,23 @@ void ProgressBar::Done() {
   if (tty_ && last_percent_ >= 0) std::fprintf(stderr, "\n");
 }
 
+int DispatchVerb(const std::string& command, const char* usage,
+                 const std::vector<std::string>& args,
+                 const std::vector<std::pair<std::string, VerbHandler>>& verbs) {
+  if (args.empty()) {
+    std::cerr << usage;
+    return kExitUsage;
+  }
+  if (args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
+    std::cout << usage;
+    return kExitOk;
+  }
+  const std::vector<std::string> rest(args.begin() + 1, args.end());
+  for (const auto& [verb, handler] : verbs) {
+    if (verb == args[0]) return handler(rest);
+  }
+  std::cerr << "error: unknown verb `" << command << " " << args[0] << "`\n\n" << usage;
+  return kExitUsage;
+}
+
 }  // namespace switchyard::cli

@@ -8,6 +8,7 @@
 #include <grpcpp/support/status.h>
 
 #include <cstdint>
+#include <functional>
 #include <initializer_list>
 #include <iostream>
 #include <memory>
@@ -145,6 +146,15 @@ int FetchPages(const FlagSet& flags, Fetch fetch, Items items, Response* all) {
 
 // "more: --page-token=... (or --all)" when pages are left.
 void PrintMorePages(const std::string& next_page_token);
+
+// `switchyard <command> <verb> ...`: runs the handler of args[0] with the
+// remaining arguments. No verb prints `usage` to stderr (exit 2); help
+// (--help, -h, help) prints it to stdout (exit 0); an unknown verb is an
+// error naming it (exit 2).
+using VerbHandler = std::function<int(const std::vector<std::string>&)>;
+int DispatchVerb(const std::string& command, const char* usage,
+                 const std::vector<std::string>& args,
+                 const std::vector<std::pair<std::string, VerbHandler>>& verbs);
 
 // Aligned text table with a header row.
 std::string FormatTable(const std::vector<std::vector<std::string>>& rows);

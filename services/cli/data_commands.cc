@@ -797,24 +797,20 @@ int Export(const std::vector<std::string>& args) {
 }  // namespace
 
 int RunData(const std::vector<std::string>& args) {
-  if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
-    std::cout << kDataUsage;
-    return args.empty() ? kExitUsage : kExitOk;
-  }
-  const std::string verb = args[0];
-  std::vector<std::string> rest(args.begin() + 1, args.end());
-  if (verb == "validate") return Validate(rest);
-  if (verb == "prepare") return Prepare(rest);
-  if (verb == "upload") return Upload(rest, false);
-  if (verb == "append") return Upload(rest, true);
-  if (verb == "list") return List(rest);
-  if (verb == "show") return ShowOrStats(rest, false);
-  if (verb == "stats") return ShowOrStats(rest, true);
-  if (verb == "versions") return Versions(rest);
-  if (verb == "delete") return Delete(rest);
-  if (verb == "export") return Export(rest);
-  std::cerr << "error: unknown verb `data " << verb << "`\n\n" << kDataUsage;
-  return kExitUsage;
+  return DispatchVerb(
+      "data", kDataUsage, args,
+      {
+          {"validate", Validate},
+          {"prepare", Prepare},
+          {"upload", [](const std::vector<std::string>& a) { return Upload(a, false); }},
+          {"append", [](const std::vector<std::string>& a) { return Upload(a, true); }},
+          {"list", List},
+          {"show", [](const std::vector<std::string>& a) { return ShowOrStats(a, false); }},
+          {"stats", [](const std::vector<std::string>& a) { return ShowOrStats(a, true); }},
+          {"versions", Versions},
+          {"delete", Delete},
+          {"export", Export},
+      });
 }
 
 }  // namespace switchyard::cli

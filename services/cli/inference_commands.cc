@@ -389,20 +389,15 @@ int ScoreCommand(const std::vector<std::string>& args) {
 int RunGenerate(const std::vector<std::string>& args) { return Generate(args); }
 
 int RunInference(const std::vector<std::string>& args) {
-  if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
-    (args.empty() ? std::cerr : std::cout) << kInferenceUsage;
-    return args.empty() ? kExitUsage : kExitOk;
-  }
-  const std::string verb = args[0];
-  std::vector<std::string> rest(args.begin() + 1, args.end());
-  if (verb == "list") return List(rest);
-  if (verb == "load") return Load(rest);
-  if (verb == "unload") return Unload(rest);
-  if (verb == "load-adapter") return LoadAdapterCommand(rest);
-  if (verb == "unload-adapter") return UnloadAdapterCommand(rest);
-  if (verb == "score") return ScoreCommand(rest);
-  std::cerr << "error: unknown verb `inference " << verb << "`\n\n" << kInferenceUsage;
-  return kExitUsage;
+  return DispatchVerb("inference", kInferenceUsage, args,
+                      {
+                          {"list", List},
+                          {"load", Load},
+                          {"unload", Unload},
+                          {"load-adapter", LoadAdapterCommand},
+                          {"unload-adapter", UnloadAdapterCommand},
+                          {"score", ScoreCommand},
+                      });
 }
 
 }  // namespace switchyard::cli

@@ -375,19 +375,14 @@ int InitAdapterCommand(const std::vector<std::string>& args) {
 }  // namespace
 
 int RunModel(const std::vector<std::string>& args) {
-  if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
-    (args.empty() ? std::cerr : std::cout) << kModelUsage;
-    return args.empty() ? kExitUsage : kExitOk;
-  }
-  const std::string verb = args[0];
-  std::vector<std::string> rest(args.begin() + 1, args.end());
-  if (verb == "init") return Init(rest);
-  if (verb == "init-adapter") return InitAdapterCommand(rest);
-  if (verb == "score") return Score(rest);
-  if (verb == "generate") return Generate(rest);
-  if (verb == "merge") return Merge(rest);
-  std::cerr << "error: unknown verb `model " << verb << "`\n\n" << kModelUsage;
-  return kExitUsage;
+  return DispatchVerb("model", kModelUsage, args,
+                      {
+                          {"init", Init},
+                          {"init-adapter", InitAdapterCommand},
+                          {"score", Score},
+                          {"generate", Generate},
+                          {"merge", Merge},
+                      });
 }
 
 }  // namespace switchyard::cli

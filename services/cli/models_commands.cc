@@ -249,18 +249,13 @@ int DeleteModel(const std::vector<std::string>& args) {
 }  // namespace
 
 int RunModels(const std::vector<std::string>& args) {
-  if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
-    std::cout << kModelsUsage;
-    return args.empty() ? kExitUsage : kExitOk;
-  }
-  const std::string verb = args[0];
-  std::vector<std::string> rest(args.begin() + 1, args.end());
-  if (verb == "register") return Register(rest);
-  if (verb == "list") return ListModels(rest);
-  if (verb == "show") return ShowModel(rest);
-  if (verb == "delete") return DeleteModel(rest);
-  std::cerr << "error: unknown verb `models " << verb << "`\n\n" << kModelsUsage;
-  return kExitUsage;
+  return DispatchVerb("models", kModelsUsage, args,
+                      {
+                          {"register", Register},
+                          {"list", ListModels},
+                          {"show", ShowModel},
+                          {"delete", DeleteModel},
+                      });
 }
 
 }  // namespace switchyard::cli

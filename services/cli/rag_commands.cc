@@ -498,21 +498,16 @@ int Drop(const std::vector<std::string>& args) {
 }  // namespace
 
 int RunRag(const std::vector<std::string>& args) {
-  if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
-    std::cout << kRagUsage;
-    return args.empty() ? kExitUsage : kExitOk;
-  }
-  const std::string verb = args[0];
-  std::vector<std::string> rest(args.begin() + 1, args.end());
-  if (verb == "create") return Create(rest);
-  if (verb == "ingest") return Ingest(rest);
-  if (verb == "delete") return DeleteDocuments(rest);
-  if (verb == "search") return Search(rest);
-  if (verb == "list") return List(rest);
-  if (verb == "show") return Show(rest);
-  if (verb == "drop") return Drop(rest);
-  std::cerr << "error: unknown verb `rag " << verb << "`\n\n" << kRagUsage;
-  return kExitUsage;
+  return DispatchVerb("rag", kRagUsage, args,
+                      {
+                          {"create", Create},
+                          {"ingest", Ingest},
+                          {"delete", DeleteDocuments},
+                          {"search", Search},
+                          {"list", List},
+                          {"show", Show},
+                          {"drop", Drop},
+                      });
 }
 
 }  // namespace switchyard::cli

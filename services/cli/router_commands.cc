@@ -407,23 +407,20 @@ constexpr const char* kExperimentUsage =
 }  // namespace
 
 int RunExperiment(const std::vector<std::string>& args) {
-  if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
-    (args.empty() ? std::cerr : std::cout) << kExperimentUsage;
-    return args.empty() ? kExitUsage : kExitOk;
-  }
-  const std::string verb = args[0];
-  std::vector<std::string> rest(args.begin() + 1, args.end());
-  if (verb == "create") return Create(rest);
-  if (verb == "show") return Show(rest);
-  if (verb == "list") return List(rest);
-  if (verb == "report") return Report(rest);
-  if (verb == "update") return Update(rest);
-  if (verb == "archive") return Archive(rest);
-  if (verb == "interactions") return Interactions(rest);
-  if (verb == "export-comparisons") return Export(rest, true);
-  if (verb == "export-interactions") return Export(rest, false);
-  std::cerr << "error: unknown verb `experiment " << verb << "`\n\n" << kExperimentUsage;
-  return kExitUsage;
+  return DispatchVerb(
+      "experiment", kExperimentUsage, args,
+      {
+          {"create", Create},
+          {"show", Show},
+          {"list", List},
+          {"report", Report},
+          {"update", Update},
+          {"archive", Archive},
+          {"interactions", Interactions},
+          {"export-comparisons", [](const std::vector<std::string>& a) { return Export(a, true); }},
+          {"export-interactions",
+           [](const std::vector<std::string>& a) { return Export(a, false); }},
+      });
 }
 
 int RunChat(const std::vector<std::string>& args) {

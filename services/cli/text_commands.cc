@@ -144,16 +144,13 @@ int Chat(const std::vector<std::string>& args) {
 }  // namespace
 
 int RunText(const std::vector<std::string>& args) {
-  if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
-    std::cout << kTextUsage;
-    return args.empty() ? kExitUsage : kExitOk;
-  }
-  std::vector<std::string> rest(args.begin() + 1, args.end());
-  if (args[0] == "encode") return Run(rest, true);
-  if (args[0] == "decode") return Run(rest, false);
-  if (args[0] == "chat") return Chat(rest);
-  std::cerr << "error: unknown verb `text " << args[0] << "`\n\n" << kTextUsage;
-  return kExitUsage;
+  return DispatchVerb(
+      "text", kTextUsage, args,
+      {
+          {"encode", [](const std::vector<std::string>& a) { return Run(a, true); }},
+          {"decode", [](const std::vector<std::string>& a) { return Run(a, false); }},
+          {"chat", Chat},
+      });
 }
 
 }  // namespace switchyard::cli

@@ -754,21 +754,19 @@ int Control(const std::vector<std::string>& args, const std::string& verb) {
 }  // namespace
 
 int RunTrain(const std::vector<std::string>& args) {
-  if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
-    std::cout << kTrainUsage;
-    return args.empty() ? kExitUsage : kExitOk;
-  }
-  const std::string verb = args[0];
-  std::vector<std::string> rest(args.begin() + 1, args.end());
-  if (verb == "create") return Create(rest);
-  if (verb == "watch") return Watch(rest);
-  if (verb == "show") return Show(rest);
-  if (verb == "list") return List(rest);
-  if (verb == "events") return Events(rest);
-  if (verb == "checkpoints") return Checkpoints(rest);
-  if (verb == "cancel" || verb == "pause" || verb == "resume") return Control(rest, verb);
-  std::cerr << "error: unknown verb `train " << verb << "`\n\n" << kTrainUsage;
-  return kExitUsage;
+  return DispatchVerb(
+      "train", kTrainUsage, args,
+      {
+          {"create", Create},
+          {"watch", Watch},
+          {"show", Show},
+          {"list", List},
+          {"events", Events},
+          {"checkpoints", Checkpoints},
+          {"cancel", [](const std::vector<std::string>& a) { return Control(a, "cancel"); }},
+          {"pause", [](const std::vector<std::string>& a) { return Control(a, "pause"); }},
+          {"resume", [](const std::vector<std::string>& a) { return Control(a, "resume"); }},
+      });
 }
 
 }  // namespace switchyard::cli

@@ -196,6 +196,11 @@ absl::StatusOr<std::vector<int>> Engine::TokenEnds(const std::string& text) cons
     ends.push_back(static_cast<int>(std::min(decoded, text.size())));
   }
   if (!ends.empty()) ends.back() = static_cast<int>(text.size());
+  // A token that ends inside a character released no text: it shares the
+  // end of the token that completes the character.
+  for (size_t i = ends.size() - (ends.empty() ? 0 : 1); i-- > 0;) {
+    if (ends[i] == (i == 0 ? 0 : ends[i - 1])) ends[i] = ends[i + 1];
+  }
   return ends;
 }
 

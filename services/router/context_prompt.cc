@@ -152,7 +152,9 @@ absl::StatusOr<std::vector<std::vector<int>>> MeasureTokens(const TokenEndsFn& t
     const std::vector<int>& e = (*ends)[i];
     const int size = static_cast<int>(texts[i].size());
     bool ok = e.empty() ? size == 0 : e.back() == size;
-    for (size_t j = 0; ok && j < e.size(); ++j) ok = e[j] > (j == 0 ? 0 : e[j - 1]);
+    // Non-decreasing: a token that ends inside a character shares the end of
+    // the token that completes it.
+    for (size_t j = 0; ok && j < e.size(); ++j) ok = e[j] >= (j == 0 ? 0 : e[j - 1]);
     if (!ok) return absl::InternalError(absl::StrFormat("token_ends: bad list for text %d", i));
   }
   return ends;

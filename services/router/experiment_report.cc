@@ -142,9 +142,10 @@ Report ComputeReport(const std::vector<ReportArm>& arms,
                      return a.create_us < b.create_us;
                    });
   for (const ComparisonRecord& c : comparisons) {
+    // Reviews between two listed arms only.
+    if (c.arm == c.other_arm || index.count(c.arm) == 0 || index.count(c.other_arm) == 0) continue;
     for (const std::string* name : {&c.arm, &c.other_arm}) {
       auto it = index.find(*name);
-      if (it == index.end() || c.arm == c.other_arm) continue;
       ArmStats& s = report.arms[it->second];
       ++s.comparisons;
       if (c.result == kComparisonTie) {

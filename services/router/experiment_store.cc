@@ -1,5 +1,7 @@
 #include "services/router/experiment_store.h"
 
+#include <functional>
+
 #include "absl/strings/str_cat.h"
 #include "shared/core/logging.h"
 #include "shared/core/sqlite_db.h"
@@ -150,6 +152,20 @@ ComparisonRecord ReadComparison(const SqliteStatement& st) {
   r.comment = st.Text(9);
   r.create_us = st.Int(10);
   return r;
+}
+
+// Runs `body` in one transaction: committed when it succeeds, rolled back
+// when it fails. The caller holds the connection's mutex.
+absl::Status InTransaction(SqliteDb& db, const std::function<absl::Status()>& body) {
+  SY_RETURN_IF_ERROR(db.Exec("BEGIN IMMEDIATE"));
+  absl::Status s = body();
+  if (!s.ok()) {
+    (void)db.Exec("ROLLBACK");
+    return s;
+  }
+  s = db.Exec("COMMIT");
+  if (!s.ok()) (void)db.Exec("ROLLBACK");  // never leave the transaction open
+  return s;
 }
 
 }  // namespace
@@ -306,17 +322,17 @@ void ExperimentStore::WriterLoop() {
 
 absl::Status ExperimentStore::WriteBatch(const std::vector<InteractionRecord>& batch) {
   std::lock_guard<std::mutex> lock(db_mu_);
-  SY_RETURN_IF_ERROR(db_->Exec("BEGIN IMMEDIATE"));
-  for (const InteractionRecord& r : batch) {
-    absl::StatusOr<SqliteStatement> st = db_->Prepare(
-        "INSERT OR REPLACE INTO router_interactions (response_id, experiment_id, arm, user_key, "
-        "shadow, paired_response_id, overridden, excluded, error_code, create_us, "
-        "latency_seconds, ttft_seconds, compute_seconds, retrieval_seconds, prompt_tokens, "
-        "completion_tokens, context_missing, detail_json) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, "
-        "?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)");
-    absl::Status s = st.status();
-    if (s.ok()) {
-      st->Bind(1, r.response_id)
+  return InTransaction(*db_, [&]() -> absl::Status {
+    for (const InteractionRecord& r : batch) {
+      SY_ASSIGN_OR_RETURN(
+          SqliteStatement st,
+          db_->Prepare("INSERT OR REPLACE INTO router_interactions (response_id, experiment_id, "
+                       "arm, user_key, shadow, paired_response_id, overridden, excluded, "
+                       "error_code, create_us, latency_seconds, ttft_seconds, compute_seconds, "
+                       "retrieval_seconds, prompt_tokens, completion_tokens, context_missing, "
+                       "detail_json) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, "
+                       "?13, ?14, ?15, ?16, ?17, ?18)"));
+      st.Bind(1, r.response_id)
           .Bind(2, r.experiment_id)
           .Bind(3, r.arm)
           .Bind(4, r.user_key)
@@ -334,14 +350,10 @@ absl::Status ExperimentStore::WriteBatch(const std::vector<InteractionRecord>& b
           .Bind(16, r.completion_tokens)
           .Bind(17, int64_t{r.context_missing})
           .Bind(18, r.detail_json);
-      s = st->Run();
+      SY_RETURN_IF_ERROR(st.Run());
     }
-    if (!s.ok()) {
-      (void)db_->Exec("ROLLBACK");
-      return s;
-    }
-  }
-  return db_->Exec("COMMIT");
+    return absl::OkStatus();
+  });
 }
 
 absl::StatusOr<InteractionRecord> ExperimentStore::GetInteraction(const std::string& response_id) {
@@ -400,8 +412,7 @@ absl::StatusOr<std::vector<InteractionRecord>> ExperimentStore::ListInteractions
 absl::StatusOr<FeedbackRecord> ExperimentStore::PutFeedback(FeedbackRecord r) {
   WaitWritten();
   std::lock_guard<std::mutex> lock(db_mu_);
-  SY_RETURN_IF_ERROR(db_->Exec("BEGIN IMMEDIATE"));
-  absl::Status s = [&]() -> absl::Status {
+  SY_RETURN_IF_ERROR(InTransaction(*db_, [&]() -> absl::Status {
     if (!r.reviewer.empty()) {
       SY_ASSIGN_OR_RETURN(SqliteStatement del,
                           db_->Prepare("DELETE FROM router_feedback WHERE response_id = ?1 AND "
@@ -425,12 +436,7 @@ absl::StatusOr<FeedbackRecord> ExperimentStore::PutFeedback(FeedbackRecord r) {
         .Bind(9, r.reviewer)
         .Bind(10, r.create_us);
     return st.Run();
-  }();
-  if (!s.ok()) {
-    (void)db_->Exec("ROLLBACK");
-    return s;
-  }
-  SY_RETURN_IF_ERROR(db_->Exec("COMMIT"));
+  }));
   return r;
 }
 
@@ -459,8 +465,7 @@ absl::StatusOr<std::vector<FeedbackRecord>> ExperimentStore::ListFeedback(
 absl::StatusOr<ComparisonRecord> ExperimentStore::PutComparison(ComparisonRecord r) {
   WaitWritten();
   std::lock_guard<std::mutex> lock(db_mu_);
-  SY_RETURN_IF_ERROR(db_->Exec("BEGIN IMMEDIATE"));
-  absl::Status s = [&]() -> absl::Status {
+  SY_RETURN_IF_ERROR(InTransaction(*db_, [&]() -> absl::Status {
     if (!r.reviewer.empty()) {
       SY_ASSIGN_OR_RETURN(SqliteStatement del,
                           db_->Prepare("DELETE FROM router_comparisons WHERE reviewer = ?3 AND "
@@ -485,12 +490,7 @@ absl::StatusOr<ComparisonRecord> ExperimentStore::PutComparison(ComparisonRecord
         .Bind(10, r.comment)
         .Bind(11, r.create_us);
     return st.Run();
-  }();
-  if (!s.ok()) {
-    (void)db_->Exec("ROLLBACK");
-    return s;
-  }
-  SY_RETURN_IF_ERROR(db_->Exec("COMMIT"));
+  }));
   return r;
 }
 

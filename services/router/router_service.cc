@@ -224,6 +224,26 @@ absl::Status RouterServiceImpl::CheckBackends(const v1::Experiment& e) const {
     } else {
       SY_LOG(kWarning, "router") << "could not check models with inference: " << s.error_message();
     }
+    // Adapters: loading one checks it exists and fits its base (and warms
+    // it up for the first requests).
+    for (int i = 0; s.ok() && i < e.arms_size(); ++i) {
+      if (e.arms(i).adapter().empty()) continue;
+      v1::LoadAdapterRequest load;
+      load.set_model(e.arms(i).model());
+      load.set_adapter(e.arms(i).adapter());
+      v1::LoadedAdapter loaded;
+      auto c2 = context();
+      grpc::Status ls = stub->LoadAdapter(c2.get(), load, &loaded);
+      if (ls.error_code() == grpc::StatusCode::NOT_FOUND ||
+          ls.error_code() == grpc::StatusCode::INVALID_ARGUMENT) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("arms[", i, "].adapter: ", ls.error_message()));
+      }
+      if (!ls.ok()) {
+        SY_LOG(kWarning, "router")
+            << "could not check adapter " << e.arms(i).adapter() << ": " << ls.error_message();
+      }
+    }
   }
   if (backends.retrieval) {
     auto stub = v1::RetrievalService::NewStub(backends.retrieval);
@@ -333,77 +353,83 @@ grpc::ServerUnaryReactor* RouterServiceImpl::ListExperiments(
 grpc::ServerUnaryReactor* RouterServiceImpl::UpdateExperiment(
     grpc::CallbackServerContext* context, const v1::UpdateExperimentRequest* request,
     v1::Experiment* response) {
-  return Offload(chat_pool_, *auth_, context, Role::kAdmin,
-                 [this, request, response]() -> absl::Status {
-                   SY_ASSIGN_OR_RETURN(std::shared_ptr<const v1::Experiment> current,
-                                       Find(request->experiment().name()));
-                   if (current->state() == v1::EXPERIMENT_STATE_ARCHIVED) {
-                     return absl::FailedPreconditionError(
-                         absl::StrCat(current->name(), " is archived; create a new experiment"));
-                   }
-                   v1::Experiment e = *current;
-                   const v1::Experiment& in = request->experiment();
-                   std::vector<std::string> paths(request->update_mask().paths().begin(),
-                                                  request->update_mask().paths().end());
-                   if (paths.empty()) {
-                     paths = {"description",
-                              "labels",
-                              "arms",
-                              "weights",
-                              "shadow",
-                              "bandit",
-                              "allow_rag_without_context",
-                              "feedback_scale",
-                              "analysis"};
-                   }
-                   for (const std::string& path : paths) {
-                     if (path == "description") {
-                       e.set_description(in.description());
-                     } else if (path == "labels") {
-                       *e.mutable_labels() = in.labels();
-                     } else if (path == "arms") {
-                       *e.mutable_arms() = in.arms();
-                     } else if (path == "weights") {
-                       *e.mutable_weights() = in.weights();
-                     } else if (path == "shadow") {
-                       if (in.has_shadow()) {
-                         *e.mutable_shadow() = in.shadow();
-                       } else {
-                         e.clear_shadow();
-                       }
-                     } else if (path == "bandit") {
-                       if (in.has_bandit()) {
-                         *e.mutable_bandit() = in.bandit();
-                       } else {
-                         e.clear_bandit();
-                       }
-                     } else if (path == "allow_rag_without_context") {
-                       e.set_allow_rag_without_context(in.allow_rag_without_context());
-                     } else if (path == "feedback_scale") {
-                       *e.mutable_feedback_scale() = in.feedback_scale();
-                     } else if (path == "analysis") {
-                       *e.mutable_analysis() = in.analysis();
-                     } else {
-                       return absl::InvalidArgumentError(
-                           absl::StrCat("update_mask: \"", path,
-                                        "\" cannot be changed (mutable: description, labels, arms, "
-                                        "weights, shadow, bandit, "
-                                        "allow_rag_without_context, feedback_scale, analysis)"));
-                     }
-                   }
-                   SY_RETURN_IF_ERROR(ValidateExperiment(e));
-                   if (std::find(paths.begin(), paths.end(), "arms") != paths.end()) {
-                     SY_RETURN_IF_ERROR(CheckBackends(e));
-                   }
-                   // New weights (or arms) take force now; the bandit moves them again at
-                   // its next update.
-                   e.clear_effective_weights();
-                   for (const auto& [arm, w] : NormalizedWeights(e))
-                     (*e.mutable_effective_weights())[arm] = w;
-                   *e.mutable_update_time() = ToTimestamp(NowMicros());
-                   *response = e;
-                   return Put(std::move(e), false);
-                 });
+  return Offload(
+      chat_pool_, *auth_, context, Role::kAdmin, [this, request, response]() -> absl::Status {
+        SY_ASSIGN_OR_RETURN(std::shared_ptr<const v1::Experiment> current,
+                            Find(request->experiment().name()));
+        if (current->state() == v1::EXPERIMENT_STATE_ARCHIVED) {
+          return absl::FailedPreconditionError(
+              absl::StrCat(current->name(), " is archived; create a new experiment"));
+        }
+        v1::Experiment e = *current;
+        const v1::Experiment& in = request->experiment();
+        std::vector<std::string> paths(request->update_mask().paths().begin(),
+                                       request->update_mask().paths().end());
+        if (paths.empty()) {
+          paths = {"description",
+                   "labels",
+                   "arms",
+                   "weights",
+                   "shadow",
+                   "bandit",
+                   "allow_rag_without_context",
+                   "feedback_scale",
+                   "analysis"};
+        }
+        for (const std::string& path : paths) {
+          if (path == "description") {
+            e.set_description(in.description());
+          } else if (path == "labels") {
+            *e.mutable_labels() = in.labels();
+          } else if (path == "arms") {
+            *e.mutable_arms() = in.arms();
+          } else if (path == "weights") {
+            *e.mutable_weights() = in.weights();
+          } else if (path == "shadow") {
+            if (in.has_shadow()) {
+              *e.mutable_shadow() = in.shadow();
+            } else {
+              e.clear_shadow();
+            }
+          } else if (path == "bandit") {
+            if (in.has_bandit()) {
+              *e.mutable_bandit() = in.bandit();
+            } else {
+              e.clear_bandit();
+            }
+          } else if (path == "allow_rag_without_context") {
+            e.set_allow_rag_without_context(in.allow_rag_without_context());
+          } else if (path == "feedback_scale") {
+            *e.mutable_feedback_scale() = in.feedback_scale();
+          } else if (path == "analysis") {
+            *e.mutable_analysis() = in.analysis();
+          } else {
+            return absl::InvalidArgumentError(
+                absl::StrCat("update_mask: \"", path,
+                             "\" cannot be changed (mutable: description, labels, arms, "
+                             "weights, shadow, bandit, "
+                             "allow_rag_without_context, feedback_scale, analysis)"));
+          }
+        }
+        SY_RETURN_IF_ERROR(ValidateExperiment(e));
+        if (std::find(paths.begin(), paths.end(), "arms") != paths.end()) {
+          SY_RETURN_IF_ERROR(CheckBackends(e));
+        }
+        // New weights (or arms, or bandit settings) take force now; the
+        // bandit moves them again at its next update. Other changes keep
+        // the weights in force.
+        const bool reweigh = std::any_of(paths.begin(), paths.end(), [](const std::string& p) {
+          return p == "weights" || p == "arms" || p == "bandit";
+        });
+        if (reweigh) {
+          e.clear_effective_weights();
+          for (const auto& [arm, w] : NormalizedWeights(e))
+            (*e.mutable_effective_weights())[arm] = w;
+        }
+        *e.mutable_update_time() = ToTimestamp(NowMicros());
+        *response = e;
+        return Put(std::move(e), false);
+      });
 }
 
 grpc::ServerUnaryReactor* RouterServiceImpl::ArchiveExperiment(
@@ -428,9 +454,8 @@ grpc::ServerUnaryReactor* RouterServiceImpl::ArchiveExperiment(
 // Chat
 
 absl::Status RouterServiceImpl::Answer(const grpc::CallbackServerContext& context,
-                                       const v1::ChatRequest& request, const Streaming* stream,
-                                       v1::ChatResponse* response) {
-  const absl::Time start = absl::Now();
+                                       const v1::ChatRequest& request, absl::Time start,
+                                       const Streaming* stream, v1::ChatResponse* response) {
   const int64_t create_us = absl::ToUnixMicros(start);
   SY_ASSIGN_OR_RETURN(std::shared_ptr<const v1::Experiment> e, Find(request.experiment()));
   if (e->state() == v1::EXPERIMENT_STATE_ARCHIVED) {
@@ -478,8 +503,11 @@ absl::Status RouterServiceImpl::Answer(const grpc::CallbackServerContext& contex
       const int limit = e->shadow().max_in_flight() > 0 ? e->shadow().max_in_flight() : 16;
       std::lock_guard<std::mutex> lock(mu_);
       int& in_flight = shadows_in_flight_[e->experiment_id()];
-      if (shadow_arm != nullptr && in_flight < limit) {
+      // Per experiment, and never more than the shadow pool runs at once
+      // (a shadow is skipped, never queued).
+      if (shadow_arm != nullptr && in_flight < limit && shadows_total_ < options_.shadow_threads) {
         ++in_flight;
+        ++shadows_total_;
         shadow_id = NewId("r-");
       } else if (shadow_arm != nullptr) {
         metrics_.shadow
@@ -592,6 +620,7 @@ void RouterServiceImpl::StartShadow(std::shared_ptr<const v1::Experiment> e, con
     Log(*e, *arm, *copy, answer, shadow_id, true, served_id, false, absl::ToUnixMicros(call.start));
     std::lock_guard<std::mutex> lock(mu_);
     --shadows_in_flight_[e->experiment_id()];
+    --shadows_total_;
   });
 }
 
@@ -641,7 +670,7 @@ class ChatStreamReactor : public grpc::ServerWriteReactor<v1::ChatStreamResponse
  public:
   ChatStreamReactor(RouterServiceImpl* service, grpc::CallbackServerContext* context,
                     const v1::ChatRequest* request)
-      : service_(service), context_(context), request_(request) {
+      : service_(service), context_(context), request_(request), arrival_(absl::Now()) {
     absl::Status s = service->auth().Authorize(*context, rpc::Role::kUser);
     if (!s.ok()) {
       Finish(rpc::ToGrpcStatus(s));
@@ -677,7 +706,7 @@ class ChatStreamReactor : public grpc::ServerWriteReactor<v1::ChatStreamResponse
       Push(m);
     };
     v1::ChatResponse full;
-    absl::Status s = service_->Answer(*context_, *request_, &stream, &full);
+    absl::Status s = service_->Answer(*context_, *request_, arrival_, &stream, &full);
     std::lock_guard<std::mutex> lock(mu_);
     if (s.ok()) {
       v1::ChatStreamResponse last;
@@ -731,6 +760,7 @@ class ChatStreamReactor : public grpc::ServerWriteReactor<v1::ChatStreamResponse
   RouterServiceImpl* service_;
   grpc::CallbackServerContext* context_;
   const v1::ChatRequest* request_;
+  const absl::Time arrival_;
   std::mutex mu_;
   std::deque<v1::ChatStreamResponse> queue_;
   v1::ChatStreamResponse current_;
@@ -741,9 +771,11 @@ class ChatStreamReactor : public grpc::ServerWriteReactor<v1::ChatStreamResponse
 grpc::ServerUnaryReactor* RouterServiceImpl::Chat(grpc::CallbackServerContext* context,
                                                   const v1::ChatRequest* request,
                                                   v1::ChatResponse* response) {
-  return Offload(chat_pool_, *auth_, context, Role::kUser, [this, context, request, response] {
-    return Answer(*context, *request, nullptr, response);
-  });
+  const absl::Time arrival = absl::Now();  // queueing for a worker counts
+  return Offload(chat_pool_, *auth_, context, Role::kUser,
+                 [this, context, request, response, arrival] {
+                   return Answer(*context, *request, arrival, nullptr, response);
+                 });
 }
 
 grpc::ServerWriteReactor<v1::ChatStreamResponse>* RouterServiceImpl::ChatStream(

@@ -116,8 +116,9 @@ class RouterServiceImpl final : public v1::RouterService::CallbackService {
     std::function<void(const v1::ChatStreamResponse& head)> head;
     std::function<void(const std::string& delta)> text;
   };
+  // `arrival`: when the request reached the router (timings count from it).
   absl::Status Answer(const grpc::CallbackServerContext& context, const v1::ChatRequest& request,
-                      const Streaming* stream, v1::ChatResponse* response);
+                      absl::Time arrival, const Streaming* stream, v1::ChatResponse* response);
   ThreadPool& chat_pool() { return chat_pool_; }
   const rpc::Authorizer& auth() const { return *auth_; }
 
@@ -156,6 +157,7 @@ class RouterServiceImpl final : public v1::RouterService::CallbackService {
   mutable std::mutex mu_;
   std::map<std::string, std::shared_ptr<const v1::Experiment>> experiments_;
   std::map<std::string, int> shadows_in_flight_;  // by experiment id
+  int shadows_total_ = 0;                         // all experiments
   std::map<std::string, absl::Time> bandit_updated_;
   std::shared_ptr<ArmRunner> runner_;
   Backends backends_;

@@ -119,10 +119,11 @@ grep -q '"  Yes' "$TMP/prepared.jsonl" "$TMP/prepared_validation.jsonl" &&
 cmp -s "$DATA/support.csv" "$TMP/support.csv" || fail "prepare changed its input file"
 expect_exit 0 "$SY" data validate "$TMP/prepared.jsonl" --min-examples 1
 
-check "serve --target=router is refused as not built"
-expect_exit 2 "$SY" serve --target=router --grpc-listen=127.0.0.1:0 --metrics-listen= \
+check "serve refuses an unknown target, naming the known ones"
+expect_exit 2 "$SY" serve --target=gateway --grpc-listen=127.0.0.1:0 --metrics-listen= \
   --data-dir="$TMP/unused"
-expect_in "$TMP/err" "not built"
+expect_in "$TMP/err" "unknown --target=gateway"
+expect_in "$TMP/err" "router"
 
 # ---- Server --------------------------------------------------------------------------
 

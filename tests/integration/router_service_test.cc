@@ -26,6 +26,7 @@
 #include "services/retrieval/collection_store.h"
 #include "services/retrieval/retrieval_service.h"
 #include "shared/core/file_util.h"
+#include "shared/core/utf8.h"
 #include "shared/model/init.h"
 #include "shared/model/runtime.h"
 #include "shared/rpc/server_runner.h"
@@ -117,7 +118,10 @@ class RouterServiceTest : public ::testing::Test {
     const std::vector<std::pair<std::string, std::string>> texts = {
         {"refunds", "Refunds are paid within 14 days of the request."},
         {"hours", "The office is open Monday to Friday from 9 to 5."},
-        {"parking", "Staff parking is on level 2 of the north garage."}};
+        {"parking", "Staff parking is on level 2 of the north garage."},
+        {"tokyo",
+         "東京オフィスは月曜日から金曜日まで、午前九時から午後五時まで開いています。"
+         " Café hours: 8–4."}};
     for (const auto& [id, text] : texts) {
       v1::Document* d = docs.add_documents();
       d->set_id(id);
@@ -573,6 +577,11 @@ TEST_F(RouterServiceTest, BadExperimentsAreRefusedNamingTheField) {
   s = Create(e);
   EXPECT_TRUE(absl::StrContains(s.error_message(), "arms[0].model")) << s.error_message();
   e = ThreeArms("bad");
+  e.mutable_arms(2)->set_adapter("no-such-adapter");
+  s = Create(e);
+  EXPECT_EQ(s.error_code(), StatusCode::INVALID_ARGUMENT);
+  EXPECT_TRUE(absl::StrContains(s.error_message(), "arms[2].adapter")) << s.error_message();
+  e = ThreeArms("bad");
   (*e.mutable_weights())["nope"] = 1;
   s = Create(e);
   EXPECT_TRUE(absl::StrContains(s.error_message(), "weights.nope")) << s.error_message();
@@ -631,10 +640,11 @@ TEST_F(RouterServiceTest, UpdateRampsWeightsAndArchiveStopsTraffic) {
 TEST_F(RouterServiceTest, DeadlineEndsTheRequestAndIsLogged) {
   v1::Experiment e;
   e.set_name("deadline");
-  *e.add_arms() = Arm("long", "", false, 2000);
+  *e.add_arms() = Arm("long", "", false, 500);
   ASSERT_TRUE(Create(e).ok());
   v1::ChatResponse out;
-  grpc::Status s = Chat(Ask("deadline", "go on", "d1"), &out, 100);
+  // 500 tokens take longer than 30 ms even on a fast machine.
+  grpc::Status s = Chat(Ask("deadline", "go on", "d1"), &out, 30);
   EXPECT_EQ(s.error_code(), StatusCode::DEADLINE_EXCEEDED) << s.error_message();
   v1::ExperimentReport report;
   for (int i = 0; i < 100 && (report.arms_size() == 0 || report.arms(0).requests() == 0); ++i) {
@@ -672,6 +682,58 @@ TEST_F(RouterServiceTest, BanditMovesTrafficToTheWinnerKeepingTheFloor) {
   EXPECT_GT(now.effective_weights().at("b"), 0.85);
   EXPECT_GE(now.effective_weights().at("a"), 0.1 - 1e-12);
   EXPECT_NEAR(now.effective_weights().at("a") + now.effective_weights().at("b"), 1, 1e-9);
+}
+
+TEST_F(RouterServiceTest, NonAsciiSourcesAreMeasuredAndCutOnCharacterBoundaries) {
+  // Tokenize: offsets never decrease, end at the text's size and fall on
+  // character boundaries (byte-level BPE splits these characters).
+  const std::string text = "東京 café – 日本";
+  grpc::ClientContext ctx;
+  v1::TokenizeRequest req;
+  req.set_model("base");
+  req.add_texts(text);
+  req.set_return_offsets(true);
+  v1::TokenizeResponse tokens;
+  ASSERT_TRUE(inference_->Tokenize(&ctx, req, &tokens).ok());
+  ASSERT_EQ(tokens.texts_size(), 1);
+  const auto& ends = tokens.texts(0).token_end_offsets();
+  ASSERT_EQ(ends.size(), tokens.texts(0).token_count());
+  ASSERT_FALSE(ends.empty());
+  EXPECT_EQ(ends[ends.size() - 1], static_cast<int>(text.size()));
+  for (int i = 0; i < ends.size(); ++i) {
+    if (i > 0) EXPECT_GE(ends[i], ends[i - 1]);
+    EXPECT_TRUE(IsValidUtf8(text.substr(0, ends[i]))) << "offset " << ends[i];
+  }
+  EXPECT_GT(tokens.max_context_tokens(), 0);
+
+  // Every source of the collection, with the auto budget and with one so
+  // small the Japanese source must be cut.
+  v1::Experiment e;
+  e.set_name("unicode");
+  *e.add_arms() = Arm("all", "", true);
+  e.mutable_arms(0)->mutable_retrieval()->set_k(10);
+  *e.add_arms() = Arm("tight", "", true);
+  e.mutable_arms(1)->mutable_retrieval()->set_k(10);
+  e.mutable_arms(1)->mutable_retrieval()->set_query_messages(1);
+  e.mutable_arms(1)->mutable_context()->set_context_template("{{sources}}");
+  e.mutable_arms(1)->mutable_context()->set_context_token_budget(30);
+  ASSERT_TRUE(Create(e).ok());
+  for (const char* arm : {"all", "tight"}) {
+    v1::ChatRequest r = Ask("unicode", "東京オフィス", "", arm);
+    r.set_retrieval_query("東京オフィスは何時まで開いていますか");
+    v1::ChatResponse out;
+    grpc::Status s = Chat(r, &out);
+    ASSERT_TRUE(s.ok()) << arm << ": " << s.error_message();
+    ASSERT_GT(out.sources_size(), 0) << arm;
+    for (const v1::Source& src : out.sources()) {
+      EXPECT_TRUE(IsValidUtf8(src.text())) << arm << " " << src.chunk_id();
+    }
+    if (std::string(arm) == "all") EXPECT_EQ(out.sources_size(), 4);
+    if (std::string(arm) == "tight") {
+      EXPECT_EQ(out.sources_size(), 1);
+      EXPECT_TRUE(out.sources(0).truncated());
+    }
+  }
 }
 
 }  // namespace

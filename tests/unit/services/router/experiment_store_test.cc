@@ -546,7 +546,7 @@ TEST_F(ExperimentStoreTest, ListComparisonsByExperimentAndByResponseId) {
   EXPECT_EQ((*all)[1].comparison_id, "c2");
 
   // By response id, as either side of the pair.
-  for (const std::string& id : {"a1", "b1s"}) {
+  for (const char* id : {"a1", "b1s"}) {
     absl::StatusOr<std::vector<ComparisonRecord>> one = store_->ListComparisons(kExperiment, id);
     ASSERT_TRUE(one.ok());
     ASSERT_EQ(one->size(), 1u) << id;
