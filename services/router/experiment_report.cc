@@ -217,9 +217,10 @@ Report ComputeReport(const std::vector<ReportArm>& arms,
     }
     // Before the burn-in the confidence sequence is unbounded: show the
     // widest possible difference instead of infinities.
+    // It is also never wider than the scale allows.
     const double widest = by_feedback ? scale : 0.5;
-    if (!std::isfinite(d.ci_low)) d.ci_low = -widest;
-    if (!std::isfinite(d.ci_high)) d.ci_high = widest;
+    d.ci_low = std::isfinite(d.ci_low) ? std::max(d.ci_low, -widest) : -widest;
+    d.ci_high = std::isfinite(d.ci_high) ? std::min(d.ci_high, widest) : widest;
     d.p_value = r.p_value;
     d.significant = r.p_value < alpha && samples_of(i) >= options.min_samples_per_arm &&
                     samples_of(control_index) >= options.min_samples_per_arm;
