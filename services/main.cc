@@ -38,6 +38,8 @@ const char* kUsage =
     "                   --arm); see `switchyard chat --help`.\n"
     "  feedback         Rate an answer by response id (--score or --thumbs).\n"
     "  compare          Record which of two answers (a shadow pair) is better.\n"
+    "  eval <verb>      Offline evaluation of an experiment's arms and the base model on\n"
+    "                   a labelled dataset; see `switchyard eval --help`.\n"
     "  version          Print the version.\n\n"
     "Exit codes: 0 ok, 1 invalid data, 2 usage error, 3 not found, 4 server unavailable\n"
     "or deadline exceeded, 5 unauthenticated or permission denied, 6 other error.\n";
@@ -69,6 +71,7 @@ int main(int argc, char** argv) {
   if (command == "chat") return switchyard::cli::RunChat(rest);
   if (command == "feedback") return switchyard::cli::RunFeedback(rest);
   if (command == "compare") return switchyard::cli::RunCompare(rest);
+  if (command == "eval") return switchyard::cli::RunEval(rest);
   if (command == "version" || command == "--version") {
     std::cout << "switchyard " << SWITCHYARD_VERSION << "\n";
     return 0;

@@ -6,6 +6,10 @@
 #include <string>
 #include <vector>
 
+namespace switchyard::v1 {
+class Evaluation;
+}
+
 namespace switchyard::cli {
 
 int RunServe(const std::vector<std::string>& args);
@@ -33,6 +37,10 @@ int RunExperiment(const std::vector<std::string>& args);
 int RunChat(const std::vector<std::string>& args);
 int RunFeedback(const std::vector<std::string>& args);
 int RunCompare(const std::vector<std::string>& args);
+// `switchyard eval <verb>`: offline evaluation through the router.
+int RunEval(const std::vector<std::string>& args);
+// Prints an evaluation's per-arm table (eval and experiment report share it).
+void PrintEvaluation(const v1::Evaluation& evaluation);
 
 }  // namespace switchyard::cli
 

@@ -208,8 +208,23 @@ int Report(const std::vector<std::string>& args) {
   if (rc >= 0) return rc;
   if (flags.GetBool("json")) {
     std::cout << Json(resp) << "\n";
-  } else {
-    PrintReport(resp);
+    return kExitOk;
+  }
+  PrintReport(resp);
+  // The newest offline evaluation beside the online numbers.
+  v1::ListEvaluationsRequest list;
+  list.set_experiment(req.name());
+  list.set_page_size(1);
+  v1::ListEvaluationsResponse evaluations;
+  ServiceClient<v1::RouterService> client;
+  if (Connect(flags, &client) < 0) {
+    grpc::ClientContext ctx;
+    client.Prepare(&ctx);
+    if (client.stub->ListEvaluations(&ctx, list, &evaluations).ok() &&
+        !evaluations.evaluations().empty()) {
+      std::cout << "\n";
+      PrintEvaluation(evaluations.evaluations(0));
+    }
   }
   return kExitOk;
 }

@@ -216,6 +216,10 @@ absl::Status ArmRunner::Retrieve(const ArmCall& call, std::vector<Message>* mess
                                                      answer->context_missing));
   *messages = std::move(built.messages);
   answer->sources = std::move(built.sources);
+  if (!chunks.empty() && answer->sources.empty()) {
+    answer->context_missing = true;
+    answer->context_missing_reason = v1::CONTEXT_MISSING_REASON_NO_BUDGET;
+  }
   return absl::OkStatus();
 }
 

@@ -71,6 +71,14 @@ CREATE TABLE IF NOT EXISTS router_comparisons (
 );
 CREATE INDEX IF NOT EXISTS router_comparisons_by_experiment
   ON router_comparisons (experiment_id, create_us);
+CREATE TABLE IF NOT EXISTS router_evaluations (
+  evaluation_id TEXT PRIMARY KEY,
+  experiment_id TEXT NOT NULL,
+  create_us INTEGER NOT NULL,
+  evaluation_json TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS router_evaluations_by_experiment
+  ON router_evaluations (experiment_id, create_us);
 )sql";
 
 constexpr const char* kInteractionColumns =
@@ -509,6 +517,45 @@ absl::StatusOr<std::vector<ComparisonRecord>> ExperimentStore::ListComparisons(
     SY_ASSIGN_OR_RETURN(bool row, st.Step());
     if (!row) break;
     out.push_back(ReadComparison(st));
+  }
+  return out;
+}
+
+absl::Status ExperimentStore::PutEvaluation(const EvaluationRecord& r) {
+  std::lock_guard<std::mutex> lock(db_mu_);
+  SY_ASSIGN_OR_RETURN(SqliteStatement st,
+                      db_->Prepare("INSERT OR REPLACE INTO router_evaluations (evaluation_id, "
+                                   "experiment_id, create_us, evaluation_json) VALUES (?1, ?2, "
+                                   "?3, ?4)"));
+  st.Bind(1, r.evaluation_id).Bind(2, r.experiment_id).Bind(3, r.create_us).Bind(4, r.json);
+  return st.Run();
+}
+
+absl::StatusOr<EvaluationRecord> ExperimentStore::GetEvaluation(const std::string& evaluation_id) {
+  std::lock_guard<std::mutex> lock(db_mu_);
+  SY_ASSIGN_OR_RETURN(SqliteStatement st,
+                      db_->Prepare("SELECT evaluation_id, experiment_id, create_us, "
+                                   "evaluation_json FROM router_evaluations WHERE "
+                                   "evaluation_id = ?1"));
+  st.Bind(1, evaluation_id);
+  SY_ASSIGN_OR_RETURN(bool found, st.Step());
+  if (!found) return absl::NotFoundError(absl::StrCat("evaluation ", evaluation_id, " not found"));
+  return EvaluationRecord{st.Text(0), st.Text(1), st.Int(2), st.Text(3)};
+}
+
+absl::StatusOr<std::vector<EvaluationRecord>> ExperimentStore::ListEvaluations(
+    const std::string& experiment_id) {
+  std::lock_guard<std::mutex> lock(db_mu_);
+  SY_ASSIGN_OR_RETURN(SqliteStatement st,
+                      db_->Prepare("SELECT evaluation_id, experiment_id, create_us, "
+                                   "evaluation_json FROM router_evaluations WHERE "
+                                   "experiment_id = ?1 ORDER BY create_us DESC, evaluation_id"));
+  st.Bind(1, experiment_id);
+  std::vector<EvaluationRecord> out;
+  while (true) {
+    SY_ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row) break;
+    out.push_back({st.Text(0), st.Text(1), st.Int(2), st.Text(3)});
   }
   return out;
 }

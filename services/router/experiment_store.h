@@ -95,6 +95,13 @@ struct ComparisonRecord {
   int64_t create_us = 0;
 };
 
+struct EvaluationRecord {
+  std::string evaluation_id;
+  std::string experiment_id;
+  int64_t create_us = 0;
+  std::string json;  // the service's description of the evaluation
+};
+
 struct InteractionQuery {
   std::string experiment_id;  // required
   std::string arm;            // empty = all
@@ -148,6 +155,13 @@ class ExperimentStore {
   // Oldest first; for the experiment, or (response_id set) those involving it.
   absl::StatusOr<std::vector<ComparisonRecord>> ListComparisons(
       const std::string& experiment_id, const std::string& response_id = "");
+
+  // Offline evaluations. Put replaces one with the same id.
+  absl::Status PutEvaluation(const EvaluationRecord& record);
+  // NOT_FOUND naming the id.
+  absl::StatusOr<EvaluationRecord> GetEvaluation(const std::string& evaluation_id);
+  // Newest first.
+  absl::StatusOr<std::vector<EvaluationRecord>> ListEvaluations(const std::string& experiment_id);
 
   // Interactions written and failed so far (for metrics and tests).
   int64_t written() const;

@@ -7,6 +7,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "services/router/evaluator.h"
 #include "services/router/experiment_proto.h"
 #include "services/router/experiment_stats.h"
 #include "shared/core/file_util.h"
@@ -57,6 +58,8 @@ const char* MissingReasonName(v1::ContextMissingReason r) {
       return "retrieval_timeout";
     case v1::CONTEXT_MISSING_REASON_NO_RESULTS:
       return "no_results";
+    case v1::CONTEXT_MISSING_REASON_NO_BUDGET:
+      return "no_budget";
     default:
       return "unknown";
   }
@@ -120,6 +123,7 @@ RouterServiceImpl::RouterServiceImpl(RouterServiceOptions options, ExperimentSto
       store_(store),
       auth_(std::move(auth)),
       metrics_(registry),
+      eval_pool_(2),
       shadow_pool_(std::max(1, options.shadow_threads)),
       chat_pool_(std::max(1, options.chat_threads)) {}
 
@@ -663,21 +667,41 @@ void RouterServiceImpl::Log(const v1::Experiment& e, const v1::Arm& arm,
   store_->AppendInteraction(std::move(r));
 }
 
-// Streams one chat answer: a worker runs Answer; its callbacks queue
-// messages here, and OnWriteDone sends what gathered meanwhile (text deltas
-// merged), then the final status.
-class ChatStreamReactor : public grpc::ServerWriteReactor<v1::ChatStreamResponse> {
+// A server stream fed by a worker: `work` runs on a pool and pushes
+// messages; OnWriteDone sends what gathered meanwhile (`merge` may fold a
+// message into the last queued one), then the status `work` returned. A
+// client that goes away cancels the call's context, which the work sees.
+template <typename T>
+class WorkerWriteReactor : public grpc::ServerWriteReactor<T> {
  public:
-  ChatStreamReactor(RouterServiceImpl* service, grpc::CallbackServerContext* context,
-                    const v1::ChatRequest* request)
-      : service_(service), context_(context), request_(request), arrival_(absl::Now()) {
-    absl::Status s = service->auth().Authorize(*context, rpc::Role::kUser);
+  using Work = std::function<absl::Status(WorkerWriteReactor*)>;
+  // True when `next` was folded into `queued`.
+  using Merge = std::function<bool(T& queued, const T& next)>;
+
+  WorkerWriteReactor(ThreadPool& pool, const rpc::Authorizer& auth,
+                     grpc::CallbackServerContext* context, rpc::Role role, Work work,
+                     Merge merge = nullptr)
+      : work_(std::move(work)), merge_(std::move(merge)) {
+    absl::Status s = auth.Authorize(*context, role);
     if (!s.ok()) {
-      Finish(rpc::ToGrpcStatus(s));
+      this->Finish(rpc::ToGrpcStatus(s));
       return;
     }
-    service->chat_pool().Submit([this] { Run(); });
+    pool.Submit([this] {
+      absl::Status status = work_(this);
+      std::lock_guard<std::mutex> lock(mu_);
+      final_ = rpc::ToGrpcStatus(status);
+      worker_done_ = true;
+      Pump();
+    });
   }
+
+  void Push(const T& m) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (queue_.empty() || !merge_ || !merge_(queue_.back(), m)) queue_.push_back(m);
+    Pump();
+  }
+
   void OnWriteDone(bool ok) override {
     std::lock_guard<std::mutex> lock(mu_);
     writing_ = false;
@@ -692,55 +716,13 @@ class ChatStreamReactor : public grpc::ServerWriteReactor<v1::ChatStreamResponse
   }
 
  private:
-  void Run() {
-    RouterServiceImpl::Streaming stream;
-    std::string response_id;
-    stream.head = [&](const v1::ChatStreamResponse& head) {
-      response_id = head.response_id();
-      Push(head);
-    };
-    stream.text = [&](const std::string& delta) {
-      v1::ChatStreamResponse m;
-      m.set_response_id(response_id);
-      m.set_text(delta);
-      Push(m);
-    };
-    v1::ChatResponse full;
-    absl::Status s = service_->Answer(*context_, *request_, arrival_, &stream, &full);
-    std::lock_guard<std::mutex> lock(mu_);
-    if (s.ok()) {
-      v1::ChatStreamResponse last;
-      last.set_response_id(full.response_id());
-      *last.mutable_sources() = full.sources();
-      last.set_finish_reason(full.finish_reason());
-      *last.mutable_usage() = full.usage();
-      *last.mutable_timings() = full.timings();
-      queue_.push_back(std::move(last));
-    }
-    final_ = rpc::ToGrpcStatus(s);
-    worker_done_ = true;
-    Pump();
-  }
-
-  void Push(const v1::ChatStreamResponse& m) {
-    std::lock_guard<std::mutex> lock(mu_);
-    // Merge text into a queued text-only message.
-    if (!queue_.empty() && m.arm().empty() && queue_.back().arm().empty() &&
-        queue_.back().finish_reason() == v1::FINISH_REASON_UNSPECIFIED) {
-      queue_.back().mutable_text()->append(m.text());
-    } else {
-      queue_.push_back(m);
-    }
-    Pump();
-  }
-
   // With mu_ held.
   void Pump() {
     if (writing_ || finished_) return;
     if (client_gone_) {
       if (worker_done_) {
         finished_ = true;
-        Finish(grpc::Status(grpc::StatusCode::CANCELLED, "the client went away"));
+        this->Finish(grpc::Status(grpc::StatusCode::CANCELLED, "the client went away"));
       }
       return;
     }
@@ -748,22 +730,20 @@ class ChatStreamReactor : public grpc::ServerWriteReactor<v1::ChatStreamResponse
       current_ = std::move(queue_.front());
       queue_.pop_front();
       writing_ = true;
-      StartWrite(&current_);
+      this->StartWrite(&current_);
       return;
     }
     if (worker_done_) {
       finished_ = true;
-      Finish(final_);
+      this->Finish(final_);
     }
   }
 
-  RouterServiceImpl* service_;
-  grpc::CallbackServerContext* context_;
-  const v1::ChatRequest* request_;
-  const absl::Time arrival_;
+  Work work_;
+  Merge merge_;
   std::mutex mu_;
-  std::deque<v1::ChatStreamResponse> queue_;
-  v1::ChatStreamResponse current_;
+  std::deque<T> queue_;
+  T current_;
   grpc::Status final_;
   bool writing_ = false, client_gone_ = false, worker_done_ = false, finished_ = false;
 };
@@ -780,7 +760,125 @@ grpc::ServerUnaryReactor* RouterServiceImpl::Chat(grpc::CallbackServerContext* c
 
 grpc::ServerWriteReactor<v1::ChatStreamResponse>* RouterServiceImpl::ChatStream(
     grpc::CallbackServerContext* context, const v1::ChatRequest* request) {
-  return new ChatStreamReactor(this, context, request);
+  using Reactor = WorkerWriteReactor<v1::ChatStreamResponse>;
+  const absl::Time arrival = absl::Now();
+  auto work = [this, context, request, arrival](Reactor* out) -> absl::Status {
+    Streaming stream;
+    std::string response_id;
+    stream.head = [&](const v1::ChatStreamResponse& head) {
+      response_id = head.response_id();
+      out->Push(head);
+    };
+    stream.text = [&](const std::string& delta) {
+      v1::ChatStreamResponse m;
+      m.set_response_id(response_id);
+      m.set_text(delta);
+      out->Push(m);
+    };
+    v1::ChatResponse full;
+    SY_RETURN_IF_ERROR(Answer(*context, *request, arrival, &stream, &full));
+    v1::ChatStreamResponse last;
+    last.set_response_id(full.response_id());
+    *last.mutable_sources() = full.sources();
+    last.set_finish_reason(full.finish_reason());
+    *last.mutable_usage() = full.usage();
+    *last.mutable_timings() = full.timings();
+    out->Push(last);
+    return absl::OkStatus();
+  };
+  // Text deltas that gather while a write is in flight go out together.
+  auto merge = [](v1::ChatStreamResponse& queued, const v1::ChatStreamResponse& next) {
+    const bool text_only = next.arm().empty() && next.finish_reason() == 0;
+    if (!text_only || !queued.arm().empty() || queued.finish_reason() != 0) return false;
+    queued.mutable_text()->append(next.text());
+    return true;
+  };
+  return new Reactor(chat_pool_, *auth_, context, Role::kUser, work, merge);
+}
+
+grpc::ServerWriteReactor<v1::EvaluationProgress>* RouterServiceImpl::RunEvaluation(
+    grpc::CallbackServerContext* context, const v1::RunEvaluationRequest* request) {
+  using Reactor = WorkerWriteReactor<v1::EvaluationProgress>;
+  auto work = [this, request](Reactor* out) -> absl::Status {
+    SY_ASSIGN_OR_RETURN(std::shared_ptr<const v1::Experiment> e, Find(request->experiment()));
+    Backends backends;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      backends = backends_;
+    }
+    Evaluator evaluator(backends, runner());
+    const int64_t created = NowMicros();
+    SY_ASSIGN_OR_RETURN(v1::Evaluation evaluation,
+                        evaluator.Run(*e, *request, [&](int64_t done, int64_t total) {
+                          v1::EvaluationProgress p;
+                          p.set_done(done);
+                          p.set_total(total);
+                          out->Push(p);
+                        }));
+    const std::string id = absl::StrCat("e-", RandomHex(8));
+    evaluation.set_evaluation_id(id);
+    evaluation.set_name(absl::StrCat(e->name(), "/evaluations/", id));
+    *evaluation.mutable_create_time() = ToTimestamp(created);
+    *evaluation.mutable_finish_time() = ToTimestamp(NowMicros());
+    EvaluationRecord record{id, e->experiment_id(), created, ""};
+    (void)google::protobuf::util::MessageToJsonString(evaluation, &record.json);
+    SY_RETURN_IF_ERROR(store_->PutEvaluation(record));
+    SY_LOG(kInfo, "router") << "evaluation " << evaluation.name() << ": " << evaluation.examples()
+                            << " examples x " << evaluation.arms_size() << " arms of "
+                            << evaluation.dataset_version();
+    v1::EvaluationProgress last;
+    last.set_done(evaluation.examples() * evaluation.arms_size());
+    last.set_total(last.done());
+    *last.mutable_evaluation() = std::move(evaluation);
+    out->Push(last);
+    return absl::OkStatus();
+  };
+  // Only the newest count matters while a write is in flight.
+  auto merge = [](v1::EvaluationProgress& queued, const v1::EvaluationProgress& next) {
+    if (queued.has_evaluation() || next.has_evaluation()) return false;
+    queued = next;
+    return true;
+  };
+  // Evaluations hold a worker for minutes: they run on a pool of their own,
+  // away from live chat traffic and shadows.
+  return new Reactor(eval_pool_, *auth_, context, Role::kUser, work, merge);
+}
+
+grpc::ServerUnaryReactor* RouterServiceImpl::GetEvaluation(grpc::CallbackServerContext* context,
+                                                           const v1::GetEvaluationRequest* request,
+                                                           v1::Evaluation* response) {
+  return Unary(*auth_, context, Role::kUser, [&]() -> absl::Status {
+    const std::string& name = request->name();
+    const size_t slash = name.rfind('/');
+    const std::string id = slash == std::string::npos ? name : name.substr(slash + 1);
+    if (id.empty()) return absl::InvalidArgumentError("name: required");
+    SY_ASSIGN_OR_RETURN(EvaluationRecord r, store_->GetEvaluation(id));
+    auto s = google::protobuf::util::JsonStringToMessage(r.json, response);
+    if (!s.ok()) return absl::DataLossError(absl::StrCat("evaluation ", id, " is unreadable"));
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* RouterServiceImpl::ListEvaluations(
+    grpc::CallbackServerContext* context, const v1::ListEvaluationsRequest* request,
+    v1::ListEvaluationsResponse* response) {
+  return Unary(*auth_, context, Role::kUser, [&]() -> absl::Status {
+    SY_ASSIGN_OR_RETURN(std::shared_ptr<const v1::Experiment> e, Find(request->experiment()));
+    SY_ASSIGN_OR_RETURN(int page_size, rpc::PageSize(request->page_size(), 50));
+    SY_ASSIGN_OR_RETURN(int64_t offset, rpc::ParsePageToken(request->page_token()));
+    SY_ASSIGN_OR_RETURN(std::vector<EvaluationRecord> records,
+                        store_->ListEvaluations(e->experiment_id()));
+    for (int64_t i = offset; i < static_cast<int64_t>(records.size()) && i < offset + page_size;
+         ++i) {
+      auto s = google::protobuf::util::JsonStringToMessage(records[static_cast<size_t>(i)].json,
+                                                           response->add_evaluations());
+      if (!s.ok()) return absl::DataLossError("a stored evaluation is unreadable");
+    }
+    if (offset + page_size < static_cast<int64_t>(records.size())) {
+      response->set_next_page_token(std::to_string(offset + page_size));
+    }
+    return absl::OkStatus();
+  });
 }
 
 }  // namespace switchyard::router

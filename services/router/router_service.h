@@ -108,6 +108,14 @@ class RouterServiceImpl final : public v1::RouterService::CallbackService {
   grpc::ServerUnaryReactor* GetExperimentReport(grpc::CallbackServerContext* context,
                                                 const v1::GetExperimentReportRequest* request,
                                                 v1::ExperimentReport* response) override;
+  grpc::ServerWriteReactor<v1::EvaluationProgress>* RunEvaluation(
+      grpc::CallbackServerContext* context, const v1::RunEvaluationRequest* request) override;
+  grpc::ServerUnaryReactor* GetEvaluation(grpc::CallbackServerContext* context,
+                                          const v1::GetEvaluationRequest* request,
+                                          v1::Evaluation* response) override;
+  grpc::ServerUnaryReactor* ListEvaluations(grpc::CallbackServerContext* context,
+                                            const v1::ListEvaluationsRequest* request,
+                                            v1::ListEvaluationsResponse* response) override;
 
   // One chat request, start to end, on the calling (worker) thread: plan,
   // answer, shadow, log, metrics. With `stream` set, the streaming callbacks
@@ -166,6 +174,7 @@ class RouterServiceImpl final : public v1::RouterService::CallbackService {
   std::condition_variable bandit_wake_;
   bool stopping_ = false;
   std::thread bandit_thread_;
+  ThreadPool eval_pool_;  // evaluations (each runs its own answer workers)
   ThreadPool shadow_pool_;
   ThreadPool chat_pool_;  // last: joined first
 };

@@ -11,8 +11,10 @@
 #include <prometheus/registry.h>
 #include <prometheus/text_serializer.h>
 
+#include <algorithm>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
 #include <vector>
@@ -682,6 +684,136 @@ TEST_F(RouterServiceTest, BanditMovesTrafficToTheWinnerKeepingTheFloor) {
   EXPECT_GT(now.effective_weights().at("b"), 0.85);
   EXPECT_GE(now.effective_weights().at("a"), 0.1 - 1e-12);
   EXPECT_NEAR(now.effective_weights().at("a") + now.effective_weights().at("b"), 1, 1e-9);
+}
+
+TEST_F(RouterServiceTest, EvaluationScoresEveryArmAndTheBaseAgainstReferences) {
+  ASSERT_TRUE(Create(ThreeArms("offline")).ok());
+  // References: for the first half of the questions, exactly what the base
+  // model answers greedily (so the base scores 1 there); for the rest,
+  // something no model here says. Each names the document holding it.
+  const std::vector<std::pair<std::string, std::string>> questions = {
+      {"How long do refunds take?", "refunds"},
+      {"When is the office open?", "hours"},
+      {"Where do staff park?", "parking"},
+      {"Refund timing?", "refunds"},
+      {"Opening hours?", "hours"},
+      {"Parking level?", "parking"}};
+  std::string jsonl;
+  std::vector<std::string> base_answers;
+  for (size_t i = 0; i < questions.size(); ++i) {
+    google::protobuf::RepeatedPtrField<v1::ChatMessage> prompt;
+    v1::ChatMessage* m = prompt.Add();
+    m->set_role("user");
+    m->set_content(questions[i].first);
+    const std::string base = Direct(prompt, "", 6);
+    const std::string reference = i < 3 && !base.empty() ? base : "a reference nobody says";
+    base_answers.push_back(reference);
+    nlohmann::json line = {{"messages",
+                            {{{"role", "user"}, {"content", questions[i].first}},
+                             {{"role", "assistant"}, {"content", reference}}}},
+                           {"metadata", {{"source_document", questions[i].second}}}};
+    jsonl += line.dump() + "\n";
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::UploadDatasetResponse uploaded;
+    auto writer = datasets_stub_->UploadDataset(&ctx, &uploaded);
+    v1::UploadDatasetRequest header;
+    header.mutable_header()->set_dataset_id("offline-qa");
+    ASSERT_TRUE(writer->Write(header));
+    v1::UploadDatasetRequest chunk;
+    chunk.mutable_chunk()->set_data(jsonl);
+    ASSERT_TRUE(writer->Write(chunk));
+    writer->WritesDone();
+    grpc::Status s = writer->Finish();
+    ASSERT_TRUE(s.ok()) << s.error_message();
+  }
+  grpc::ClientContext ctx;
+  v1::RunEvaluationRequest req;
+  req.set_experiment("offline");
+  req.set_dataset("datasets/offline-qa");
+  req.mutable_sampling()->set_max_tokens(6);
+  req.mutable_sampling()->set_ignore_eos(true);
+  auto reader = stub_->RunEvaluation(&ctx, req);
+  v1::EvaluationProgress p;
+  v1::Evaluation e;
+  int64_t last_done = 0;
+  while (reader->Read(&p)) {
+    EXPECT_GE(p.done(), last_done);
+    last_done = p.done();
+    if (p.has_evaluation()) e = p.evaluation();
+  }
+  grpc::Status s = reader->Finish();
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(last_done, 4 * 6);
+  ASSERT_EQ(e.arms_size(), 4);
+  EXPECT_EQ(e.arms(0).arm(), "base");
+  EXPECT_EQ(e.examples(), 6);
+  // The base model's answers are its references on half the examples.
+  const int matched = static_cast<int>(
+      std::count_if(base_answers.begin(), base_answers.begin() + 3,
+                    [](const std::string& r) { return r != "a reference nobody says"; }));
+  EXPECT_NEAR(e.arms(0).exact_match().value(), matched / 6.0, 1e-9);
+  EXPECT_NEAR(e.arms(0).token_f1().value(), matched / 6.0, 1e-9);
+  EXPECT_LE(e.arms(0).exact_match().ci_low(), e.arms(0).exact_match().value());
+  for (const v1::ArmEvaluation& a : e.arms()) {
+    EXPECT_EQ(a.errors(), 0) << a.arm();
+    EXPECT_EQ(a.reference_logprob().n(), 6) << a.arm();
+    EXPECT_LT(a.reference_logprob().value(), 0) << a.arm();
+    EXPECT_EQ(a.has_retrieval_metrics(), a.retrieval()) << a.arm();
+  }
+  // The RAG arms found each question's document among their two sources.
+  EXPECT_GT(e.arms(2).retrieval_metrics().hit_rate(), 0.5);
+  EXPECT_EQ(e.arms(2).retrieval_metrics().examples(), 6);
+  EXPECT_GT(e.arms(2).prompt_tokens_per_example(), e.arms(0).prompt_tokens_per_example());
+  // Every arm against the base, on four metrics.
+  EXPECT_EQ(e.comparisons_size(), 3 * 4);
+  for (const v1::EvaluationComparison& c : e.comparisons()) EXPECT_EQ(c.baseline(), "base");
+
+  // Stored: listed and readable by id.
+  grpc::ClientContext lctx;
+  v1::ListEvaluationsRequest list;
+  list.set_experiment("offline");
+  v1::ListEvaluationsResponse listed;
+  ASSERT_TRUE(stub_->ListEvaluations(&lctx, list, &listed).ok());
+  ASSERT_EQ(listed.evaluations_size(), 1);
+  EXPECT_EQ(listed.evaluations(0).evaluation_id(), e.evaluation_id());
+  grpc::ClientContext gctx;
+  v1::GetEvaluationRequest get;
+  get.set_name(e.name());
+  v1::Evaluation again;
+  ASSERT_TRUE(stub_->GetEvaluation(&gctx, get, &again).ok());
+  EXPECT_EQ(again.arms(1).token_f1().value(), e.arms(1).token_f1().value());
+
+  // A preference dataset is refused.
+  grpc::ClientContext bctx;
+  v1::RunEvaluationRequest bad = req;
+  bad.set_dataset("datasets/shadow-prefs");
+  auto bad_reader = stub_->RunEvaluation(&bctx, bad);
+  while (bad_reader->Read(&p)) {
+  }
+  s = bad_reader->Finish();
+  EXPECT_TRUE(s.error_code() == StatusCode::INVALID_ARGUMENT ||
+              s.error_code() == StatusCode::NOT_FOUND)
+      << s.error_message();
+}
+
+TEST_F(RouterServiceTest, ABudgetThatHoldsNoSourceAnswersWithoutContextAndSaysSo) {
+  v1::Experiment e;
+  e.set_name("nobudget");
+  *e.add_arms() = Arm("rag", "", true);
+  e.mutable_arms(0)->mutable_context()->set_context_template("{{sources}}");
+  e.mutable_arms(0)->mutable_context()->set_context_token_budget(5);
+  ASSERT_TRUE(Create(e).ok());
+  v1::ChatRequest r = Ask("nobudget", "refunds?");
+  r.set_return_prompt(true);
+  v1::ChatResponse out;
+  grpc::Status s = Chat(r, &out);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_TRUE(out.sources().empty());
+  EXPECT_TRUE(out.context_missing());
+  EXPECT_EQ(out.context_missing_reason(), v1::CONTEXT_MISSING_REASON_NO_BUDGET);
+  ASSERT_EQ(out.prompt_messages_size(), 1);  // the conversation as sent
 }
 
 TEST_F(RouterServiceTest, NonAsciiSourcesAreMeasuredAndCutOnCharacterBoundaries) {
