@@ -28,7 +28,7 @@ std::string Json(const google::protobuf::Message& m) {
 
 std::string WithCi(const v1::MetricEstimate& e, int digits = 3) {
   if (e.n() == 0) return "-";
-  return absl::StrFormat("%.*f (%.*f-%.*f)", digits, e.value(), digits, e.ci_low(), digits,
+  return absl::StrFormat("%.*f (%.*f to %.*f)", digits, e.value(), digits, e.ci_low(), digits,
                          e.ci_high());
 }
 
@@ -191,7 +191,7 @@ int Run(const std::vector<std::string>& args) {
 int Compare(const std::vector<std::string>& args) {
   FlagSet flags("switchyard eval compare (EVALUATION | --experiment NAME) [--json]",
                 "Prints an evaluation's arms side by side with 95% bootstrap intervals and, for\n"
-                "every arm against the baseline (the base model, else the first arm), the\n"
+                "every arm against the baseline (the base model, else the control arm), the\n"
                 "paired difference per metric and whether it is significant. Without an\n"
                 "evaluation id: the experiment's newest evaluation.");
   AddClientFlags(&flags);

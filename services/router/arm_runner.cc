@@ -157,6 +157,7 @@ absl::Status ArmRunner::Retrieve(const ArmCall& call, std::vector<Message>* mess
           c.text = hit.text();
           c.score = hit.score();
           c.metadata.insert(hit.metadata().begin(), hit.metadata().end());
+          answer->retrieved_documents.push_back(c.document_id);
           chunks.push_back(std::move(c));
         }
       }

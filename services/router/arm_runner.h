@@ -56,6 +56,9 @@ struct ArmAnswer {
   std::string text;
   std::vector<PromptSource> sources;
   std::vector<bool> cited;
+  // Document ids of every retrieved chunk, best first (also those the token
+  // budget left out of the prompt).
+  std::vector<std::string> retrieved_documents;
   v1::FinishReason finish_reason = v1::FINISH_REASON_UNSPECIFIED;
   v1::Usage usage;
   v1::ChatTimings timings;

@@ -3,6 +3,7 @@
 #include <google/protobuf/util/json_util.h>
 
 #include <algorithm>
+#include <cmath>
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -188,7 +189,7 @@ absl::StatusOr<std::string> Evaluator::FetchDataset(const v1::RunEvaluationReque
 
 absl::StatusOr<v1::Evaluation> Evaluator::Run(
     const v1::Experiment& experiment, const v1::RunEvaluationRequest& request,
-    const std::function<void(int64_t, int64_t)>& progress) {
+    const std::function<void(int64_t, int64_t)>& progress, const std::function<bool()>& cancelled) {
   if (request.limit() < 0) return absl::InvalidArgumentError("limit: must not be negative");
   if (request.concurrency() < 0) {
     return absl::InvalidArgumentError("concurrency: must not be negative");
@@ -196,11 +197,11 @@ absl::StatusOr<v1::Evaluation> Evaluator::Run(
   // The arms: the base model of each arm's model first, then the arms asked for.
   std::vector<v1::Arm> arms;
   if (!request.skip_base()) {
-    std::vector<std::string> models;
+    std::vector<std::string> models;  // ids, "models/" stripped
     for (const v1::Arm& a : experiment.arms()) {
-      if (std::find(models.begin(), models.end(), a.model()) == models.end()) {
-        models.push_back(a.model());
-      }
+      const std::string id =
+          absl::StartsWith(a.model(), "models/") ? a.model().substr(7) : a.model();
+      if (std::find(models.begin(), models.end(), id) == models.end()) models.push_back(id);
     }
     for (const std::string& model : models) {
       v1::Arm base;
@@ -209,6 +210,7 @@ absl::StatusOr<v1::Evaluation> Evaluator::Run(
       arms.push_back(std::move(base));
     }
   }
+  const size_t base_rows = arms.size();
   if (request.arms().empty()) {
     arms.insert(arms.end(), experiment.arms().begin(), experiment.arms().end());
   } else {
@@ -237,12 +239,18 @@ absl::StatusOr<v1::Evaluation> Evaluator::Run(
   const size_t n = examples.size();
   const int64_t total = static_cast<int64_t>(arms.size() * n);
   std::vector<std::vector<Outcome>> outcomes(arms.size(), std::vector<Outcome>(n));
-  std::atomic<int64_t> next{0}, done{0};
+  std::atomic<int64_t> next{0};
+  std::atomic<bool> stop{false};
+  int64_t done = 0;  // under progress_mu
   std::mutex progress_mu;
   auto inference =
       backends_.inference ? v1::InferenceService::NewStub(backends_.inference) : nullptr;
   auto work = [&] {
     while (true) {
+      if (stop.load() || (cancelled && cancelled())) {
+        stop = true;
+        return;
+      }
       const int64_t task = next.fetch_add(1);
       if (task >= total) return;
       const size_t a = static_cast<size_t>(task) / n, i = static_cast<size_t>(task) % n;
@@ -266,7 +274,7 @@ absl::StatusOr<v1::Evaluation> Evaluator::Run(
       o.latency = answer.timings.total_seconds();
       o.prompt_tokens = answer.usage.prompt_tokens();
       o.completion_tokens = answer.usage.completion_tokens();
-      for (const PromptSource& s : answer.sources) o.retrieved.push_back(s.chunk.document_id);
+      o.retrieved = answer.retrieved_documents;
       if (o.ok && !request.skip_score() && inference != nullptr) {
         v1::ScoreRequest score;
         score.set_model(arm.model());
@@ -287,19 +295,20 @@ absl::StatusOr<v1::Evaluation> Evaluator::Run(
           o.reference_tokens = scored.scores(0).tokens();
         }
       }
-      const int64_t d = done.fetch_add(1) + 1;
-      if (progress) {
-        std::lock_guard<std::mutex> lock(progress_mu);
-        progress(d, total);
-      }
+      std::lock_guard<std::mutex> lock(progress_mu);
+      ++done;
+      if (progress) progress(done, total);
     }
   };
-  const int workers = std::max(1, request.concurrency() > 0 ? request.concurrency() : 8);
+  constexpr int kMaxConcurrency = 64;
+  const int workers =
+      std::clamp(request.concurrency() > 0 ? request.concurrency() : 8, 1, kMaxConcurrency);
   std::vector<std::thread> threads;
   for (int w = 0; w < std::min<int64_t>(workers, std::max<int64_t>(total, 1)); ++w) {
     threads.emplace_back(work);
   }
   for (std::thread& t : threads) t.join();
+  if (stop.load()) return absl::CancelledError("the evaluation was cancelled");
 
   // Scores per arm.
   v1::Evaluation out;
@@ -315,6 +324,8 @@ absl::StatusOr<v1::Evaluation> Evaluator::Run(
   const std::vector<std::string> metric_names = {"exact_match", "token_f1", "rouge_l",
                                                  "reference_logprob"};
   for (const std::string& m : metric_names) per_metric[m].resize(arms.size());
+  // Reference log-likelihood per example; NaN where the answer or Score failed.
+  std::vector<std::vector<double>> logprob_by_example(arms.size(), std::vector<double>(n, NAN));
   for (size_t a = 0; a < arms.size(); ++a) {
     const v1::Arm& arm = arms[a];
     v1::ArmEvaluation* r = out.add_arms();
@@ -338,6 +349,7 @@ absl::StatusOr<v1::Evaluation> Evaluator::Run(
       predictions.push_back(text);
       if (o.scored) {
         logprob.push_back(o.logprob);
+        logprob_by_example[a][i] = o.logprob;
         if (o.reference_tokens > 0) {
           token_logprob.push_back(o.logprob / static_cast<double>(o.reference_tokens));
         }
@@ -351,20 +363,21 @@ absl::StatusOr<v1::Evaluation> Evaluator::Run(
         ranks.push_back(FirstRelevantRank(o.retrieved, examples[i].source_document));
       }
     }
-    r->set_examples(static_cast<int64_t>(n));
+    r->set_examples(static_cast<int64_t>(n) - errors);
     r->set_errors(errors);
     *r->mutable_exact_match() = ToEstimate(BootstrapMean(em));
     *r->mutable_token_f1() = ToEstimate(BootstrapMean(f1));
     *r->mutable_rouge_l() = ToEstimate(BootstrapMean(rouge));
     if (!logprob.empty()) {
       *r->mutable_reference_logprob() = ToEstimate(BootstrapMean(logprob));
+    }
+    if (!token_logprob.empty()) {
       *r->mutable_reference_token_logprob() = ToEstimate(BootstrapMean(token_logprob));
     }
     per_metric["exact_match"][a] = em;
     per_metric["token_f1"][a] = f1;
     per_metric["rouge_l"][a] = rouge;
-    // Paired comparisons of the log-likelihood need every example scored.
-    if (logprob.size() == n) per_metric["reference_logprob"][a] = logprob;
+
     if (labels) {
       ClassificationReport c = Classify(predictions, references);
       v1::ClassificationMetrics* cm = r->mutable_classification();
@@ -401,15 +414,35 @@ absl::StatusOr<v1::Evaluation> Evaluator::Run(
       r->set_completion_tokens_per_example(completion_tokens / static_cast<double>(latency.size()));
     }
   }
-  // Every arm against the baseline: the (first) base model, else the first arm.
-  const size_t baseline = 0;
-  for (size_t a = 0; a < arms.size(); ++a) {
+  // Every arm against the baseline: the (first) base model, else the
+  // experiment's control arm when it was evaluated, else the first arm.
+  size_t baseline = 0;
+  if (base_rows == 0) {
+    const std::string control = experiment.analysis().control_arm().empty()
+                                    ? experiment.arms(0).name()
+                                    : experiment.analysis().control_arm();
+    for (size_t a = 0; a < arms.size(); ++a) {
+      if (arms[a].name() == control) baseline = a;
+    }
+  }
+  for (size_t a = base_rows; a < arms.size(); ++a) {
     if (a == baseline) continue;
-    if (!request.skip_base() && absl::StartsWith(arms[a].name(), "base")) continue;
     for (const std::string& metric : metric_names) {
-      const auto& values = per_metric[metric];
-      if (values[a].empty() || values[a].size() != values[baseline].size()) continue;
-      PairedDifference d = BootstrapPairedDifference(values[a], values[baseline]);
+      std::vector<double> mine, theirs;
+      if (metric == "reference_logprob") {
+        // On the examples both scored.
+        for (size_t i = 0; i < n; ++i) {
+          if (!std::isnan(logprob_by_example[a][i]) && !std::isnan(logprob_by_example[baseline][i])) {
+            mine.push_back(logprob_by_example[a][i]);
+            theirs.push_back(logprob_by_example[baseline][i]);
+          }
+        }
+      } else {
+        mine = per_metric[metric][a];
+        theirs = per_metric[metric][baseline];
+      }
+      if (mine.empty() || mine.size() != theirs.size()) continue;
+      PairedDifference d = BootstrapPairedDifference(mine, theirs);
       v1::EvaluationComparison* c = out.add_comparisons();
       c->set_arm(arms[a].name());
       c->set_baseline(arms[baseline].name());

@@ -40,11 +40,13 @@ class Evaluator {
  public:
   Evaluator(Backends backends, std::shared_ptr<ArmRunner> runner);
 
-  // `progress(done, total)` after each answer. The returned evaluation is
-  // complete but not stored.
+  // `progress(done, total)` after each answer, in order. `cancelled` is
+  // polled between answers: when it turns true, Run stops and returns
+  // CANCELLED. The returned evaluation is complete but not stored.
   absl::StatusOr<v1::Evaluation> Run(const v1::Experiment& experiment,
                                      const v1::RunEvaluationRequest& request,
-                                     const std::function<void(int64_t, int64_t)>& progress);
+                                     const std::function<void(int64_t, int64_t)>& progress,
+                                     const std::function<bool()>& cancelled = nullptr);
 
  private:
   absl::StatusOr<std::string> FetchDataset(const v1::RunEvaluationRequest& request,

