@@ -45,7 +45,10 @@ void PrintEvaluation(const v1::Evaluation& e) {
   bool classification = false, retrieval = false;
   for (const v1::ArmEvaluation& a : e.arms()) {
     rows.push_back({a.arm(), WithCi(a.exact_match()), WithCi(a.token_f1()), WithCi(a.rouge_l()),
-                    WithCi(a.reference_logprob(), 1),
+                    WithCi(a.reference_logprob(), 1) +
+                        (a.reference_logprob().n() > 0 && a.reference_logprob().n() < e.examples()
+                             ? absl::StrCat(" n=", a.reference_logprob().n())
+                             : ""),
                     a.reference_token_logprob().n() > 0
                         ? absl::StrFormat("%.3f", a.reference_token_logprob().value())
                         : "-",

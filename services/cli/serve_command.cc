@@ -108,9 +108,10 @@ int RunServe(const std::vector<std::string>& args) {
                   "process.");
   flags.AddString("retrieval-addr", "",
                   "router: RetrievalService address; empty with --target=all = this process.");
-  flags.AddString("dataset-addr", "",
-                  "router: DatasetService address for exports and evaluations; empty with --target=all = this "
-                  "process.");
+  flags.AddString(
+      "dataset-addr", "",
+      "router: DatasetService address for exports and evaluations; empty with --target=all = this "
+      "process.");
   flags.AddString("backend-token", "",
                   "router: bearer token for its calls to the other services (needed when they "
                   "check --auth-tokens; admin role for exports).");

@@ -769,6 +769,15 @@ grpc::ServerUnaryReactor* InferenceServiceImpl::Tokenize(grpc::CallbackServerCon
           absl::StrCat("texts holds ", request->texts_size(), " texts; at most 256"));
     }
     response->set_max_context_tokens(static_cast<int32_t>(engine->max_context_tokens()));
+    if (request->has_chat()) {
+      nlohmann::ordered_json messages = nlohmann::ordered_json::array();
+      for (const v1::ChatMessage& m : request->chat().messages()) {
+        messages.push_back({{"role", m.role()}, {"content", m.content()}});
+      }
+      SY_ASSIGN_OR_RETURN(std::vector<int64_t> ids,
+                          engine->EncodeChat(messages, request->chat().continue_final_message()));
+      response->set_chat_token_count(static_cast<int32_t>(ids.size()));
+    }
     for (const std::string& text : request->texts()) {
       SY_ASSIGN_OR_RETURN(std::vector<int> ends, engine->TokenEnds(text));
       v1::TokenizedText* out = response->add_texts();

@@ -15,9 +15,10 @@ namespace {
 constexpr absl::Duration kDefaultRetrievalTimeout = absl::Seconds(2);
 constexpr int kDefaultK = 4;
 constexpr int kDefaultMaxTokens = 256;  // inference's default
-// Chat-template tokens per message (role markers, separators) for the auto
-// budget: generous for the templates in use (ChatML adds 5, Llama-3 adds 5).
-constexpr int kTemplateTokensPerMessage = 8;
+// Room the auto budget keeps beside the rendered conversation: the "\n\n"
+// joining the context block to its message, a new system message's template
+// tokens when the conversation had none, and merges across the block's edges.
+constexpr int kContextMarginTokens = 32;
 
 std::string WithPrefix(const std::string& name, absl::string_view prefix) {
   return absl::StartsWith(name, prefix) ? name : absl::StrCat(prefix, name);
@@ -189,17 +190,30 @@ absl::Status ArmRunner::Retrieve(const ArmCall& call, std::vector<Message>* mess
   if (!chunks.empty()) {
     budget = prompt.context_token_budget();
     if (budget == 0) {
-      std::vector<std::string> texts;
-      for (const Message& m : *messages) texts.push_back(m.content);
-      texts.push_back(call.arm->system_prompt());
-      SY_ASSIGN_OR_RETURN(v1::TokenizeResponse counted, tokenize(texts, false));
-      int64_t used = 0;
-      for (const v1::TokenizedText& t : counted.texts()) {
-        used += t.token_count() + kTemplateTokensPerMessage;
+      // What the model's context leaves: the conversation as generation
+      // renders it (template, system prompt, generation prompt), the answer's
+      // max_tokens, and a margin for the context block's separators and
+      // tokens merging across its edges.
+      SY_ASSIGN_OR_RETURN(BuiltPrompt bare, BuildPrompt(*messages, call.arm->system_prompt(), {},
+                                                        ContextTemplate{}, -1, nullptr, false));
+      v1::TokenizeRequest count;
+      count.set_model(model);
+      for (const Message& m : bare.messages) {
+        v1::ChatMessage* cm = count.mutable_chat()->add_messages();
+        cm->set_role(m.role);
+        cm->set_content(m.content);
       }
+      if (inference_ == nullptr) {
+        return absl::UnavailableError("this router has no --inference-addr");
+      }
+      v1::TokenizeResponse counted;
+      std::unique_ptr<grpc::ClientContext> context = Context(call, call.deadline);
+      SY_RETURN_IF_ERROR(
+          FromGrpc(inference_->Tokenize(context.get(), count, &counted), "inference Tokenize"));
       const v1::SamplingParams sampling =
           MergeSampling(call.arm->sampling(), call.request->sampling());
-      used += sampling.has_max_tokens() ? sampling.max_tokens() : kDefaultMaxTokens;
+      const int64_t used = counted.chat_token_count() + kContextMarginTokens +
+                           (sampling.has_max_tokens() ? sampling.max_tokens() : kDefaultMaxTokens);
       budget = static_cast<int>(std::max<int64_t>(0, counted.max_context_tokens() - used));
     }
   }

@@ -187,9 +187,10 @@ absl::StatusOr<std::string> Evaluator::FetchDataset(const v1::RunEvaluationReque
   return data;
 }
 
-absl::StatusOr<v1::Evaluation> Evaluator::Run(
-    const v1::Experiment& experiment, const v1::RunEvaluationRequest& request,
-    const std::function<void(int64_t, int64_t)>& progress, const std::function<bool()>& cancelled) {
+absl::StatusOr<v1::Evaluation> Evaluator::Run(const v1::Experiment& experiment,
+                                              const v1::RunEvaluationRequest& request,
+                                              const std::function<void(int64_t, int64_t)>& progress,
+                                              const std::function<bool()>& cancelled) {
   if (request.limit() < 0) return absl::InvalidArgumentError("limit: must not be negative");
   if (request.concurrency() < 0) {
     return absl::InvalidArgumentError("concurrency: must not be negative");
@@ -432,7 +433,8 @@ absl::StatusOr<v1::Evaluation> Evaluator::Run(
       if (metric == "reference_logprob") {
         // On the examples both scored.
         for (size_t i = 0; i < n; ++i) {
-          if (!std::isnan(logprob_by_example[a][i]) && !std::isnan(logprob_by_example[baseline][i])) {
+          if (!std::isnan(logprob_by_example[a][i]) &&
+              !std::isnan(logprob_by_example[baseline][i])) {
             mine.push_back(logprob_by_example[a][i]);
             theirs.push_back(logprob_by_example[baseline][i]);
           }

@@ -809,13 +809,15 @@ grpc::ServerWriteReactor<v1::EvaluationProgress>* RouterServiceImpl::RunEvaluati
     Evaluator evaluator(backends, runner());
     const int64_t created = NowMicros();
     SY_ASSIGN_OR_RETURN(v1::Evaluation evaluation,
-                        evaluator.Run(*e, *request, [&](int64_t done, int64_t total) {
-                          v1::EvaluationProgress p;
-                          p.set_done(done);
-                          p.set_total(total);
-                          out->Push(p);
-                        },
-                        [context] { return context->IsCancelled(); }));
+                        evaluator.Run(
+                            *e, *request,
+                            [&](int64_t done, int64_t total) {
+                              v1::EvaluationProgress p;
+                              p.set_done(done);
+                              p.set_total(total);
+                              out->Push(p);
+                            },
+                            [context] { return context->IsCancelled(); }));
     const std::string id = absl::StrCat("e-", RandomHex(8));
     evaluation.set_evaluation_id(id);
     evaluation.set_name(absl::StrCat(e->name(), "/evaluations/", id));

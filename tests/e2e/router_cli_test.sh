@@ -2,7 +2,8 @@
 # End-to-end test of the router as Kubernetes runs it: inference, retrieval
 # and dataset each in their own `switchyard serve` process, and
 # `serve --target=router --inference-addr ... --retrieval-addr ...` in front,
-# all on loopback. The contract: `experiment create --file` with arms
+# all on loopback, each with the flag file its Deployment mounts
+# (k8s/base/config/<service>.conf; the command line overrides addresses). The contract: `experiment create --file` with arms
 # fine-tuned / RAG / both, `experiment show|list|report`, `chat --json` with
 # arm, response_id, text and sources, sticky user keys, `feedback`,
 # `compare` on a shadow pair, exports, metrics and a clean drain.
@@ -39,8 +40,9 @@ backend() {
   local target=$1 probe=$2 port
   shift 2
   port=$(free_port)
-  "$SY" serve --target="$target" --grpc-listen="127.0.0.1:$port" --metrics-listen= \
-    --data-dir="$DATA_DIR" "$@" >>"$TMP/server.log" 2>&1 &
+  "$SY" serve --target="$target" --config="$ROOT/k8s/base/config/$target.conf" \
+    --grpc-listen="127.0.0.1:$port" --metrics-listen= --data-dir="$DATA_DIR" "$@" \
+    >>"$TMP/server.log" 2>&1 &
   BACKEND_PIDS+=($!)
   for _ in $(seq 100); do
     # shellcheck disable=SC2086
@@ -67,7 +69,8 @@ expect_exit 0 "$SY" rag create handbook --server="$RETRIEVAL"
 expect_exit 0 "$SY" rag ingest handbook "$TMP/docs" --server="$RETRIEVAL"
 
 check "serve --target=router --retrieval-addr --inference-addr"
-start_serve "experiment list" --target=router --inference-addr="$INFERENCE" \
+start_serve "experiment list" --target=router --config="$ROOT/k8s/base/config/router.conf" \
+  --inference-addr="$INFERENCE" \
   --retrieval-addr="$RETRIEVAL" --dataset-addr="$DATASET"
 
 check "experiment create --file accepts the documented shape"
