@@ -109,6 +109,17 @@ std::string ToJson(const google::protobuf::Message& message) {
   return out;
 }
 
+std::string ProtoNamesJson(const google::protobuf::Message& message, bool one_line) {
+  google::protobuf::util::JsonPrintOptions options;
+  options.add_whitespace = !one_line;
+  options.preserve_proto_field_names = true;
+  options.always_print_primitive_fields = true;
+  std::string out;
+  (void)google::protobuf::util::MessageToJsonString(message, &out, options);
+  if (!out.empty() && out.back() == '\n') out.pop_back();
+  return out;
+}
+
 bool ParseStopFlags(const FlagSet& flags, std::vector<std::string>* stop,
                     std::vector<int64_t>* stop_token_ids) {
   const std::string text = flags.GetString("stop");

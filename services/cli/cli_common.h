@@ -115,6 +115,10 @@ std::vector<std::string> ExpandShortFlags(std::vector<std::string> args);
 std::string ToJson(const google::protobuf::Message& message);
 // The same on one line, without the newline (JSON Lines output).
 std::string JsonLine(const google::protobuf::Message& message);
+// The router's and evaluation's JSON: proto field names as written
+// (snake_case: response_id) and every field printed, zeros and empty lists
+// included (a score of 0 is a result). Indented unless `one_line`.
+std::string ProtoNamesJson(const google::protobuf::Message& message, bool one_line = false);
 
 // The paging flags of a list verb: --page-size, --page-token, --all.
 // `items` names what a page holds ("Jobs").

@@ -16,16 +16,6 @@
 namespace switchyard::cli {
 namespace {
 
-std::string Json(const google::protobuf::Message& m) {
-  google::protobuf::util::JsonPrintOptions options;
-  options.add_whitespace = true;
-  options.preserve_proto_field_names = true;
-  options.always_print_primitive_fields = true;  // a score of 0 is a result, not a default
-  std::string out;
-  (void)google::protobuf::util::MessageToJsonString(m, &out, options);
-  return out;
-}
-
 std::string WithCi(const v1::MetricEstimate& e, int digits = 3) {
   if (e.n() == 0) return "-";
   return absl::StrFormat("%.*f (%.*f to %.*f)", digits, e.value(), digits, e.ci_low(), digits,
@@ -183,7 +173,7 @@ int Run(const std::vector<std::string>& args) {
   if (!st.ok()) return ReportError(st);
   if (!flags.GetBool("json")) bar.Done();
   if (flags.GetBool("json")) {
-    std::cout << Json(result) << "\n";
+    std::cout << ProtoNamesJson(result) << "\n";
     return kExitOk;
   }
   PrintEvaluation(result);
@@ -225,7 +215,7 @@ int Compare(const std::vector<std::string>& args) {
     return kExitUsage;
   }
   if (flags.GetBool("json")) {
-    std::cout << Json(e) << "\n";
+    std::cout << ProtoNamesJson(e) << "\n";
     return kExitOk;
   }
   PrintEvaluation(e);
@@ -252,7 +242,7 @@ int List(const std::vector<std::string>& args) {
   rc = CallOnce<v1::RouterService>(flags, &v1::RouterService::Stub::ListEvaluations, req, &resp);
   if (rc >= 0) return rc;
   if (flags.GetBool("json")) {
-    std::cout << Json(resp) << "\n";
+    std::cout << ProtoNamesJson(resp) << "\n";
     return kExitOk;
   }
   std::vector<std::vector<std::string>> rows = {

@@ -20,17 +20,6 @@ namespace {
 
 using Client = ServiceClient<v1::RouterService>;
 
-std::string Json(const google::protobuf::Message& m, bool pretty = true) {
-  google::protobuf::util::JsonPrintOptions options;
-  options.add_whitespace = pretty;
-  options.preserve_proto_field_names = true;
-  options.always_print_primitive_fields = false;
-  std::string out;
-  (void)google::protobuf::util::MessageToJsonString(m, &out, options);
-  if (!pretty) return out;
-  return out;
-}
-
 std::string ExperimentName(const std::string& s) {
   return s.rfind("experiments/", 0) == 0 ? s : "experiments/" + s;
 }
@@ -106,7 +95,7 @@ int Create(const std::vector<std::string>& args) {
   rc = CallOnce<v1::RouterService>(flags, &v1::RouterService::Stub::CreateExperiment, req, &resp);
   if (rc >= 0) return rc;
   if (flags.GetBool("json")) {
-    std::cout << Json(resp) << "\n";
+    std::cout << ProtoNamesJson(resp) << "\n";
   } else {
     std::cout << (req.validate_only() ? "valid: " : "created: ");
     PrintExperiment(resp);
@@ -126,7 +115,7 @@ int Show(const std::vector<std::string>& args) {
   rc = CallOnce<v1::RouterService>(flags, &v1::RouterService::Stub::GetExperiment, req, &resp);
   if (rc >= 0) return rc;
   if (flags.GetBool("json")) {
-    std::cout << Json(resp) << "\n";
+    std::cout << ProtoNamesJson(resp) << "\n";
   } else {
     PrintExperiment(resp);
   }
@@ -147,7 +136,7 @@ int List(const std::vector<std::string>& args) {
   rc = CallOnce<v1::RouterService>(flags, &v1::RouterService::Stub::ListExperiments, req, &resp);
   if (rc >= 0) return rc;
   if (flags.GetBool("json")) {
-    std::cout << Json(resp) << "\n";
+    std::cout << ProtoNamesJson(resp) << "\n";
     return kExitOk;
   }
   std::vector<std::vector<std::string>> rows = {{"NAME", "STATE", "ARMS", "CREATED"}};
@@ -207,7 +196,7 @@ int Report(const std::vector<std::string>& args) {
       CallOnce<v1::RouterService>(flags, &v1::RouterService::Stub::GetExperimentReport, req, &resp);
   if (rc >= 0) return rc;
   if (flags.GetBool("json")) {
-    std::cout << Json(resp) << "\n";
+    std::cout << ProtoNamesJson(resp) << "\n";
     return kExitOk;
   }
   PrintReport(resp);
@@ -277,7 +266,7 @@ int Update(const std::vector<std::string>& args) {
   rc = CallOnce<v1::RouterService>(flags, &v1::RouterService::Stub::UpdateExperiment, req, &resp);
   if (rc >= 0) return rc;
   if (flags.GetBool("json")) {
-    std::cout << Json(resp) << "\n";
+    std::cout << ProtoNamesJson(resp) << "\n";
   } else {
     std::cout << "updated: ";
     PrintExperiment(resp);
@@ -323,7 +312,8 @@ int Interactions(const std::vector<std::string>& args) {
   rc = CallOnce<v1::RouterService>(flags, &v1::RouterService::Stub::ListInteractions, req, &resp);
   if (rc >= 0) return rc;
   if (flags.GetBool("json")) {
-    for (const v1::Interaction& i : resp.interactions()) std::cout << Json(i, false) << "\n";
+    for (const v1::Interaction& i : resp.interactions())
+      std::cout << ProtoNamesJson(i, true) << "\n";
     return kExitOk;
   }
   std::vector<std::vector<std::string>> rows = {
@@ -392,7 +382,7 @@ int Export(const std::vector<std::string>& args, bool comparisons) {
   }
   if (rc >= 0) return rc;
   if (flags.GetBool("json")) {
-    std::cout << Json(*shown) << "\n";
+    std::cout << ProtoNamesJson(*shown) << "\n";
   } else if (comparisons) {
     std::cout << "exported " << cresp.examples() << " preference pairs (" << cresp.skipped()
               << " ties or both-bad skipped)"
@@ -517,7 +507,7 @@ int RunChat(const std::vector<std::string>& args) {
     grpc::Status st = c.stub->Chat(&ctx, req, &resp);
     if (!st.ok()) return ReportError(st);
     if (json) {
-      std::cout << Json(resp) << "\n";
+      std::cout << ProtoNamesJson(resp) << "\n";
       return kExitOk;
     }
     std::cout << resp.text() << "\n";
@@ -535,7 +525,7 @@ int RunChat(const std::vector<std::string>& args) {
     if (first) head = msg;
     first = false;
     if (json) {
-      std::cout << Json(msg, false) << "\n" << std::flush;
+      std::cout << ProtoNamesJson(msg, true) << "\n" << std::flush;
     } else {
       std::cout << msg.text() << std::flush;
     }
@@ -586,7 +576,7 @@ int RunFeedback(const std::vector<std::string>& args) {
   rc = CallOnce<v1::RouterService>(flags, &v1::RouterService::Stub::RecordFeedback, req, &resp);
   if (rc >= 0) return rc;
   if (flags.GetBool("json")) {
-    std::cout << Json(resp) << "\n";
+    std::cout << ProtoNamesJson(resp) << "\n";
   } else {
     std::cout << "recorded " << resp.name() << " (arm " << resp.arm() << ", score "
               << Num(resp.score()) << ")\n";
@@ -624,7 +614,7 @@ int RunCompare(const std::vector<std::string>& args) {
   rc = CallOnce<v1::RouterService>(flags, &v1::RouterService::Stub::RecordComparison, req, &resp);
   if (rc >= 0) return rc;
   if (flags.GetBool("json")) {
-    std::cout << Json(resp) << "\n";
+    std::cout << ProtoNamesJson(resp) << "\n";
   } else {
     std::cout << "recorded " << resp.name() << " (" << resp.arm() << " vs " << resp.other_arm()
               << ", preferred: " << (resp.preferred_arm().empty() ? "none" : resp.preferred_arm())
