@@ -126,8 +126,8 @@ int Main(int argc, char** argv) {
     for (int i = 0; i < 200; ++i) {
       v1::Document* d = docs.add_documents();
       d->set_id(absl::StrCat("doc-", i));
-      d->set_text(absl::StrCat("Policy ", i, ": requests of kind ", i % 17,
-                               " are answered within ", i % 9 + 1, " days by team ", i % 5, "."));
+      d->set_text(absl::StrCat("Policy ", i, ": requests of kind ", i % 17, " are answered within ",
+                               i % 9 + 1, " days by team ", i % 5, "."));
     }
     grpc::ClientContext ctx2;
     v1::UpsertDocumentsResponse up;
@@ -191,9 +191,10 @@ int Main(int argc, char** argv) {
     std::string arm, adapter;
     bool rag;
   };
-  std::printf("Router benchmark: tiny Llama (2 layers, 64 wide), 1 generated token per request,\n"
-              "sequential requests over loopback TCP, %d per path, alternating.\n\n",
-              requests);
+  std::printf(
+      "Router benchmark: tiny Llama (2 layers, 64 wide), 1 generated token per request,\n"
+      "sequential requests over loopback TCP, %d per path, alternating.\n\n",
+      requests);
   std::printf("%-6s %12s %12s %12s %12s %12s %12s\n", "arm", "direct p50", "routed p50",
               "added p50", "direct p99", "routed p99", "added p99");
   for (const Row& row : {Row{"base", "", false}, Row{"ft", "ft", false}, Row{"rag", "", true}}) {
