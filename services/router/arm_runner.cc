@@ -26,12 +26,6 @@ std::string WithPrefix(const std::string& name, absl::string_view prefix) {
 
 double Seconds(absl::Duration d) { return absl::ToDoubleSeconds(d); }
 
-absl::Status FromGrpc(const grpc::Status& s, absl::string_view what) {
-  if (s.ok()) return absl::OkStatus();
-  return absl::Status(static_cast<absl::StatusCode>(s.error_code()),
-                      absl::StrCat(what, ": ", s.error_message()));
-}
-
 }  // namespace
 
 v1::SamplingParams MergeSampling(const v1::SamplingParams& arm, const v1::SamplingParams& r) {
@@ -49,6 +43,15 @@ v1::SamplingParams MergeSampling(const v1::SamplingParams& arm, const v1::Sampli
   if (r.top_logprobs() > 0) out.set_top_logprobs(r.top_logprobs());
   if (r.ignore_eos()) out.set_ignore_eos(true);
   return out;
+}
+
+std::unique_ptr<grpc::ClientContext> BackendContext(const Backends& backends, absl::Time deadline) {
+  auto context = std::make_unique<grpc::ClientContext>();
+  if (deadline != absl::InfiniteFuture()) context->set_deadline(absl::ToChronoTime(deadline));
+  if (!backends.token.empty()) {
+    context->AddMetadata("authorization", absl::StrCat("Bearer ", backends.token));
+  }
+  return context;
 }
 
 ArmRunner::ArmRunner(Backends backends) : backends_(std::move(backends)) {
@@ -182,8 +185,8 @@ absl::Status ArmRunner::Retrieve(const ArmCall& call, std::vector<Message>* mess
     request.set_return_offsets(offsets);
     v1::TokenizeResponse response;
     std::unique_ptr<grpc::ClientContext> context = Context(call, call.deadline);
-    SY_RETURN_IF_ERROR(
-        FromGrpc(inference_->Tokenize(context.get(), request, &response), "inference Tokenize"));
+    SY_RETURN_IF_ERROR(rpc::FromGrpcStatus(inference_->Tokenize(context.get(), request, &response),
+                                           "inference Tokenize"));
     return response;
   };
   int budget = -1;
@@ -208,8 +211,8 @@ absl::Status ArmRunner::Retrieve(const ArmCall& call, std::vector<Message>* mess
       }
       v1::TokenizeResponse counted;
       std::unique_ptr<grpc::ClientContext> context = Context(call, call.deadline);
-      SY_RETURN_IF_ERROR(
-          FromGrpc(inference_->Tokenize(context.get(), count, &counted), "inference Tokenize"));
+      SY_RETURN_IF_ERROR(rpc::FromGrpcStatus(inference_->Tokenize(context.get(), count, &counted),
+                                             "inference Tokenize"));
       const v1::SamplingParams sampling =
           MergeSampling(call.arm->sampling(), call.request->sampling());
       const int64_t used = counted.chat_token_count() + kContextMarginTokens +
@@ -261,7 +264,8 @@ absl::Status ArmRunner::Generate(const ArmCall& call, const std::vector<Message>
   v1::GenerationTimings timings;
   if (!call.on_text) {
     v1::CompleteResponse response;
-    SY_RETURN_IF_ERROR(FromGrpc(inference_->Complete(context.get(), request, &response), what));
+    SY_RETURN_IF_ERROR(
+        rpc::FromGrpcStatus(inference_->Complete(context.get(), request, &response), what));
     answer->text = response.text();
     answer->finish_reason = response.finish_reason();
     answer->usage = response.usage();
@@ -288,7 +292,7 @@ absl::Status ArmRunner::Generate(const ArmCall& call, const std::vector<Message>
         timings = part.timings();
       }
     }
-    SY_RETURN_IF_ERROR(FromGrpc(reader->Finish(), what));
+    SY_RETURN_IF_ERROR(rpc::FromGrpcStatus(reader->Finish(), what));
     if (first) {
       answer->timings.set_time_to_first_token_seconds(Seconds(absl::Now() - call.start));
     }

@@ -35,6 +35,10 @@ struct Backends {
   std::string token;  // sent as a bearer token on every backend call; empty = none
 };
 
+// A client context for a call to a backend: the bearer token and, unless
+// infinite, the deadline.
+std::unique_ptr<grpc::ClientContext> BackendContext(const Backends& backends, absl::Time deadline);
+
 struct ArmCall {
   const v1::Experiment* experiment = nullptr;
   const v1::Arm* arm = nullptr;

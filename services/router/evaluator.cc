@@ -14,8 +14,10 @@
 #include "absl/time/clock.h"
 #include "services/router/eval_metrics.h"
 #include "services/router/experiment_proto.h"
+#include "services/router/experiment_report.h"
 #include "shared/core/file_util.h"
 #include "shared/core/status_macros.h"
+#include "shared/rpc/status_mapping.h"
 #include "switchyard/v1/dataset.grpc.pb.h"
 
 namespace switchyard::router {
@@ -24,12 +26,6 @@ namespace {
 constexpr int kDefaultMaxTokens = 128;
 constexpr int kMaxExamples = 10000;
 constexpr absl::Duration kAnswerDeadline = absl::Minutes(5);
-
-absl::Status FromGrpc(const grpc::Status& s, absl::string_view what) {
-  if (s.ok()) return absl::OkStatus();
-  return absl::Status(static_cast<absl::StatusCode>(s.error_code()),
-                      absl::StrCat(what, ": ", s.error_message()));
-}
 
 std::string JsonText(const nlohmann::json& j) {
   return j.is_string() ? j.get<std::string>() : std::string();
@@ -147,17 +143,13 @@ absl::StatusOr<std::string> Evaluator::FetchDataset(const v1::RunEvaluationReque
   }
   if (request.dataset().empty()) return absl::InvalidArgumentError("dataset: required");
   auto stub = v1::DatasetService::NewStub(backends_.dataset);
-  auto context = [&] {
-    auto c = std::make_unique<grpc::ClientContext>();
-    c->set_deadline(std::chrono::system_clock::now() + std::chrono::minutes(5));
-    if (!backends_.token.empty()) c->AddMetadata("authorization", "Bearer " + backends_.token);
-    return c;
-  };
+  auto context = [&] { return BackendContext(backends_, absl::Now() + absl::Minutes(5)); };
   v1::GetDatasetVersionRequest get;
   get.set_name(VersionName(request.dataset()));
   v1::DatasetVersion version;
   auto c = context();
-  SY_RETURN_IF_ERROR(FromGrpc(stub->GetDatasetVersion(c.get(), get, &version), "dataset"));
+  SY_RETURN_IF_ERROR(
+      rpc::FromGrpcStatus(stub->GetDatasetVersion(c.get(), get, &version), "dataset"));
   if (version.format() == v1::DATASET_FORMAT_PREFERENCE) {
     return absl::InvalidArgumentError(
         absl::StrCat("dataset: ", version.name(),
@@ -183,7 +175,7 @@ absl::StatusOr<std::string> Evaluator::FetchDataset(const v1::RunEvaluationReque
   std::string data;
   v1::ExportDatasetResponse part;
   while (reader->Read(&part)) data += part.data();
-  SY_RETURN_IF_ERROR(FromGrpc(reader->Finish(), "dataset export"));
+  SY_RETURN_IF_ERROR(rpc::FromGrpcStatus(reader->Finish(), "dataset export"));
   return data;
 }
 
@@ -287,10 +279,8 @@ absl::StatusOr<v1::Evaluation> Evaluator::Run(const v1::Experiment& experiment,
         }
         score.add_completions(examples[i].reference);
         v1::ScoreResponse scored;
-        grpc::ClientContext ctx;
-        ctx.set_deadline(absl::ToChronoTime(absl::Now() + kAnswerDeadline));
-        if (!backends_.token.empty()) ctx.AddMetadata("authorization", "Bearer " + backends_.token);
-        if (inference->Score(&ctx, score, &scored).ok() && scored.scores_size() == 1) {
+        auto ctx = BackendContext(backends_, absl::Now() + kAnswerDeadline);
+        if (inference->Score(ctx.get(), score, &scored).ok() && scored.scores_size() == 1) {
           o.scored = true;
           o.logprob = scored.scores(0).logprob();
           o.reference_tokens = scored.scores(0).tokens();
@@ -397,20 +387,8 @@ absl::StatusOr<v1::Evaluation> Evaluator::Run(const v1::Experiment& experiment,
       rm->set_mrr(rr.mrr);
       rm->set_k(arm.retrieval().k() > 0 ? arm.retrieval().k() : 4);
     }
-    std::sort(latency.begin(), latency.end());
     if (!latency.empty()) {
-      auto at = [&](double q) {
-        return latency[std::min(latency.size() - 1,
-                                static_cast<size_t>(q * static_cast<double>(latency.size())))];
-      };
-      double sum = 0;
-      for (double l : latency) sum += l;
-      v1::LatencySummary* ls = r->mutable_latency();
-      ls->set_mean(sum / static_cast<double>(latency.size()));
-      ls->set_p50(at(0.5));
-      ls->set_p95(at(0.95));
-      ls->set_p99(at(0.99));
-      ls->set_max(latency.back());
+      ToProto(SummarizeLatency(latency), r->mutable_latency());
       r->set_prompt_tokens_per_example(prompt_tokens / static_cast<double>(latency.size()));
       r->set_completion_tokens_per_example(completion_tokens / static_cast<double>(latency.size()));
     }

@@ -259,7 +259,6 @@ ReportOptions ToReportOptions(const v1::Experiment& e, bool include_excluded) {
   return o;
 }
 
-namespace {
 void ToProto(const LatencyStats& s, v1::LatencySummary* out) {
   out->set_mean(s.mean);
   out->set_p50(s.p50);
@@ -267,7 +266,6 @@ void ToProto(const LatencyStats& s, v1::LatencySummary* out) {
   out->set_p99(s.p99);
   out->set_max(s.max);
 }
-}  // namespace
 
 void ToProto(const Report& report, v1::ExperimentReport* out) {
   for (const ArmStats& s : report.arms) {

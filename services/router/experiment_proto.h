@@ -40,6 +40,7 @@ void ToProto(const PromptSource& source, bool cited, v1::Source* out);
 // The report's options from the experiment's analysis and scale.
 ReportOptions ToReportOptions(const v1::Experiment& experiment, bool include_excluded);
 void ToProto(const Report& report, v1::ExperimentReport* out);
+void ToProto(const LatencyStats& stats, v1::LatencySummary* out);
 
 // Feedback scale (defaults applied).
 std::pair<double, double> FeedbackScale(const v1::Experiment& experiment);

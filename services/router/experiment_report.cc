@@ -14,7 +14,9 @@ namespace {
 constexpr int kComparisonTie = 3;
 constexpr int kComparisonBothBad = 4;
 
-LatencyStats Summarize(std::vector<double> values) {
+}  // namespace
+
+LatencyStats SummarizeLatency(std::vector<double> values) {
   LatencyStats out;
   if (values.empty()) return out;
   std::sort(values.begin(), values.end());
@@ -32,6 +34,8 @@ LatencyStats Summarize(std::vector<double> values) {
   out.max = values.back();
   return out;
 }
+
+namespace {
 
 // Outcome of a review for `arm` against `other`: 1 win, 0.5 tie, 0 loss;
 // -1 when the review is not between them or decides nothing.
@@ -96,8 +100,8 @@ Report ComputeReport(const std::vector<ReportArm>& arms,
   for (size_t i = 0; i < arms.size(); ++i) {
     ArmStats& s = report.arms[i];
     const double ok = static_cast<double>(latency[i].size());
-    s.latency = Summarize(latency[i]);
-    s.time_to_first_token = Summarize(ttft[i]);
+    s.latency = SummarizeLatency(latency[i]);
+    s.time_to_first_token = SummarizeLatency(ttft[i]);
     if (ok > 0) {
       s.prompt_tokens_per_request = static_cast<double>(s.prompt_tokens) / ok;
       s.completion_tokens_per_request = static_cast<double>(s.completion_tokens) / ok;

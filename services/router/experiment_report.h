@@ -89,6 +89,10 @@ struct Report {
   ReportVerdict verdict;
 };
 
+// Mean, nearest-rank p50/p95/p99 and max of latencies in seconds (zeros
+// for none).
+LatencyStats SummarizeLatency(std::vector<double> seconds);
+
 // `interactions` need no detail; feedback and comparisons in any order (they
 // are ordered by time here). Records of arms not in `arms` are ignored.
 Report ComputeReport(const std::vector<ReportArm>& arms,

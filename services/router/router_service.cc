@@ -28,28 +28,6 @@ prometheus::Histogram::BucketBoundaries LatencyBuckets() {
   return {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120};
 }
 
-const char* CodeName(absl::StatusCode code) {
-  static const char* kNames[] = {"OK",
-                                 "CANCELLED",
-                                 "UNKNOWN",
-                                 "INVALID_ARGUMENT",
-                                 "DEADLINE_EXCEEDED",
-                                 "NOT_FOUND",
-                                 "ALREADY_EXISTS",
-                                 "PERMISSION_DENIED",
-                                 "RESOURCE_EXHAUSTED",
-                                 "FAILED_PRECONDITION",
-                                 "ABORTED",
-                                 "OUT_OF_RANGE",
-                                 "UNIMPLEMENTED",
-                                 "INTERNAL",
-                                 "UNAVAILABLE",
-                                 "DATA_LOSS",
-                                 "UNAUTHENTICATED"};
-  const int i = static_cast<int>(code);
-  return i >= 0 && i <= 16 ? kNames[i] : "UNKNOWN";
-}
-
 const char* MissingReasonName(v1::ContextMissingReason r) {
   switch (r) {
     case v1::CONTEXT_MISSING_REASON_RETRIEVAL_ERROR:
@@ -200,12 +178,7 @@ absl::Status RouterServiceImpl::CheckBackends(const v1::Experiment& e) const {
     std::lock_guard<std::mutex> lock(mu_);
     backends = backends_;
   }
-  auto context = [&] {
-    auto c = std::make_unique<grpc::ClientContext>();
-    c->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
-    if (!backends.token.empty()) c->AddMetadata("authorization", "Bearer " + backends.token);
-    return c;
-  };
+  auto context = [&] { return BackendContext(backends, absl::Now() + absl::Seconds(5)); };
   if (backends.inference) {
     auto stub = v1::InferenceService::NewStub(backends.inference);
     v1::ListLoadedModelsRequest request;
@@ -573,7 +546,9 @@ absl::Status RouterServiceImpl::Answer(const grpc::CallbackServerContext& contex
   const std::string& id = e->experiment_id();
   const prometheus::Labels labels = {{"experiment", id}, {"arm", arm->name()}};
   metrics_.requests
-      .Add({{"experiment", id}, {"arm", arm->name()}, {"code", CodeName(answer.status.code())}})
+      .Add({{"experiment", id},
+            {"arm", arm->name()},
+            {"code", rpc::GrpcCodeName(static_cast<grpc::StatusCode>(answer.status.code()))}})
       .Increment();
   metrics_.duration.Add(labels, LatencyBuckets()).Observe(answer.timings.total_seconds());
   if (arm->has_retrieval()) {

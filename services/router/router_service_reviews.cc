@@ -15,6 +15,7 @@
 #include "shared/core/file_util.h"
 #include "shared/core/logging.h"
 #include "shared/core/status_macros.h"
+#include "shared/rpc/status_mapping.h"
 #include "shared/rpc/unary.h"
 #include "switchyard/v1/dataset.grpc.pb.h"
 
@@ -307,11 +308,10 @@ absl::Status RouterServiceImpl::Upload(const std::string& dataset_id, v1::Datase
         "this router has no --dataset-addr: exports go to the dataset service");
   }
   auto stub = v1::DatasetService::NewStub(backends.dataset);
-  grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() + std::chrono::minutes(10));
-  if (!backends.token.empty()) context.AddMetadata("authorization", "Bearer " + backends.token);
+  std::unique_ptr<grpc::ClientContext> context =
+      BackendContext(backends, absl::Now() + absl::Minutes(10));
   std::unique_ptr<grpc::ClientWriter<v1::UploadDatasetRequest>> writer =
-      stub->UploadDataset(&context, response);
+      stub->UploadDataset(context.get(), response);
   v1::UploadDatasetRequest header;
   header.mutable_header()->set_dataset_id(dataset_id);
   header.mutable_header()->set_format(format);
@@ -327,12 +327,7 @@ absl::Status RouterServiceImpl::Upload(const std::string& dataset_id, v1::Datase
     ok = writer->Write(chunk);
   }
   writer->WritesDone();
-  grpc::Status s = writer->Finish();
-  if (!s.ok()) {
-    return absl::Status(static_cast<absl::StatusCode>(s.error_code()),
-                        absl::StrCat("dataset service: ", s.error_message()));
-  }
-  return absl::OkStatus();
+  return rpc::FromGrpcStatus(writer->Finish(), "dataset service");
 }
 
 grpc::ServerUnaryReactor* RouterServiceImpl::ExportComparisons(
