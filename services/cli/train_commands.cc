@@ -64,6 +64,13 @@ std::string IssueLine(const v1::Issue& i) {
   return absl::StrCat(where.empty() ? "" : where + ": ", i.message(), " [", i.kind(), "]");
 }
 
+// "reward_acc 0.938 margin 0.412 chosen 0.301 rejected -0.111"
+std::string DpoLine(const v1::DpoMetrics& d) {
+  return absl::StrFormat("reward_acc %.3f margin %.3f chosen %.3f rejected %.3f",
+                         d.reward_accuracy(), d.reward_margin(), d.rewards_chosen(),
+                         d.rewards_rejected());
+}
+
 // One line for people per event (see `train watch --help`).
 std::string EventLine(const v1::JobEvent& e) {
   std::string line;
@@ -80,16 +87,25 @@ std::string EventLine(const v1::JobEvent& e) {
     }
     case v1::JobEvent::kTrain: {
       const v1::TrainMetrics& m = e.train();
-      line = absl::StrFormat("step %d/%d loss %.4f acc %.3f lr %.1e tok/s %.0f", m.step(),
-                             m.total_steps(), m.loss(), m.mean_token_accuracy(), m.learning_rate(),
-                             m.tokens_per_second());
+      if (m.has_dpo()) {
+        line =
+            absl::StrFormat("step %d/%d loss %.4f %s lr %.1e tok/s %.0f", m.step(), m.total_steps(),
+                            m.loss(), DpoLine(m.dpo()), m.learning_rate(), m.tokens_per_second());
+      } else {
+        line = absl::StrFormat("step %d/%d loss %.4f acc %.3f lr %.1e tok/s %.0f", m.step(),
+                               m.total_steps(), m.loss(), m.mean_token_accuracy(),
+                               m.learning_rate(), m.tokens_per_second());
+      }
       break;
     }
     case v1::JobEvent::kEval: {
       const v1::EvalMetrics& m = e.eval();
-      line = absl::StrFormat("eval step %d val_loss %.4f val_acc %.3f%s", m.step(),
-                             m.validation_loss(), m.validation_mean_token_accuracy(),
-                             m.is_best() ? " [best]" : "");
+      line = m.has_dpo()
+                 ? absl::StrFormat("eval step %d val_loss %.4f %s%s", m.step(), m.validation_loss(),
+                                   DpoLine(m.dpo()), m.is_best() ? " [best]" : "")
+                 : absl::StrFormat("eval step %d val_loss %.4f val_acc %.3f%s", m.step(),
+                                   m.validation_loss(), m.validation_mean_token_accuracy(),
+                                   m.is_best() ? " [best]" : "");
       break;
     }
     case v1::JobEvent::kCheckpoint: {
@@ -181,6 +197,35 @@ bool SpecFromFlags(const FlagSet& f, v1::JobSpec* spec) {
                                          &m))
       return false;
     spec->set_method(m);
+  }
+  const bool dpo_flags = f.IsSet("dpo-beta") || f.IsSet("dpo-loss") ||
+                         f.IsSet("dpo-label-smoothing") || f.IsSet("precompute-reference");
+  if (dpo_flags) {
+    if (spec->method() != v1::TRAINING_METHOD_DPO) {
+      std::cerr << "error: --dpo-* and --precompute-reference need --method dpo\n";
+      return false;
+    }
+    v1::DpoSpec* dpo = spec->mutable_dpo();
+    std::optional<double> beta, smoothing;
+    if (!OptDouble(f, "dpo-beta", &beta) || !OptDouble(f, "dpo-label-smoothing", &smoothing)) {
+      return false;
+    }
+    if (beta) dpo->set_beta(*beta);
+    if (smoothing) dpo->set_label_smoothing(*smoothing);
+    if (f.IsSet("dpo-loss")) {
+      v1::DpoLossType v;
+      if (!ParseChoice<v1::DpoLossType>(f, "dpo-loss",
+                                        {{"sigmoid", v1::DPO_LOSS_TYPE_SIGMOID},
+                                         {"ipo", v1::DPO_LOSS_TYPE_IPO},
+                                         {"hinge", v1::DPO_LOSS_TYPE_HINGE},
+                                         {"robust", v1::DPO_LOSS_TYPE_ROBUST}},
+                                        &v))
+        return false;
+      dpo->set_loss_type(v);
+    }
+    if (f.IsSet("precompute-reference")) {
+      dpo->set_precompute_reference_logprobs(f.GetBool("precompute-reference"));
+    }
   }
 
   const bool lora_flags = f.IsSet("lora-r") || f.IsSet("lora-alpha") || f.IsSet("lora-dropout") ||
@@ -326,10 +371,21 @@ int Create(const std::vector<std::string>& args) {
   flags.AddString("validation-fraction", "",
                   "Hold out this fraction (0 to 0.5) of the training examples for validation "
                   "when no --validation is given.");
-  flags.AddString("method", "", "supervised | dpo | reinforcement (auto: supervised).");
+  flags.AddString("method", "",
+                  "supervised | dpo (needs a preference dataset) | reinforcement (auto: "
+                  "supervised).");
+  flags.AddString("dpo-beta", "", "DPO: strength of the pull to the reference (auto: 0.1).");
+  flags.AddString("dpo-loss", "", "DPO: sigmoid | ipo | hinge | robust (auto: sigmoid).");
+  flags.AddString("dpo-label-smoothing", "",
+                  "DPO: assumed fraction of flipped preference labels, 0 to <0.5 (sigmoid and "
+                  "robust; auto: 0).");
+  flags.AddBool("precompute-reference", false,
+                "DPO: compute the reference log-probabilities once before training (auto: on for "
+                "full fine-tuning and when continuing a fine-tuned adapter; "
+                "--precompute-reference=false turns it off).");
   flags.AddString("lora-r", "", "LoRA rank (unset = auto: 8).");
   flags.AddString("lora-alpha", "", "LoRA alpha; the update is scaled by alpha / r (auto: 2 r).");
-  flags.AddString("lora-dropout", "", "Dropout on the adapter input, 0 to <1 (auto: 0.05).");
+  flags.AddString("lora-dropout", "", "Dropout on the adapter input, 0 to <1 (auto: 0.05; DPO 0).");
   flags.AddString("target-modules", "",
                   "Comma-separated module names to adapt (q_proj,v_proj) or all-linear "
                   "(auto: every attention and MLP projection).");
@@ -339,7 +395,8 @@ int Create(const std::vector<std::string>& args) {
   flags.AddString("frozen-layers", "", "With --full: comma-separated decoder layers kept frozen.");
   flags.AddBool("freeze-embeddings", false, "With --full: keep the token embeddings frozen.");
   flags.AddString("epochs", "", "Passes over the training set (auto: from the dataset size).");
-  flags.AddString("learning-rate", "", "Peak learning rate (auto: 2e-4 LoRA, 1e-5 full).");
+  flags.AddString("learning-rate", "",
+                  "Peak learning rate (auto: 2e-4 LoRA, 1e-5 full; DPO 5e-6 LoRA, 1e-6 full).");
   flags.AddString("batch-size", "", "Examples per optimizer step (auto: ~0.2% of the examples).");
   flags.AddString("grad-accum", "", "Micro-batches per step; must divide --batch-size (auto).");
   flags.AddString("max-seq-length", "",
@@ -514,6 +571,15 @@ void PrintResolved(const v1::Job& job, std::ostream& out) {
       {"  max seq length", absl::StrCat(h.max_seq_length(), h.packing() ? " (packed)" : "")},
       {"  seed", absl::StrCat(r.seed())},
   };
+  if (r.method() == v1::TRAINING_METHOD_DPO) {
+    const v1::DpoSpec& d = r.dpo();
+    rows.insert(rows.begin() + 2,
+                {"  dpo",
+                 absl::StrFormat("%s loss, beta %g, label smoothing %g, reference %s",
+                                 absl::AsciiStrToLower(DpoLossType_Name(d.loss_type()).substr(14)),
+                                 d.beta(), d.label_smoothing(),
+                                 d.precompute_reference_logprobs() ? "precomputed" : "each step")});
+  }
   out << "resolved settings\n" << FormatTable(rows);
 }
 
@@ -554,14 +620,20 @@ int Show(const std::vector<std::string>& args) {
   };
   if (job.has_latest_train()) {
     const v1::TrainMetrics& m = job.latest_train();
-    rows.push_back({"  latest train", absl::StrFormat("loss %.4f acc %.3f lr %.1e", m.loss(),
-                                                      m.mean_token_accuracy(), m.learning_rate())});
+    rows.push_back({"  latest train",
+                    m.has_dpo() ? absl::StrFormat("loss %.4f %s lr %.1e", m.loss(),
+                                                  DpoLine(m.dpo()), m.learning_rate())
+                                : absl::StrFormat("loss %.4f acc %.3f lr %.1e", m.loss(),
+                                                  m.mean_token_accuracy(), m.learning_rate())});
   }
   if (job.has_best_eval()) {
     const v1::EvalMetrics& m = job.best_eval();
-    rows.push_back({"  best eval",
-                    absl::StrFormat("val_loss %.4f val_acc %.3f at step %d", m.validation_loss(),
-                                    m.validation_mean_token_accuracy(), m.step())});
+    rows.push_back(
+        {"  best eval",
+         m.has_dpo() ? absl::StrFormat("val_loss %.4f %s at step %d", m.validation_loss(),
+                                       DpoLine(m.dpo()), m.step())
+                     : absl::StrFormat("val_loss %.4f val_acc %.3f at step %d", m.validation_loss(),
+                                       m.validation_mean_token_accuracy(), m.step())});
   }
   if (!job.fine_tuned_model().empty()) rows.push_back({"  model", job.fine_tuned_model()});
   std::cout << FormatTable(rows);

@@ -88,9 +88,13 @@ std::vector<std::vector<Row>> BatchPlan::MicroBatches(int64_t step) const {
 }
 
 BatchPlan PlanFor(const JobSpec& resolved, const std::vector<SftExample>& train) {
-  const Hyperparameters& hp = resolved.hyperparameters;
   std::vector<int64_t> lengths;
   for (const SftExample& ex : train) lengths.push_back(static_cast<int64_t>(ex.ids.size()));
+  return PlanFor(resolved, lengths);
+}
+
+BatchPlan PlanFor(const JobSpec& resolved, const std::vector<int64_t>& lengths) {
+  const Hyperparameters& hp = resolved.hyperparameters;
   BatchPlanOptions o;
   o.epochs = hp.epochs.value_or(1);
   o.batch_size = hp.batch_size.value_or(1);

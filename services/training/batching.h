@@ -58,6 +58,8 @@ class BatchPlan {
 // The plan a resolved job spec gives for `train` (epochs, batch size,
 // gradient accumulation, packing, max_seq_length, seed).
 BatchPlan PlanFor(const JobSpec& resolved, const std::vector<SftExample>& train);
+// The same for items of token lengths `lengths` (one row each without packing).
+BatchPlan PlanFor(const JobSpec& resolved, const std::vector<int64_t>& lengths);
 
 // Packs examples in `order` into rows: with packing, greedily in order while
 // they fit `capacity` tokens; without, one per row.

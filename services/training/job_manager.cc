@@ -312,11 +312,16 @@ absl::StatusOr<Job> JobManager::CreateJob(const JobSpec& submitted,
     if (!v.ok()) {
       return absl::Status(v.status().code(), absl::StrCat(field, ": ", v.status().message()));
     }
-    if (v->format != dataset::DatasetFormat::kChat &&
-        v->format != dataset::DatasetFormat::kCompletion) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          field, ": datasets/", name, "@", v->version, " is ", dataset::FormatName(v->format),
-          " data; supervised fine-tuning needs chat or completion data"));
+    const bool dpo = spec.method == Method::kDpo;
+    const bool fits = dpo ? v->format == dataset::DatasetFormat::kPreference
+                          : v->format == dataset::DatasetFormat::kChat ||
+                                v->format == dataset::DatasetFormat::kCompletion;
+    if (!fits) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ": datasets/", name, "@", v->version, " is ",
+                       dataset::FormatName(v->format), " data; ",
+                       dpo ? "DPO needs preference data (prompt, chosen, rejected)"
+                           : "supervised fine-tuning needs chat or completion data"));
     }
     *ref = absl::StrCat(name, "@", v->version);
   }

@@ -3,6 +3,7 @@
 #include <ATen/Context.h>
 
 #include <filesystem>
+#include <type_traits>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -10,6 +11,7 @@
 #include "services/dataset/dataset_manager.h"
 #include "services/training/batching.h"
 #include "services/training/job_spec.h"
+#include "services/training/preference_data.h"
 #include "shared/core/file_util.h"
 #include "shared/core/status_macros.h"
 #include "shared/model/lora.h"
@@ -188,7 +190,23 @@ absl::StatusOr<PreparedJob> PrepareJob(const JobSources& m, const Job& job, bool
   SftTokenizeOptions to;
   to.loss_on = hp.loss_on == LossOn::kAll ? LossOn::kAll : LossOn::kAssistant;
   to.max_seq_length = hp.max_seq_length.value_or(config->max_position_embeddings);
-  absl::StatusOr<SftData> train = TokenizeSftFile(train_path, *text, to);
+  const bool dpo = spec.method == Method::kDpo;
+  // Reads one file into `examples` (supervised) or `pairs` (DPO).
+  auto read = [&](const std::string& path, const char* field, std::vector<SftExample>* examples,
+                  std::vector<PreferenceExample>* pairs) -> absl::StatusOr<TokenizeReport> {
+    if (dpo) {
+      SY_ASSIGN_OR_RETURN(PreferenceData d, TokenizePreferenceFile(path, *text, to));
+      *pairs = std::move(d.examples);
+      return static_cast<TokenizeReport>(d);
+    }
+    SY_ASSIGN_OR_RETURN(SftData d, TokenizeSftFile(path, *text, to));
+    *examples = std::move(d.examples);
+    return static_cast<TokenizeReport>(d);
+  };
+  std::vector<SftExample> train_examples, validation_examples;
+  std::vector<PreferenceExample> train_pairs, validation_pairs;
+  absl::StatusOr<TokenizeReport> train =
+      read(train_path, "training_dataset", &train_examples, &train_pairs);
   if (!train.ok()) {
     p.errors.push_back(MakeIssue(
         absl::IsFailedPrecondition(train.status()) ? "no_chat_template" : "unreadable_data",
@@ -197,21 +215,20 @@ absl::StatusOr<PreparedJob> PrepareJob(const JobSources& m, const Job& job, bool
   }
   p.errors = train->errors;
   p.warnings = train->warnings;
-  SftData validation;
   if (!validation_path.empty()) {
     to.file = "validation";
-    absl::StatusOr<SftData> v = TokenizeSftFile(validation_path, *text, to);
+    absl::StatusOr<TokenizeReport> v =
+        read(validation_path, "validation_dataset", &validation_examples, &validation_pairs);
     if (!v.ok()) {
       p.errors.push_back(
           MakeIssue("unreadable_data", "validation_dataset", std::string(v.status().message())));
       return p;
     }
-    validation = std::move(*v);
-    p.errors.insert(p.errors.end(), validation.errors.begin(), validation.errors.end());
-    p.warnings.insert(p.warnings.end(), validation.warnings.begin(), validation.warnings.end());
+    p.errors.insert(p.errors.end(), v->errors.begin(), v->errors.end());
+    p.warnings.insert(p.warnings.end(), v->warnings.begin(), v->warnings.end());
   }
   if (!p.errors.empty()) return p;
-  if (train->examples.empty()) {
+  if (train_examples.empty() && train_pairs.empty()) {
     p.errors.push_back(MakeIssue("no_examples", "training_dataset",
                                  "no training example has a token the loss covers"));
     return p;
@@ -223,24 +240,30 @@ absl::StatusOr<PreparedJob> PrepareJob(const JobSources& m, const Job& job, bool
   } else if (!absl::SimpleHexAtoi(RandomHex(6), &seed)) {
     seed = 0;
   }
-  std::vector<SftExample> train_examples = std::move(train->examples);
-  std::vector<SftExample> validation_examples = std::move(validation.examples);
   if (spec.validation_fraction > 0) {
     // A seeded held-out split: the first k of a shuffled order.
-    const uint64_t split_seed = spec.seed.value_or(seed);
-    std::vector<int64_t> order =
-        ShuffledOrder(static_cast<int64_t>(train_examples.size()), split_seed, -1);
-    const size_t k = static_cast<size_t>(spec.validation_fraction * train_examples.size());
-    std::vector<SftExample> kept;
-    for (size_t i = 0; i < order.size(); ++i) {
-      (i < k ? validation_examples : kept).push_back(std::move(train_examples[order[i]]));
-    }
-    train_examples = std::move(kept);
+    auto split = [&](auto& train_items, auto& validation_items) {
+      const uint64_t split_seed = spec.seed.value_or(seed);
+      std::vector<int64_t> order =
+          ShuffledOrder(static_cast<int64_t>(train_items.size()), split_seed, -1);
+      const size_t k = static_cast<size_t>(spec.validation_fraction * train_items.size());
+      std::remove_reference_t<decltype(train_items)> kept;
+      for (size_t i = 0; i < order.size(); ++i) {
+        (i < k ? validation_items : kept).push_back(std::move(train_items[order[i]]));
+      }
+      train_items = std::move(kept);
+    };
+    split(train_examples, validation_examples);
+    split(train_pairs, validation_pairs);
   }
   SpecFacts facts;
-  facts.training_examples = static_cast<int64_t>(train_examples.size());
+  facts.training_examples = static_cast<int64_t>(dpo ? train_pairs.size() : train_examples.size());
   for (const SftExample& e : train_examples) {
     facts.longest_example = std::max<int64_t>(facts.longest_example, e.ids.size());
+  }
+  for (const PreferenceExample& e : train_pairs) {
+    facts.longest_example = std::max<int64_t>(facts.longest_example,
+                                              std::max(e.chosen.ids.size(), e.rejected.ids.size()));
   }
   facts.context_length = config->max_position_embeddings;
   facts.arch = config->arch;
@@ -279,7 +302,7 @@ absl::StatusOr<PreparedJob> PrepareJob(const JobSources& m, const Job& job, bool
       l.rslora = parent_lora->use_rslora;
     }
   }
-  if (validation_examples.empty()) {
+  if (validation_examples.empty() && validation_pairs.empty()) {
     for (auto [set, field] :
          {std::pair<bool, const char*>{p.resolved.checkpoints.keep_best.value_or(false),
                                        "checkpoints.keep_best"},
@@ -296,6 +319,8 @@ absl::StatusOr<PreparedJob> PrepareJob(const JobSources& m, const Job& job, bool
   p.setup.spec = p.resolved;
   p.setup.train = std::move(train_examples);
   p.setup.validation = std::move(validation_examples);
+  p.setup.train_pairs = std::move(train_pairs);
+  p.setup.validation_pairs = std::move(validation_pairs);
   p.setup.checkpoints_dir = m.JobDir(job.job_id) + "/checkpoints";
   p.setup.base_dir = p.base.base_dir;
   p.setup.base_model_id = p.base.root_id;
@@ -312,6 +337,17 @@ absl::StatusOr<PreparedJob> PrepareJob(const JobSources& m, const Job& job, bool
     return p;
   }
   p.setup.model = std::move(*lm);
+  if (dpo && !lora && !p.resolved.dpo.precompute_reference_logprobs.value_or(true)) {
+    // The frozen reference: a second copy of the starting weights.
+    absl::StatusOr<std::unique_ptr<model::CausalLm>> ref =
+        model::CausalLm::Load(p.base.base_dir, {dtype, dev});
+    if (!ref.ok()) {
+      p.errors.push_back(
+          MakeIssue("model_load_failed", "base_model", std::string(ref.status().message())));
+      return p;
+    }
+    p.setup.reference_model = std::move(*ref);
+  }
   if (!p.base.adapter_dir.empty()) {
     absl::StatusOr<model::LoraAdapter> adapter =
         model::LoadPeftAdapter(p.base.adapter_dir, dtype, dev);

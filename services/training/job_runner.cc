@@ -29,9 +29,9 @@ absl::Status JobRunner::ValidateOnly(JobManager* m, Job* job) {
   job->warnings = p.warnings;
   if (p.errors.empty()) {
     job->resolved_spec = p.resolved;
-    job->training_examples = static_cast<int64_t>(p.setup.train.size());
-    job->validation_examples = static_cast<int64_t>(p.setup.validation.size());
-    job->total_steps = PlanFor(p.resolved, p.setup.train).total_steps();
+    job->training_examples = p.setup.train_count();
+    job->validation_examples = p.setup.validation_count();
+    job->total_steps = PlanFor(p.resolved, p.setup.TrainLengths()).total_steps();
   }
   return absl::OkStatus();
 }
@@ -115,8 +115,8 @@ absl::Status JobRunner::RunOrFail() {
   }
   SY_ASSIGN_OR_RETURN(bool stop_now, stopped());
   if (stop_now) return absl::OkStatus();
-  const int64_t train_count = static_cast<int64_t>(p.setup.train.size());
-  const int64_t validation_count = static_cast<int64_t>(p.setup.validation.size());
+  const int64_t train_count = p.setup.train_count();
+  const int64_t validation_count = p.setup.validation_count();
   absl::StatusOr<std::unique_ptr<Trainer>> trainer = Trainer::Create(std::move(p.setup));
   if (!trainer.ok()) {
     return Update([&](Job& j) {

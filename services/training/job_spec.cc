@@ -44,10 +44,10 @@ absl::Status ParseDatasetRef(const std::string& ref, const std::string& field, s
 }
 
 absl::Status ValidateJobSpec(const JobSpec& s) {
-  if (s.method == Method::kDpo || s.method == Method::kReinforcement) {
+  if (s.method == Method::kReinforcement) {
     return absl::UnimplementedError(
-        absl::StrCat("method: ", MethodName(s.method),
-                     " fine-tuning is not available in this release; use supervised"));
+        "method: reinforcement fine-tuning is not available in this release; use supervised "
+        "or dpo");
   }
   if (s.base_model.empty()) return FieldError("base_model", "is required");
   std::string name;
@@ -89,6 +89,28 @@ absl::Status ValidateJobSpec(const JobSpec& s) {
     }
   }
   const Hyperparameters& h = s.hyperparameters;
+  if (s.method == Method::kDpo) {
+    const DpoSpec& d = s.dpo;
+    if ((st = CheckRange(d.beta, "dpo.beta", 1e-6, 1e3, "(0, 1000]")); !st.ok()) return st;
+    if (d.label_smoothing && !(*d.label_smoothing >= 0 && *d.label_smoothing < 0.5)) {
+      return FieldError("dpo.label_smoothing",
+                        absl::StrCat("must be in [0, 0.5), got ", *d.label_smoothing));
+    }
+    if (d.label_smoothing && *d.label_smoothing > 0 && d.loss_type != DpoLoss::kAuto &&
+        d.loss_type != DpoLoss::kSigmoid && d.loss_type != DpoLoss::kRobust) {
+      return FieldError(
+          "dpo.label_smoothing",
+          absl::StrCat("applies to the sigmoid and robust losses, not ", DpoLossName(d.loss_type)));
+    }
+    if (h.packing.value_or(false)) {
+      return FieldError("hyperparameters.packing",
+                        "DPO compares whole completions; packing is not supported with it");
+    }
+    if (h.loss_on == LossOn::kAll) {
+      return FieldError("hyperparameters.loss_on",
+                        "DPO scores the completions only; leave loss_on unset");
+    }
+  }
   if ((st = CheckRange(h.epochs, "hyperparameters.epochs", 1, 100, "[1, 100]")); !st.ok())
     return st;
   if ((st = CheckRange(h.batch_size, "hyperparameters.batch_size", 1, 1024, "[1, 1024]"));
@@ -199,7 +221,9 @@ JobSpec ResolveJobSpec(const JobSpec& spec, const SpecFacts& f, uint64_t seed) {
     LoraSpec& l = r.adapter.lora;
     if (!l.r) l.r = 8;
     if (!l.alpha) l.alpha = 2.0 * *l.r;
-    if (!l.dropout) l.dropout = 0.05;
+    // DPO compares the policy with a reference; dropout would only add noise
+    // to that comparison (TRL disables it too).
+    if (!l.dropout) l.dropout = r.method == Method::kDpo ? 0.0 : 0.05;
     if (l.target_modules.empty()) {
       l.target_modules =
           f.arch == model::Architecture::kGpt2
@@ -238,7 +262,18 @@ JobSpec ResolveJobSpec(const JobSpec& spec, const SpecFacts& f, uint64_t seed) {
     }
     h.gradient_accumulation_steps = ga;
   }
-  if (!h.learning_rate) h.learning_rate = lora ? 2e-4 : 1e-5;
+  if (!h.learning_rate) {
+    h.learning_rate = r.method == Method::kSupervised ? (lora ? 2e-4 : 1e-5) : (lora ? 5e-6 : 1e-6);
+  }
+  if (r.method == Method::kDpo) {
+    DpoSpec& d = r.dpo;
+    if (d.loss_type == DpoLoss::kAuto) d.loss_type = DpoLoss::kSigmoid;
+    if (!d.beta) d.beta = 0.1;
+    if (!d.label_smoothing) d.label_smoothing = 0.0;
+    if (!d.precompute_reference_logprobs) {
+      d.precompute_reference_logprobs = !lora || f.parent_is_adapter;
+    }
+  }
   if (h.lr_scheduler == LrScheduler::kAuto) h.lr_scheduler = LrScheduler::kLinear;
   if (!h.warmup_ratio) h.warmup_ratio = 0.03;
   if (!h.weight_decay) h.weight_decay = 0.0;

@@ -67,6 +67,13 @@ constexpr std::array<std::pair<Precision, const char*>, 3> kPrecisions = {{
     {Precision::kFp32, "fp32"},
     {Precision::kBf16, "bf16"},
 }};
+constexpr std::array<std::pair<DpoLoss, const char*>, 5> kDpoLosses = {{
+    {DpoLoss::kAuto, "auto"},
+    {DpoLoss::kSigmoid, "sigmoid"},
+    {DpoLoss::kIpo, "ipo"},
+    {DpoLoss::kHinge, "hinge"},
+    {DpoLoss::kRobust, "robust"},
+}};
 constexpr std::array<std::pair<CheckpointKind, const char*>, 4> kCheckpointKinds = {{
     {CheckpointKind::kStep, "step"},
     {CheckpointKind::kEpoch, "epoch"},
@@ -160,6 +167,7 @@ const char* AdapterKindName(AdapterKind k) { return NameOf(kAdapterKinds, k); }
 const char* LrSchedulerName(LrScheduler s) { return NameOf(kSchedulers, s); }
 const char* LossOnName(LossOn l) { return NameOf(kLossOn, l); }
 const char* PrecisionName(Precision p) { return NameOf(kPrecisions, p); }
+const char* DpoLossName(DpoLoss l) { return NameOf(kDpoLosses, l); }
 const char* CheckpointKindName(CheckpointKind k) { return NameOf(kCheckpointKinds, k); }
 const char* EventLevelName(EventLevel l) { return NameOf(kLevels, l); }
 
@@ -213,6 +221,14 @@ json JobSpecToJson(const JobSpec& s) {
   PutOptional(ck, "early_stopping_patience", c.early_stopping_patience);
   PutOptional(ck, "early_stopping_min_delta", c.early_stopping_min_delta);
   j["checkpoints"] = ck;
+  if (s.method == Method::kDpo) {
+    json dpo = json::object();
+    dpo["loss_type"] = DpoLossName(s.dpo.loss_type);
+    PutOptional(dpo, "beta", s.dpo.beta);
+    PutOptional(dpo, "label_smoothing", s.dpo.label_smoothing);
+    PutOptional(dpo, "precompute_reference_logprobs", s.dpo.precompute_reference_logprobs);
+    j["dpo"] = dpo;
+  }
   if (s.seed) j["seed"] = *s.seed;
   j["suffix"] = s.suffix;
   j["metadata"] = s.metadata;
@@ -269,6 +285,11 @@ absl::StatusOr<JobSpec> JobSpecFromJson(const json& j) {
   check(ck.Optional("keep_best", &c.keep_best));
   check(ck.Optional("early_stopping_patience", &c.early_stopping_patience));
   check(ck.Optional("early_stopping_min_delta", &c.early_stopping_min_delta));
+  Reader dpo(r.Object("dpo"), "dpo.");
+  check(dpo.Enum("loss_type", kDpoLosses, &s.dpo.loss_type));
+  check(dpo.Optional("beta", &s.dpo.beta));
+  check(dpo.Optional("label_smoothing", &s.dpo.label_smoothing));
+  check(dpo.Optional("precompute_reference_logprobs", &s.dpo.precompute_reference_logprobs));
   check(r.Optional("seed", &s.seed));
   check(r.Value("suffix", &s.suffix));
   check(r.Value("metadata", &s.metadata));
@@ -277,17 +298,36 @@ absl::StatusOr<JobSpec> JobSpecFromJson(const json& j) {
   return s;
 }
 
+json DpoMetricsToJson(const DpoMetrics& m) {
+  return {{"rewards_chosen", m.rewards_chosen},   {"rewards_rejected", m.rewards_rejected},
+          {"reward_accuracy", m.reward_accuracy}, {"reward_margin", m.reward_margin},
+          {"logps_chosen", m.logps_chosen},       {"logps_rejected", m.logps_rejected}};
+}
+
+DpoMetrics DpoMetricsFromJson(const json& j) {
+  DpoMetrics m;
+  m.rewards_chosen = Num(j, "rewards_chosen");
+  m.rewards_rejected = Num(j, "rewards_rejected");
+  m.reward_accuracy = Num(j, "reward_accuracy");
+  m.reward_margin = Num(j, "reward_margin");
+  m.logps_chosen = Num(j, "logps_chosen");
+  m.logps_rejected = Num(j, "logps_rejected");
+  return m;
+}
+
 json TrainMetricsToJson(const TrainMetrics& m) {
-  return {{"step", m.step},
-          {"total_steps", m.total_steps},
-          {"epoch", m.epoch},
-          {"loss", m.loss},
-          {"mean_token_accuracy", m.mean_token_accuracy},
-          {"learning_rate", m.learning_rate},
-          {"tokens_per_second", m.tokens_per_second},
-          {"grad_norm", m.grad_norm},
-          {"tokens", m.tokens},
-          {"peak_memory_bytes", m.peak_memory_bytes}};
+  json j = {{"step", m.step},
+            {"total_steps", m.total_steps},
+            {"epoch", m.epoch},
+            {"loss", m.loss},
+            {"mean_token_accuracy", m.mean_token_accuracy},
+            {"learning_rate", m.learning_rate},
+            {"tokens_per_second", m.tokens_per_second},
+            {"grad_norm", m.grad_norm},
+            {"tokens", m.tokens},
+            {"peak_memory_bytes", m.peak_memory_bytes}};
+  if (m.dpo) j["dpo"] = DpoMetricsToJson(*m.dpo);
+  return j;
 }
 
 TrainMetrics TrainMetricsFromJson(const json& j) {
@@ -302,16 +342,19 @@ TrainMetrics TrainMetricsFromJson(const json& j) {
   m.grad_norm = Num(j, "grad_norm");
   m.tokens = j.value("tokens", int64_t{0});
   m.peak_memory_bytes = j.value("peak_memory_bytes", int64_t{0});
+  if (j.contains("dpo")) m.dpo = DpoMetricsFromJson(j["dpo"]);
   return m;
 }
 
 json EvalMetricsToJson(const EvalMetrics& m) {
-  return {{"step", m.step},
-          {"epoch", m.epoch},
-          {"validation_loss", m.validation_loss},
-          {"validation_mean_token_accuracy", m.validation_mean_token_accuracy},
-          {"is_best", m.is_best},
-          {"duration_seconds", m.duration_seconds}};
+  json j = {{"step", m.step},
+            {"epoch", m.epoch},
+            {"validation_loss", m.validation_loss},
+            {"validation_mean_token_accuracy", m.validation_mean_token_accuracy},
+            {"is_best", m.is_best},
+            {"duration_seconds", m.duration_seconds}};
+  if (m.dpo) j["dpo"] = DpoMetricsToJson(*m.dpo);
+  return j;
 }
 
 EvalMetrics EvalMetricsFromJson(const json& j) {
@@ -322,6 +365,7 @@ EvalMetrics EvalMetricsFromJson(const json& j) {
   m.validation_mean_token_accuracy = Num(j, "validation_mean_token_accuracy");
   m.is_best = j.value("is_best", false);
   m.duration_seconds = Num(j, "duration_seconds");
+  if (j.contains("dpo")) m.dpo = DpoMetricsFromJson(j["dpo"]);
   return m;
 }
 

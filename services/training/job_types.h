@@ -24,6 +24,7 @@ enum class AdapterKind { kAuto = 0, kLora = 1, kFull = 2 };
 enum class LrScheduler { kAuto = 0, kLinear = 1, kCosine = 2, kConstant = 3 };
 enum class LossOn { kAuto = 0, kAssistant = 1, kAll = 2 };
 enum class Precision { kAuto = 0, kFp32 = 1, kBf16 = 2 };
+enum class DpoLoss { kAuto = 0, kSigmoid = 1, kIpo = 2, kHinge = 3, kRobust = 4 };
 
 struct LoraSpec {
   std::optional<int> r;
@@ -71,6 +72,18 @@ struct CheckpointSpec {
   std::optional<double> early_stopping_min_delta;
 };
 
+// Direct preference optimisation (method dpo). Unset = auto.
+struct DpoSpec {
+  DpoLoss loss_type = DpoLoss::kAuto;     // auto: sigmoid
+  std::optional<double> beta;             // auto: 0.1
+  std::optional<double> label_smoothing;  // auto: 0
+  // Reference log-probabilities computed once, from the starting weights,
+  // before the first step. Auto: true for full fine-tuning and when
+  // continuing a fine-tuned adapter, false for a new LoRA adapter (the
+  // reference is then the base with the adapter disabled, each step).
+  std::optional<bool> precompute_reference_logprobs;
+};
+
 struct JobSpec {
   std::string base_model;
   std::string training_dataset;    // "name@version"
@@ -80,6 +93,7 @@ struct JobSpec {
   AdapterSpec adapter;
   Hyperparameters hyperparameters;
   CheckpointSpec checkpoints;
+  DpoSpec dpo;  // with kDpo
   std::optional<uint64_t> seed;
   std::string suffix;
   std::map<std::string, std::string> metadata;
@@ -103,6 +117,17 @@ const char* JobStateName(JobState state);
 bool ParseJobState(const std::string& name, JobState* state);
 bool IsTerminal(JobState state);
 
+// Preference metrics (TRL's names in brackets), means over pairs; rewards are
+// beta * (policy - reference) log-probabilities of a completion.
+struct DpoMetrics {
+  double rewards_chosen = 0;    // [rewards/chosen]
+  double rewards_rejected = 0;  // [rewards/rejected]
+  double reward_accuracy = 0;   // fraction with chosen > rejected [rewards/accuracies]
+  double reward_margin = 0;     // [rewards/margins]
+  double logps_chosen = 0;      // summed over the completion, nats [logps/chosen]
+  double logps_rejected = 0;    // [logps/rejected]
+};
+
 struct TrainMetrics {
   int64_t step = 0;
   int64_t total_steps = 0;
@@ -114,6 +139,7 @@ struct TrainMetrics {
   double grad_norm = 0;
   int64_t tokens = 0;             // since the start
   int64_t peak_memory_bytes = 0;  // process peak RSS (CPU) or device peak (CUDA)
+  std::optional<DpoMetrics> dpo;  // method dpo
 };
 
 struct EvalMetrics {
@@ -123,6 +149,7 @@ struct EvalMetrics {
   double validation_mean_token_accuracy = 0;
   bool is_best = false;
   double duration_seconds = 0;
+  std::optional<DpoMetrics> dpo;  // method dpo, on the validation pairs
 };
 
 enum class CheckpointKind { kStep = 1, kEpoch = 2, kPause = 3, kFinal = 4 };
@@ -198,6 +225,8 @@ nlohmann::json JobSpecToJson(const JobSpec& spec);
 absl::StatusOr<JobSpec> JobSpecFromJson(const nlohmann::json& j);
 nlohmann::json TrainMetricsToJson(const TrainMetrics& m);
 TrainMetrics TrainMetricsFromJson(const nlohmann::json& j);
+nlohmann::json DpoMetricsToJson(const DpoMetrics& m);
+DpoMetrics DpoMetricsFromJson(const nlohmann::json& j);
 nlohmann::json EvalMetricsToJson(const EvalMetrics& m);
 EvalMetrics EvalMetricsFromJson(const nlohmann::json& j);
 nlohmann::json CheckpointToJson(const CheckpointInfo& c);
@@ -216,6 +245,7 @@ const char* AdapterKindName(AdapterKind k);        // "auto", "lora", "full"
 const char* LrSchedulerName(LrScheduler s);        // "auto", "linear", "cosine", "constant"
 const char* LossOnName(LossOn l);                  // "auto", "assistant", "all"
 const char* PrecisionName(Precision p);            // "auto", "fp32", "bf16"
+const char* DpoLossName(DpoLoss l);                // "auto", "sigmoid", "ipo", "hinge", "robust"
 const char* CheckpointKindName(CheckpointKind k);  // "step", "epoch", "pause", "final"
 const char* EventLevelName(EventLevel l);          // "info", "warning", "error"
 

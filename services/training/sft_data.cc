@@ -66,20 +66,21 @@ absl::StatusOr<SftExample> TokenizeSftExample(const json& line, const text::Mode
       "supervised training needs \"messages\" (chat) or \"prompt\" and \"completion\"");
 }
 
-absl::StatusOr<SftData> TokenizeSftFile(const std::string& path, const text::ModelText& text,
-                                        const SftTokenizeOptions& options) {
+absl::Status TokenizeJsonlFile(const std::string& path, const SftTokenizeOptions& options,
+                               const LineTokenizer& tokenize,
+                               const std::function<void(int64_t, std::vector<SftExample>)>& keep,
+                               TokenizeReport* report) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return absl::NotFoundError(absl::StrCat("cannot open ", path));
-  SftData data;
   auto add_error = [&](int64_t line, std::string kind, std::string message) {
-    ++data.error_count;
-    if (static_cast<int>(data.errors.size()) >= options.max_listed_errors) return;
+    ++report->error_count;
+    if (static_cast<int>(report->errors.size()) >= options.max_listed_errors) return;
     Issue issue;
     issue.kind = std::move(kind);
     issue.line = line;
     issue.message = std::move(message);
     issue.file = options.file;
-    data.errors.push_back(std::move(issue));
+    report->errors.push_back(std::move(issue));
   };
   int64_t skipped = 0, first_skipped = 0;
   std::string raw;
@@ -90,30 +91,37 @@ absl::StatusOr<SftData> TokenizeSftFile(const std::string& path, const text::Mod
       add_error(line_no, "invalid_json", "line is not valid JSON");
       continue;
     }
-    absl::StatusOr<SftExample> ex = TokenizeSftExample(line, text, options.loss_on);
-    if (absl::IsFailedPrecondition(ex.status())) return ex.status();
-    if (!ex.ok()) {
-      add_error(line_no, "unrenderable_example", std::string(ex.status().message()));
+    absl::StatusOr<std::vector<SftExample>> sequences = tokenize(line);
+    if (absl::IsFailedPrecondition(sequences.status())) return sequences.status();
+    if (!sequences.ok()) {
+      add_error(line_no, "unrenderable_example", std::string(sequences.status().message()));
       continue;
     }
-    const int64_t n = static_cast<int64_t>(ex->ids.size());
-    if (options.max_seq_length > 0 && n > options.max_seq_length) {
-      add_error(line_no, "example_too_long",
-                absl::StrCat("example has ", n, " tokens, more than max_seq_length ",
-                             options.max_seq_length,
-                             "; raise hyperparameters.max_seq_length or shorten the example"));
-      continue;
+    bool too_long = false, all_trained = true;
+    int64_t longest = 0;
+    for (SftExample& ex : *sequences) {
+      const int64_t n = static_cast<int64_t>(ex.ids.size());
+      longest = std::max(longest, n);
+      if (options.max_seq_length > 0 && n > options.max_seq_length && !too_long) {
+        too_long = true;
+        add_error(line_no, "example_too_long",
+                  absl::StrCat("example has ", n, " tokens, more than max_seq_length ",
+                               options.max_seq_length,
+                               "; raise hyperparameters.max_seq_length or shorten the example"));
+      }
+      bool any = false;
+      // The last token predicts nothing, so a trained mark there alone counts for nothing.
+      for (int64_t t = 1; t < n && !any; ++t) any = ex.trained[t] != 0;
+      all_trained &= any;
+      ex.line = line_no;
     }
-    bool any = false;
-    // The last token predicts nothing, so a trained mark there alone counts for nothing.
-    for (int64_t t = 1; t < n && !any; ++t) any = ex->trained[t] != 0;
-    if (!any) {
+    if (too_long) continue;
+    if (!all_trained) {
       if (skipped++ == 0) first_skipped = line_no;
       continue;
     }
-    data.longest = std::max(data.longest, n);
-    ex->line = line_no;
-    data.examples.push_back(std::move(*ex));
+    report->longest = std::max(report->longest, longest);
+    keep(line_no, std::move(*sequences));
   }
   if (skipped > 0) {
     Issue w;
@@ -123,8 +131,24 @@ absl::StatusOr<SftData> TokenizeSftFile(const std::string& path, const text::Mod
     w.file = options.file;
     w.message = absl::StrCat(skipped, " example(s) have no token the loss covers (first: line ",
                              first_skipped, ") and are skipped");
-    data.warnings.push_back(std::move(w));
+    report->warnings.push_back(std::move(w));
   }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<SftData> TokenizeSftFile(const std::string& path, const text::ModelText& text,
+                                        const SftTokenizeOptions& options) {
+  SftData data;
+  SY_RETURN_IF_ERROR(TokenizeJsonlFile(
+      path, options,
+      [&](const json& line) -> absl::StatusOr<std::vector<SftExample>> {
+        SY_ASSIGN_OR_RETURN(SftExample ex, TokenizeSftExample(line, text, options.loss_on));
+        return std::vector<SftExample>{std::move(ex)};
+      },
+      [&](int64_t, std::vector<SftExample> sequences) {
+        data.examples.push_back(std::move(sequences[0]));
+      },
+      &data));
   return data;
 }
 

@@ -11,6 +11,7 @@
 #define SWITCHYARD_SERVICES_TRAINING_SFT_DATA_H_
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -34,13 +35,35 @@ struct SftTokenizeOptions {
   int max_listed_errors = 20;  // errors beyond this are counted, not listed
 };
 
-struct SftData {
-  std::vector<SftExample> examples;
+// What reading a JSONL file of examples found besides the examples.
+struct TokenizeReport {
   std::vector<Issue> errors;    // the first max_listed_errors
   int64_t error_count = 0;      // all of them
   std::vector<Issue> warnings;  // e.g. examples with no trained token (skipped)
-  int64_t longest = 0;          // tokens of the longest example
+  int64_t longest = 0;          // tokens of the longest sequence kept
 };
+
+struct SftData : TokenizeReport {
+  std::vector<SftExample> examples;
+};
+
+// Turns one parsed JSONL line into the sequences it trains on (one for
+// supervised data; chosen and rejected for a preference pair).
+// INVALID_ARGUMENT naming the field for a line that cannot be rendered;
+// FAILED_PRECONDITION when no line can be (the model has no chat template).
+using LineTokenizer =
+    std::function<absl::StatusOr<std::vector<SftExample>>(const nlohmann::ordered_json& line)>;
+
+// Reads every line of `path` through `tokenize`. A line is kept (passed to
+// `keep` with its 1-based line number) when every sequence fits
+// max_seq_length and has a trained token; too long is an error naming the
+// line, nothing trained a warning (the line is skipped). The status is an
+// error only when the file cannot be read or `tokenize` says
+// FAILED_PRECONDITION.
+absl::Status TokenizeJsonlFile(const std::string& path, const SftTokenizeOptions& options,
+                               const LineTokenizer& tokenize,
+                               const std::function<void(int64_t, std::vector<SftExample>)>& keep,
+                               TokenizeReport* report);
 
 // Tokenizes every line of a chat or prompt/completion JSONL file. Problems
 // with lines land in SftData::errors (naming line and field); the status is

@@ -75,6 +75,24 @@ int64_t NowMs() { return absl::ToUnixMillis(absl::Now()); }
 
 }  // namespace
 
+int64_t TrainerSetup::train_count() const {
+  return static_cast<int64_t>(spec.method == Method::kDpo ? train_pairs.size() : train.size());
+}
+
+int64_t TrainerSetup::validation_count() const {
+  return static_cast<int64_t>(spec.method == Method::kDpo ? validation_pairs.size()
+                                                          : validation.size());
+}
+
+std::vector<int64_t> TrainerSetup::TrainLengths() const {
+  std::vector<int64_t> lengths;
+  for (const SftExample& ex : train) lengths.push_back(static_cast<int64_t>(ex.ids.size()));
+  for (const PreferenceExample& p : train_pairs) {
+    lengths.push_back(static_cast<int64_t>(std::max(p.chosen.ids.size(), p.rejected.ids.size())));
+  }
+  return lengths;
+}
+
 struct Trainer::State {
   int64_t step = 0;
   int64_t tokens = 0;
@@ -144,11 +162,17 @@ absl::Status Trainer::Prepare() {
     }
   }
   if (params.empty()) return absl::InvalidArgumentError("adapter: nothing is left to train");
+  if (dpo() && !lora_ && !spec.dpo.precompute_reference_logprobs.value_or(false) &&
+      setup_.reference_model == nullptr) {
+    return absl::InvalidArgumentError(
+        "dpo.precompute_reference_logprobs: full fine-tuning needs the reference precomputed or a "
+        "frozen reference model");
+  }
   AdamWOptions o;
   o.weight_decay = hp.weight_decay.value_or(0);
   optimizer_ = std::make_unique<AdamW>(std::move(params), o);
 
-  plan_ = std::make_unique<BatchPlan>(PlanFor(spec, setup_.train));
+  plan_ = std::make_unique<BatchPlan>(PlanFor(spec, setup_.TrainLengths()));
   if (plan_->total_steps() == 0) return absl::InvalidArgumentError("training_dataset: no examples");
   return absl::OkStatus();
 }
@@ -163,32 +187,152 @@ model::DecoderInput Trainer::Input(const Batch& batch, uint64_t dropout_seed) co
   return in;
 }
 
-absl::StatusOr<Trainer::StepStats> Trainer::RunStep(int64_t step) {
-  std::vector<Batch> batches;
-  int64_t label_total = 0;
-  for (const std::vector<Row>& rows : plan_->MicroBatches(step)) {
-    batches.push_back(MakeBatch(setup_.train, rows));
-    label_total += batches.back().label_tokens;
-  }
-  optimizer_->ZeroGrad();
-  double loss_sum = 0;
-  int64_t correct = 0;
-  const uint64_t seed = setup_.spec.seed.value_or(0);
-  SY_RETURN_IF_ERROR(TorchCall(absl::StrCat("training step ", step), [&]() -> absl::Status {
-    for (size_t i = 0; i < batches.size(); ++i) {
-      model::DecoderInput in = Input(batches[i], DropoutSeed(seed, step, i));
-      in.training = true;
-      SY_ASSIGN_OR_RETURN(at::Tensor logits, setup_.model->Forward(in));
-      model::LossOutput out = model::CausalLmLoss(logits, batches[i].labels.to(logits.device()));
-      const int64_t n = out.tokens.item<int64_t>();
-      // Each token weighs the same whichever micro-batch holds it.
-      (out.loss * (static_cast<double>(n) / std::max<int64_t>(1, label_total))).backward();
-      loss_sum += out.loss.item<double>() * n;
-      correct += out.correct.item<int64_t>();
+absl::StatusOr<Trainer::StepStats> Trainer::SupervisedMicroStep(const Batch& batch,
+                                                                uint64_t dropout_seed,
+                                                                double share) {
+  StepStats st;
+  model::DecoderInput in = Input(batch, dropout_seed);
+  in.training = true;
+  SY_ASSIGN_OR_RETURN(at::Tensor logits, setup_.model->Forward(in));
+  model::LossOutput out = model::CausalLmLoss(logits, batch.labels.to(logits.device()));
+  const int64_t n = out.tokens.item<int64_t>();
+  (out.loss * share).backward();
+  st.loss_sum = out.loss.item<double>() * n;
+  st.loss_units = n;
+  st.label_tokens = n;
+  st.correct = out.correct.item<int64_t>();
+  st.tokens = batch.tokens;
+  return st;
+}
+
+absl::StatusOr<Trainer::ReferenceLogProbs> Trainer::PrecomputeReference(
+    const std::vector<PreferenceExample>& examples) {
+  ReferenceLogProbs ref;
+  const Hyperparameters& hp = setup_.spec.hyperparameters;
+  const int64_t per_batch =
+      std::max<int64_t>(1, hp.batch_size.value_or(1) / hp.gradient_accumulation_steps.value_or(1));
+  const int64_t n = static_cast<int64_t>(examples.size());
+  SY_RETURN_IF_ERROR(TorchCall("reference log-probabilities", [&]() -> absl::Status {
+    at::NoGradGuard no_grad;
+    for (int64_t first = 0; first < n; first += per_batch) {
+      std::vector<int64_t> pairs;
+      for (int64_t i = first; i < std::min(n, first + per_batch); ++i) pairs.push_back(i);
+      Batch batch = MakePairBatch(examples, pairs);
+      SY_ASSIGN_OR_RETURN(at::Tensor logits, setup_.model->Forward(Input(batch, 0)));
+      at::Tensor logps =
+          SequenceLogProbs(logits, batch.labels.to(logits.device())).to(at::kCPU).contiguous();
+      const int64_t k = static_cast<int64_t>(pairs.size());
+      const float* v = logps.data_ptr<float>();
+      ref.chosen.insert(ref.chosen.end(), v, v + k);
+      ref.rejected.insert(ref.rejected.end(), v + k, v + 2 * k);
     }
     return absl::OkStatus();
   }));
-  const double loss = loss_sum / std::max<int64_t>(1, label_total);
+  return ref;
+}
+
+absl::StatusOr<std::pair<at::Tensor, Trainer::StepStats>> Trainer::DpoForward(
+    const std::vector<PreferenceExample>& examples, const std::vector<int64_t>& pairs,
+    const ReferenceLogProbs* precomputed, const model::DecoderInput& input, const Batch& batch) {
+  const int64_t k = static_cast<int64_t>(pairs.size());
+  SY_ASSIGN_OR_RETURN(at::Tensor logits, setup_.model->Forward(input));
+  const at::Tensor labels = batch.labels.to(logits.device());
+  const at::Tensor policy = SequenceLogProbs(logits, labels);
+  at::Tensor reference;
+  if (precomputed != nullptr) {
+    std::vector<float> values;
+    for (int64_t i : pairs) values.push_back(precomputed->chosen[i]);
+    for (int64_t i : pairs) values.push_back(precomputed->rejected[i]);
+    reference = at::tensor(values, at::kFloat).to(policy.device());
+  } else {
+    at::NoGradGuard no_grad;
+    model::DecoderInput ref_input = input;
+    ref_input.adapters.clear();  // the base with the adapter disabled
+    ref_input.training = false;
+    const model::CausalLm& ref_model =
+        setup_.reference_model ? *setup_.reference_model : *setup_.model;
+    SY_ASSIGN_OR_RETURN(at::Tensor ref_logits, ref_model.Forward(ref_input));
+    reference = SequenceLogProbs(ref_logits, labels);
+  }
+  const DpoSpec& spec = setup_.spec.dpo;
+  at::Tensor p = policy, r = reference;
+  if (spec.loss_type == DpoLoss::kIpo) {
+    const at::Tensor counts = LabelCounts(labels);
+    p = p / counts;
+    r = r / counts;
+  }
+  DpoLossOutput out =
+      ComputeDpoLoss(p.slice(0, 0, k), p.slice(0, k), r.slice(0, 0, k), r.slice(0, k), spec);
+  StepStats st;
+  const at::Tensor detached = policy.detach().to(at::kCPU);
+  st.dpo.pairs = k;
+  st.dpo.loss = out.losses.detach().sum().item<double>();
+  st.dpo.rewards_chosen = out.chosen_rewards.sum().item<double>();
+  st.dpo.rewards_rejected = out.rejected_rewards.sum().item<double>();
+  st.dpo.correct = out.chosen_rewards.gt(out.rejected_rewards).sum().item<double>();
+  st.dpo.logps_chosen = detached.slice(0, 0, k).sum().item<double>();
+  st.dpo.logps_rejected = detached.slice(0, k).sum().item<double>();
+  st.loss_sum = st.dpo.loss;
+  st.loss_units = k;
+  st.tokens = batch.tokens;
+  return std::make_pair(out.losses.sum(), st);
+}
+
+absl::StatusOr<Trainer::StepStats> Trainer::DpoMicroStep(const std::vector<int64_t>& pairs,
+                                                         uint64_t dropout_seed,
+                                                         int64_t step_pairs) {
+  Batch batch = MakePairBatch(setup_.train_pairs, pairs);
+  model::DecoderInput in = Input(batch, dropout_seed);
+  in.training = true;
+  SY_ASSIGN_OR_RETURN(auto out,
+                      DpoForward(setup_.train_pairs, pairs,
+                                 train_reference_ ? &*train_reference_ : nullptr, in, batch));
+  (out.first / static_cast<double>(std::max<int64_t>(1, step_pairs))).backward();
+  return out.second;
+}
+
+absl::StatusOr<Trainer::StepStats> Trainer::RunStep(int64_t step) {
+  const std::vector<std::vector<Row>> micro = plan_->MicroBatches(step);
+  optimizer_->ZeroGrad();
+  StepStats total;
+  const uint64_t seed = setup_.spec.seed.value_or(0);
+  SY_RETURN_IF_ERROR(TorchCall(absl::StrCat("training step ", step), [&]() -> absl::Status {
+    if (dpo()) {
+      int64_t step_pairs = 0;
+      for (const std::vector<Row>& rows : micro) step_pairs += static_cast<int64_t>(rows.size());
+      for (size_t i = 0; i < micro.size(); ++i) {
+        std::vector<int64_t> pairs;
+        for (const Row& row : micro[i]) pairs.insert(pairs.end(), row.begin(), row.end());
+        SY_ASSIGN_OR_RETURN(StepStats st,
+                            DpoMicroStep(pairs, DropoutSeed(seed, step, i), step_pairs));
+        total.loss_sum += st.loss_sum;
+        total.loss_units += st.loss_units;
+        total.tokens += st.tokens;
+        total.dpo.Add(st.dpo);
+      }
+      return absl::OkStatus();
+    }
+    std::vector<Batch> batches;
+    int64_t label_total = 0;
+    for (const std::vector<Row>& rows : micro) {
+      batches.push_back(MakeBatch(setup_.train, rows));
+      label_total += batches.back().label_tokens;
+    }
+    for (size_t i = 0; i < batches.size(); ++i) {
+      // Each token weighs the same whichever micro-batch holds it.
+      const double share =
+          static_cast<double>(batches[i].label_tokens) / std::max<int64_t>(1, label_total);
+      SY_ASSIGN_OR_RETURN(StepStats st,
+                          SupervisedMicroStep(batches[i], DropoutSeed(seed, step, i), share));
+      total.loss_sum += st.loss_sum;
+      total.loss_units += st.loss_units;
+      total.label_tokens += st.label_tokens;
+      total.correct += st.correct;
+      total.tokens += st.tokens;
+    }
+    return absl::OkStatus();
+  }));
+  const double loss = total.loss_sum / std::max<int64_t>(1, total.loss_units);
   if (!std::isfinite(loss)) {
     return absl::InternalError(
         absl::StrCat("nan_loss: the training loss became ", loss, " at step ", step,
@@ -202,19 +346,43 @@ absl::StatusOr<Trainer::StepStats> Trainer::RunStep(int64_t step) {
     norm = optimizer_->ClipGradNorm(hp.max_grad_norm.value_or(0));
     optimizer_->Step(lr);
   }));
-  StepStats st;
-  st.loss = loss;
-  st.loss_sum = loss_sum;
-  st.correct = correct;
-  st.label_tokens = label_total;
-  for (const Batch& b : batches) st.tokens += b.tokens;
-  st.grad_norm = norm;
-  st.learning_rate = lr;
-  return st;
+  total.loss = loss;
+  total.grad_norm = norm;
+  total.learning_rate = lr;
+  return total;
+}
+
+absl::StatusOr<EvalMetrics> Trainer::EvaluateDpo() {
+  EvalMetrics m;
+  const auto t0 = Clock::now();
+  const Hyperparameters& hp = setup_.spec.hyperparameters;
+  const int64_t per_batch =
+      std::max<int64_t>(1, hp.batch_size.value_or(1) / hp.gradient_accumulation_steps.value_or(1));
+  const int64_t n = static_cast<int64_t>(setup_.validation_pairs.size());
+  DpoSums sums;
+  SY_RETURN_IF_ERROR(TorchCall("evaluation", [&]() -> absl::Status {
+    at::NoGradGuard no_grad;
+    for (int64_t first = 0; first < n; first += per_batch) {
+      std::vector<int64_t> pairs;
+      for (int64_t i = first; i < std::min(n, first + per_batch); ++i) pairs.push_back(i);
+      Batch batch = MakePairBatch(setup_.validation_pairs, pairs);
+      SY_ASSIGN_OR_RETURN(auto out,
+                          DpoForward(setup_.validation_pairs, pairs,
+                                     validation_reference_ ? &*validation_reference_ : nullptr,
+                                     Input(batch, 0), batch));
+      sums.Add(out.second.dpo);
+    }
+    return absl::OkStatus();
+  }));
+  m.validation_loss = sums.loss / std::max<int64_t>(1, sums.pairs);
+  m.dpo = sums.Means();
+  m.duration_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  return m;
 }
 
 absl::StatusOr<EvalMetrics> Trainer::Evaluate() {
   EvalMetrics m;
+  if (dpo()) return setup_.validation_pairs.empty() ? m : EvaluateDpo();
   if (setup_.validation.empty()) return m;
   const auto t0 = Clock::now();
   const Hyperparameters& hp = setup_.spec.hyperparameters;
@@ -377,6 +545,13 @@ absl::StatusOr<TrainerResult> Trainer::Run(TrainerListener* listener) {
   State state;
   TrainerResult result;
   SY_ASSIGN_OR_RETURN(std::optional<CheckpointInfo> resume, ResumePoint());
+  // The DPO reference is the starting weights, read before a checkpoint
+  // replaces them.
+  if (dpo() && setup_.spec.dpo.precompute_reference_logprobs.value_or(false) &&
+      !(resume && resume->kind == CheckpointKind::kFinal)) {
+    SY_ASSIGN_OR_RETURN(train_reference_, PrecomputeReference(setup_.train_pairs));
+    SY_ASSIGN_OR_RETURN(validation_reference_, PrecomputeReference(setup_.validation_pairs));
+  }
   if (resume) {
     SY_RETURN_IF_ERROR(LoadCheckpoint(*resume, &state));
     SY_LOG(kInfo, "trainer") << "resuming from " << resume->path << " at step " << state.step;
@@ -433,7 +608,7 @@ absl::StatusOr<TrainerResult> Trainer::Run(TrainerListener* listener) {
     return c;
   };
 
-  const bool has_validation = !setup_.validation.empty();
+  const bool has_validation = setup_.validation_count() > 0;
   if (has_validation && state.step == 0) SY_RETURN_IF_ERROR(evaluate());
 
   const int64_t log_every = std::max(1, hp.log_interval_steps.value_or(1));
@@ -462,6 +637,8 @@ absl::StatusOr<TrainerResult> Trainer::Run(TrainerListener* listener) {
     window_seconds += std::chrono::duration<double>(Clock::now() - t0).count();
     ++window_steps;
     window.loss_sum += st.loss_sum;
+    window.loss_units += st.loss_units;
+    window.dpo.Add(st.dpo);
     window.correct += st.correct;
     window.label_tokens += st.label_tokens;
     window.tokens += st.tokens;
@@ -475,8 +652,9 @@ absl::StatusOr<TrainerResult> Trainer::Run(TrainerListener* listener) {
       m.step = step;
       m.total_steps = total;
       m.epoch = plan_->epoch_progress(step);
-      m.loss = window.loss_sum / label_tokens;
+      m.loss = window.loss_sum / static_cast<double>(std::max<int64_t>(1, window.loss_units));
       m.mean_token_accuracy = static_cast<double>(window.correct) / label_tokens;
+      if (dpo()) m.dpo = window.dpo.Means();
       m.learning_rate = st.learning_rate;
       m.grad_norm = window.grad_norm / window_steps;
       m.tokens_per_second = window.tokens / std::max(1e-9, window_seconds);

@@ -1,10 +1,14 @@
-// Trainer: the supervised fine-tuning loop of one job, visible in one place
-// (setup, train, evaluate, checkpoint, resume), in torchtune's spirit.
+// Trainer: the fine-tuning loop of one job, visible in one place (setup,
+// train, evaluate, checkpoint, resume), in torchtune's spirit.
 //
 // Each optimizer step takes its rows from a BatchPlan, runs the micro-batches
 // forward and backward (the loss of a step is the mean over all its
-// loss-bearing tokens, however they split into micro-batches), clips the
-// gradient norm, and updates with AdamW at the scheduled learning rate.
+// loss-bearing tokens, however they split into micro-batches; with DPO the
+// mean over its preference pairs), clips the gradient norm, and updates with
+// AdamW at the scheduled learning rate. DPO's reference log-probabilities
+// come from the starting weights: computed once before training when
+// precomputed, else each step from the base with the adapter disabled (LoRA)
+// or from a frozen copy (full).
 // Evaluation runs before training, every eval_interval_steps and at each epoch
 // end; checkpoints are saved every interval_steps, at each epoch end, at a
 // pause and at the end. A checkpoint holds the adapter (PEFT layout) or full
@@ -24,6 +28,7 @@
 
 #include "absl/status/statusor.h"
 #include "services/training/batching.h"
+#include "services/training/dpo.h"
 #include "services/training/job_types.h"
 #include "services/training/optimizer.h"
 #include "services/training/sft_data.h"
@@ -37,8 +42,19 @@ struct TrainerSetup {
   std::unique_ptr<model::CausalLm> model;
   // Continue training this adapter (a fine-tuned base model) instead of a new one.
   std::optional<model::LoraAdapter> start_adapter;
-  std::vector<SftExample> train;
+  std::vector<SftExample> train;  // method supervised
   std::vector<SftExample> validation;
+  std::vector<PreferenceExample> train_pairs;  // method dpo
+  std::vector<PreferenceExample> validation_pairs;
+  // DPO with full fine-tuning and no precomputed reference: the frozen
+  // reference copy of the starting weights.
+  std::unique_ptr<model::CausalLm> reference_model;
+
+  // Training items (examples or pairs) and their token lengths (a pair's:
+  // its longer sequence), the BatchPlan's input.
+  int64_t train_count() const;
+  int64_t validation_count() const;
+  std::vector<int64_t> TrainLengths() const;
   std::string checkpoints_dir;  // jobs/<id>/checkpoints
   std::string base_dir;         // tokenizer side files for full-weight checkpoints
   std::string base_model_id;    // adapter_config.json base_model_name_or_path
@@ -100,14 +116,34 @@ class Trainer {
   struct State;
   // One optimizer step's sums (or a log window's).
   struct StepStats {
-    double loss = 0;      // mean per label token
-    double loss_sum = 0;  // nats over label tokens
+    double loss = 0;         // mean per loss unit
+    double loss_sum = 0;     // supervised: nats over label tokens; DPO: over pairs
+    int64_t loss_units = 0;  // label tokens (supervised) or pairs (DPO)
     int64_t correct = 0, label_tokens = 0, tokens = 0;
     double grad_norm = 0, learning_rate = 0;
+    DpoSums dpo;
+  };
+  // Reference log-probabilities of chosen and rejected, (n,) each.
+  struct ReferenceLogProbs {
+    std::vector<float> chosen, rejected;
   };
   explicit Trainer(TrainerSetup setup);
   absl::Status Prepare();
+  bool dpo() const { return setup_.spec.method == Method::kDpo; }
   absl::StatusOr<StepStats> RunStep(int64_t step);
+  // Forward and backward of one micro-batch; `share` is its part of the step.
+  absl::StatusOr<StepStats> SupervisedMicroStep(const Batch& batch, uint64_t dropout_seed,
+                                                double share);
+  absl::StatusOr<StepStats> DpoMicroStep(const std::vector<int64_t>& pairs, uint64_t dropout_seed,
+                                         int64_t step_pairs);
+  // DPO on `pairs` of `examples`: losses and metrics, differentiable when
+  // grad mode is on. `precomputed` (may be null) holds the reference.
+  absl::StatusOr<std::pair<at::Tensor, StepStats>> DpoForward(
+      const std::vector<PreferenceExample>& examples, const std::vector<int64_t>& pairs,
+      const ReferenceLogProbs* precomputed, const model::DecoderInput& input, const Batch& batch);
+  absl::StatusOr<ReferenceLogProbs> PrecomputeReference(
+      const std::vector<PreferenceExample>& examples);
+  absl::StatusOr<EvalMetrics> EvaluateDpo();
   absl::StatusOr<CheckpointInfo> SaveCheckpoint(CheckpointKind kind, const State& state);
   absl::Status LoadCheckpoint(const CheckpointInfo& checkpoint, State* state);
   absl::Status Prune(const State& state);
@@ -118,6 +154,8 @@ class Trainer {
   int adapter_id_ = model::kNoAdapter;
   std::unique_ptr<BatchPlan> plan_;
   std::unique_ptr<AdamW> optimizer_;
+  // DPO references computed from the starting weights (precompute on).
+  std::optional<ReferenceLogProbs> train_reference_, validation_reference_;
 };
 
 }  // namespace switchyard::training

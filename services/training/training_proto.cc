@@ -21,6 +21,37 @@ absl::Status UnknownEnum(const char* field, int value) {
   return absl::InvalidArgumentError(absl::StrCat(field, " has unknown value ", value));
 }
 
+void ToProto(const DpoSpec& d, v1::DpoSpec* out) {
+  out->set_loss_type(static_cast<v1::DpoLossType>(d.loss_type));
+  if (d.beta) out->set_beta(*d.beta);
+  if (d.label_smoothing) out->set_label_smoothing(*d.label_smoothing);
+  if (d.precompute_reference_logprobs) {
+    out->set_precompute_reference_logprobs(*d.precompute_reference_logprobs);
+  }
+}
+
+absl::Status FromProto(const v1::DpoSpec& d, DpoSpec* out) {
+  if (d.loss_type() < v1::DPO_LOSS_TYPE_UNSPECIFIED || d.loss_type() > v1::DPO_LOSS_TYPE_ROBUST) {
+    return UnknownEnum("dpo.loss_type", d.loss_type());
+  }
+  out->loss_type = static_cast<DpoLoss>(d.loss_type());
+  if (d.has_beta()) out->beta = d.beta();
+  if (d.has_label_smoothing()) out->label_smoothing = d.label_smoothing();
+  if (d.has_precompute_reference_logprobs()) {
+    out->precompute_reference_logprobs = d.precompute_reference_logprobs();
+  }
+  return absl::OkStatus();
+}
+
+void ToProto(const DpoMetrics& m, v1::DpoMetrics* out) {
+  out->set_rewards_chosen(m.rewards_chosen);
+  out->set_rewards_rejected(m.rewards_rejected);
+  out->set_reward_accuracy(m.reward_accuracy);
+  out->set_reward_margin(m.reward_margin);
+  out->set_logps_chosen(m.logps_chosen);
+  out->set_logps_rejected(m.logps_rejected);
+}
+
 void ToProto(const LoraSpec& l, v1::LoraSpec* out) {
   if (l.r) out->set_r(*l.r);
   if (l.alpha) out->set_alpha(*l.alpha);
@@ -275,6 +306,7 @@ void ToProto(const JobSpec& s, v1::JobSpec* out) {
   }
   ToProto(s.hyperparameters, out->mutable_hyperparameters());
   ToProto(s.checkpoints, out->mutable_checkpoints());
+  if (s.method == Method::kDpo) ToProto(s.dpo, out->mutable_dpo());
   if (s.seed) out->set_seed(*s.seed);
   out->set_suffix(s.suffix);
   for (const auto& [k, v] : s.metadata) (*out->mutable_metadata())[k] = v;
@@ -308,6 +340,7 @@ absl::StatusOr<JobSpec> JobSpecFromProto(const v1::JobSpec& p) {
     return absl::InvalidArgumentError(
         "reinforcement may only be set with method TRAINING_METHOD_REINFORCEMENT");
   }
+  if (absl::Status st = FromProto(p.dpo(), &s.dpo); !st.ok()) return st;
   switch (p.adapter().kind_case()) {
     case v1::AdapterSpec::kLora:
       s.adapter.kind = AdapterKind::kLora;
@@ -343,6 +376,7 @@ void ToProto(const TrainMetrics& m, v1::TrainMetrics* out) {
   out->set_grad_norm(m.grad_norm);
   out->set_tokens(m.tokens);
   out->set_peak_memory_bytes(m.peak_memory_bytes);
+  if (m.dpo) ToProto(*m.dpo, out->mutable_dpo());
 }
 
 void ToProto(const EvalMetrics& m, v1::EvalMetrics* out) {
@@ -352,6 +386,7 @@ void ToProto(const EvalMetrics& m, v1::EvalMetrics* out) {
   out->set_validation_mean_token_accuracy(m.validation_mean_token_accuracy);
   out->set_is_best(m.is_best);
   out->set_duration_seconds(m.duration_seconds);
+  if (m.dpo) ToProto(*m.dpo, out->mutable_dpo());
 }
 
 void ToProto(const CheckpointInfo& c, const std::string& job_id, v1::Checkpoint* out) {

@@ -4,9 +4,9 @@
 // google.protobuf.Timestamp; a zero time ("not yet") stays unset.
 //
 // The core mirrors the v1 API except for features this release cannot train
-// (QLoRA base quantisation, DPO and reinforcement settings):
-// JobSpecFromProto refuses those with UNIMPLEMENTED or INVALID_ARGUMENT naming
-// the field rather than dropping them silently.
+// (QLoRA base quantisation, reinforcement settings): JobSpecFromProto refuses
+// those with UNIMPLEMENTED or INVALID_ARGUMENT naming the field rather than
+// dropping them silently.
 #ifndef SWITCHYARD_SERVICES_TRAINING_TRAINING_PROTO_H_
 #define SWITCHYARD_SERVICES_TRAINING_TRAINING_PROTO_H_
 

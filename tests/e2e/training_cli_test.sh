@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end test of `switchyard train ...` and `switchyard models ...` against
 # `switchyard serve --target=all` on loopback: register a tiny model, upload a
-# dataset, fine-tune, watch, and survive a kill -9 of the server mid-job with a
+# dataset, fine-tune (supervised and DPO, the DPO adapter measured with inference
+# score), watch, and survive a kill -9 of the server mid-job with a
 # result identical to an uninterrupted run.
 #
 #   tests/e2e/training_cli_test.sh <switchyard binary> <repo root>
@@ -132,6 +133,62 @@ expect_in "$TMP/out" "step 1/60"
 expect_exit 0 "$SY" train checkpoints "$JOB_A" "$SERVER"
 expect_in "$TMP/out" "jobs/$JOB_A/checkpoints/"
 
+# ---- DPO on preference pairs, measured with Score ------------------------------------
+
+check "train create --method dpo on a preference dataset: reward accuracy rises"
+python3 - "$TMP/prefs.jsonl" "$TMP/prompt.json" <<'PY'
+import json, sys
+words = ["apple", "river", "stone", "cloud", "maple", "tiger", "ocean", "piano", "lemon",
+         "amber", "delta", "flint"]
+with open(sys.argv[1], "w") as f:
+    for i in range(24):
+        w = words[i % 12]
+        f.write(json.dumps({
+            "prompt": [{"role": "system", "content": "Repeat twice."},
+                       {"role": "user", "content": f"Echo: {w}"}],
+            "chosen": [{"role": "assistant", "content": f"{w} {w}"}],
+            "rejected": [{"role": "assistant", "content": "no"}]}) + "\n")
+json.dump([{"role": "system", "content": "Repeat twice."},
+           {"role": "user", "content": "Echo: maple"}], open(sys.argv[2], "w"))
+PY
+expect_exit 0 "$SY" data upload "$TMP/prefs.jsonl" --name prefs "$SERVER"
+expect_exit 2 "$SY" train create --base tiny --dataset prefs@1 --dpo-beta 0.1 "$SERVER"
+expect_in "$TMP/err" "--method dpo"
+expect_exit 1 "$SY" train create --base tiny --dataset echo@1 --method dpo "$SERVER"
+expect_in "$TMP/err" "preference data"
+expect_exit 0 "$SY" train create --base tiny --dataset prefs@1 --method dpo --dpo-beta 0.1 \
+  --epochs 4 --batch-size 4 --lora-r 4 --learning-rate 0.01 --precision fp32 --device cpu \
+  --validation-fraction 0.25 --seed 3 --suffix dpo --json "$SERVER"
+JOB_DPO=$(json_field "$TMP/out" 'd["jobId"]')
+expect_exit 0 "$SY" train watch "$JOB_DPO" "$SERVER"
+expect_in "$TMP/out" "reward_acc"
+expect_in "$TMP/out" "-> succeeded"
+expect_exit 0 "$SY" train show "$JOB_DPO" --json "$SERVER"
+python3 - "$TMP/out" <<'PY' || fail "DPO job: reward accuracy did not rise above 0.9"
+import json, sys
+job = json.load(open(sys.argv[1]))
+acc = job["latestTrain"]["dpo"].get("rewardAccuracy", 0)
+assert acc > 0.9, acc
+assert job["resolvedSpec"]["dpo"]["lossType"] == "DPO_LOSS_TYPE_SIGMOID"
+PY
+
+check "inference score: the DPO adapter prefers the chosen answer more than the base"
+expect_exit 0 "$SY" inference load tiny "$SERVER"
+for adapter in "" "ft:tiny:dpo:$JOB_DPO"; do
+  expect_exit 0 "$SY" inference score --model tiny ${adapter:+--adapter "$adapter"} \
+    --messages "$TMP/prompt.json" "maple maple" "no" --json "$SERVER"
+  cp "$TMP/out" "$TMP/score-${adapter:+dpo}base"
+done
+python3 - "$TMP/score-base" "$TMP/score-dpobase" <<'PY' || fail "DPO did not shift the preference"
+import json, sys
+def margin(path):
+    s = json.load(open(path))["scores"]
+    return s[0].get("logprob", 0) - s[1].get("logprob", 0)
+base, dpo = margin(sys.argv[1]), margin(sys.argv[2])
+print(f"log p(chosen) - log p(rejected): base {base:.3f}, DPO adapter {dpo:.3f}")
+assert dpo > base + 1.0, (base, dpo)
+PY
+
 # ---- kill -9 mid-job, restart, resume ------------------------------------------------
 
 check "a second identical job survives kill -9 of the server"
@@ -168,13 +225,13 @@ B_FILE="$DATA_DIR/models/ft:tiny:b:$JOB_B/adapter_model.safetensors"
 [[ -f $B_FILE ]] || fail "no adapter at $B_FILE"
 cmp "$A_FILE" "$B_FILE" || fail "the resumed run's adapter differs from the uninterrupted run's"
 
-check "models list shows the base and both fine-tuned models"
+check "models list shows the base and the fine-tuned models"
 expect_exit 0 "$SY" models list "$SERVER"
 expect_in "$TMP/out" "tiny"
 expect_in "$TMP/out" "ft:tiny:a:$JOB_A"
 expect_in "$TMP/out" "ft:tiny:b:$JOB_B"
 expect_exit 0 "$SY" models list --kind adapter --json "$SERVER"
-[[ $(json_field "$TMP/out" 'len(d["models"])') -eq 2 ]] || fail "expected 2 adapters"
+[[ $(json_field "$TMP/out" 'len(d["models"])') -eq 3 ]] || fail "expected 3 adapters"
 expect_exit 0 "$SY" models show "ft:tiny:a:$JOB_A" "$SERVER"
 expect_in "$TMP/out" "jobs/$JOB_A"
 expect_in "$TMP/out" "echo@1"
@@ -186,7 +243,7 @@ expect_exit 0 "$SY" train list "$SERVER"
 expect_in "$TMP/out" "$JOB_A"
 expect_in "$TMP/out" "$JOB_B"
 expect_exit 0 "$SY" train list --state succeeded --json "$SERVER"
-[[ $(json_field "$TMP/out" 'len(d["jobs"])') -eq 2 ]] || fail "expected 2 succeeded jobs"
+[[ $(json_field "$TMP/out" 'len(d["jobs"])') -eq 3 ]] || fail "expected 3 succeeded jobs"
 
 check "train cancel of a queued job; train watch of a cancelled job exits 6"
 expect_exit 0 "$SY" train create --base tiny --dataset echo@1 --epochs 50 --json "$SERVER"

@@ -473,13 +473,27 @@ TEST_F(TrainingServiceTest, UnknownDatasetOrModelIsNotFound) {
   EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND) << s.error_message();
 }
 
-TEST_F(TrainingServiceTest, DpoAndReinforcementAreUnimplemented) {
+TEST_F(TrainingServiceTest, DpoNeedsPreferenceDataAndReinforcementIsUnimplemented) {
   StartServer();
   AddEchoDatasets();
   v1::JobSpec spec = SmallSpec();
   spec.set_method(v1::TRAINING_METHOD_DPO);
   v1::Job job;
   grpc::Status s = Create(spec, &job);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+  EXPECT_THAT(s.error_message(), HasSubstr("training_dataset"));
+  EXPECT_THAT(s.error_message(), HasSubstr("preference data"));
+  spec.mutable_dpo()->set_beta(-1);
+  s = Create(spec, &job);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+  EXPECT_THAT(s.error_message(), HasSubstr("dpo.beta"));
+  spec = SmallSpec();
+  spec.mutable_dpo()->set_beta(0.2);
+  s = Create(spec, &job);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+  spec = SmallSpec();
+  spec.set_method(v1::TRAINING_METHOD_REINFORCEMENT);
+  s = Create(spec, &job);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::UNIMPLEMENTED) << s.error_message();
 
   grpc::ClientContext ctx;

@@ -41,6 +41,13 @@ class JobManagerTest : public switchyard::testing::TempDirTest {
     auto committed = (*session)->Commit();
     ASSERT_TRUE(committed.ok() && committed->version) << committed.status();
     session->reset();
+    request.dataset_id = "prefs";
+    session = (*datasets)->StartUpload(request);
+    ASSERT_TRUE(session.ok());
+    ASSERT_TRUE((*session)->Write(dataset::Split::kTrain, testing::PreferenceJsonl(12)).ok());
+    committed = (*session)->Commit();
+    ASSERT_TRUE(committed.ok() && committed->version) << committed.status();
+    session->reset();
     datasets->reset();
     Open();
   }
@@ -316,6 +323,46 @@ TEST(JobTypesTest, NonFiniteMetricsSurviveTheStore) {
   EXPECT_DOUBLE_EQ(back->latest_train->loss, 1.5);
 }
 
+TEST_F(JobManagerTest, DpoJobRunsOnPreferenceDataAndContinuesAnSftModel) {
+  ASSERT_TRUE(jobs_->Start().ok());
+  auto sft = jobs_->CreateJob(Spec(), {});
+  ASSERT_TRUE(sft.ok()) << sft.status();
+  Job sft_job = WaitFor(sft->job_id);
+  ASSERT_EQ(sft_job.state, JobState::kSucceeded);
+
+  JobSpec s = Spec();
+  s.base_model = sft_job.fine_tuned_model;  // SFT then DPO
+  s.training_dataset = "prefs";
+  s.method = Method::kDpo;
+  s.adapter = AdapterSpec();
+  s.validation_fraction = 0.25;
+  auto created = jobs_->CreateJob(s, {});
+  ASSERT_TRUE(created.ok()) << created.status();
+  Job job = WaitFor(created->job_id);
+  ASSERT_EQ(job.state, JobState::kSucceeded) << (job.errors.empty() ? "" : job.errors[0].message);
+  EXPECT_EQ(job.training_examples, 9);
+  EXPECT_EQ(job.validation_examples, 3);
+  ASSERT_TRUE(job.resolved_spec);
+  const JobSpec& r = *job.resolved_spec;
+  EXPECT_EQ(r.dpo.loss_type, DpoLoss::kSigmoid);
+  EXPECT_DOUBLE_EQ(*r.dpo.beta, 0.1);
+  EXPECT_TRUE(*r.dpo.precompute_reference_logprobs);  // continuing an adapter
+  EXPECT_DOUBLE_EQ(*r.adapter.lora.dropout, 0.0);
+  EXPECT_EQ(*r.adapter.lora.r, 4);  // the SFT adapter's rank
+  ASSERT_TRUE(job.latest_train && job.latest_train->dpo);
+  ASSERT_TRUE(job.latest_eval && job.latest_eval->dpo);
+  auto model = registry_->Get(job.fine_tuned_model);
+  ASSERT_TRUE(model.ok()) << model.status();
+  EXPECT_EQ(model->kind, ModelKind::kAdapter);
+  EXPECT_NE(model->fine_tune_json.find("\"dpo\""), std::string::npos);
+  // The stored events carry the preference metrics.
+  auto events = jobs_->WaitEvents(job.job_id, 0, 1000, absl::Milliseconds(1));
+  ASSERT_TRUE(events.ok());
+  int with_dpo = 0;
+  for (const JobEvent& e : *events) with_dpo += e.train && e.train->dpo;
+  EXPECT_EQ(with_dpo, job.total_steps);
+}
+
 TEST_F(JobManagerTest, PauseAndResumeFinishTheJob) {
   ASSERT_TRUE(jobs_->Start().ok());
   JobSpec spec = Spec();
@@ -352,7 +399,12 @@ TEST_F(JobManagerTest, CreateJobChecksFieldsAndReferencesBeforeQueueing) {
   EXPECT_EQ(r.status().code(), absl::StatusCode::kNotFound);
   EXPECT_NE(r.status().message().find("base_model"), std::string::npos);
   s = Spec();
-  s.method = Method::kDpo;
+  s.method = Method::kDpo;  // on chat data
+  r = jobs_->CreateJob(s, {});
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("DPO needs preference data"), std::string::npos);
+  s = Spec();
+  s.method = Method::kReinforcement;
   EXPECT_EQ(jobs_->CreateJob(s, {}).status().code(), absl::StatusCode::kUnimplemented);
   auto listed = jobs_->ListJobs(0, "", {});
   ASSERT_TRUE(listed.ok());

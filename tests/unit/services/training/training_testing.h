@@ -47,6 +47,22 @@ inline std::string ChatJsonl(int n, int offset = 0) {
   return out;
 }
 
+// `n` preference pairs in TRL's conversational layout: "Echo: <word>" prefers
+// "<word> <word>" over "no".
+inline std::string PreferenceJsonl(int n, int offset = 0) {
+  static const char* kWords[] = {"apple", "river", "stone", "cloud", "maple", "tiger",
+                                 "ocean", "piano", "lemon", "amber", "delta", "flint"};
+  std::string out;
+  for (int i = 0; i < n; ++i) {
+    const std::string w = kWords[(i + offset) % 12];
+    out += absl::StrCat(R"({"prompt":[{"role":"system","content":"Repeat twice."},)",
+                        R"({"role":"user","content":"Echo: )", w, R"("}],)",
+                        R"("chosen":[{"role":"assistant","content":")", w, " ", w, R"("}],)",
+                        R"("rejected":[{"role":"assistant","content":"no"}]})", "\n");
+  }
+  return out;
+}
+
 // A resolved spec: LoRA r 4, fp32 on CPU, small batches, every auto value set.
 inline JobSpec TestSpec() {
   JobSpec s;
