@@ -23,6 +23,8 @@ const char* kUsage =
     "                   adapters locally; see `switchyard model --help`.\n"
     "  train <verb>     Create, watch, show, list, cancel, pause and resume fine-tuning\n"
     "                   jobs; see `switchyard train --help`.\n"
+    "  grader <verb>    Validate a reinforcement grader spec locally, or run it on one\n"
+    "                   sample on the server; see `switchyard grader --help`.\n"
     "  models <verb>    Register, list, show and delete base and fine-tuned models on\n"
     "                   the server; see `switchyard models --help`.\n"
     "  rag <verb>       Create collections, ingest, delete and search documents\n"
@@ -63,6 +65,7 @@ int main(int argc, char** argv) {
   if (command == "text") return switchyard::cli::RunText(rest);
   if (command == "model") return switchyard::cli::RunModel(rest);
   if (command == "train") return switchyard::cli::RunTrain(rest);
+  if (command == "grader") return switchyard::cli::RunGrader(rest);
   if (command == "models") return switchyard::cli::RunModels(rest);
   if (command == "rag") return switchyard::cli::RunRag(rest);
   if (command == "generate") return switchyard::cli::RunGenerate(rest);

@@ -23,6 +23,8 @@ int RunModel(const std::vector<std::string>& args);
 // args[0] is the verb: create, watch, show, list, events, checkpoints, cancel, pause,
 // resume.
 int RunTrain(const std::vector<std::string>& args);
+// args[0] is the verb: validate, run.
+int RunGrader(const std::vector<std::string>& args);
 // args[0] is the verb: register, list, show, delete.
 int RunModels(const std::vector<std::string>& args);
 // args[0] is the verb: create, ingest, delete, search, list, show, drop.

@@ -229,12 +229,13 @@ bool SpecFromFlags(const FlagSet& f, v1::JobSpec* spec) {
   }
 
   const bool lora_flags = f.IsSet("lora-r") || f.IsSet("lora-alpha") || f.IsSet("lora-dropout") ||
-                          f.IsSet("target-modules") || f.IsSet("lora-layers") || f.IsSet("rslora");
+                          f.IsSet("target-modules") || f.IsSet("lora-layers") ||
+                          f.IsSet("rslora") || f.IsSet("quantize-base") || f.IsSet("double-quant");
   const bool full_flags = f.IsSet("frozen-layers") || f.IsSet("freeze-embeddings");
   if (f.GetBool("full")) {
     if (lora_flags) {
       std::cerr << "error: --full trains every weight; it cannot be combined with --lora-*, "
-                   "--target-modules or --rslora\n";
+                   "--target-modules, --rslora or --quantize-base\n";
       return false;
     }
     v1::FullSpec* full = spec->mutable_adapter()->mutable_full();
@@ -263,6 +264,17 @@ bool SpecFromFlags(const FlagSet& f, v1::JobSpec* spec) {
     if (!ParseIntList(f, "lora-layers", &layers)) return false;
     for (int32_t l : layers) lora->add_layers(l);
     lora->set_rslora(f.GetBool("rslora"));
+    if (f.IsSet("quantize-base")) {
+      v1::BaseQuantization q;
+      if (!ParseChoice<v1::BaseQuantization>(f, "quantize-base",
+                                             {{"none", v1::BASE_QUANTIZATION_NONE},
+                                              {"nf4", v1::BASE_QUANTIZATION_NF4},
+                                              {"int8", v1::BASE_QUANTIZATION_INT8}},
+                                             &q))
+        return false;
+      lora->set_quantize_base(q);
+    }
+    lora->set_double_quantization(f.GetBool("double-quant"));
   }
 
   v1::Hyperparameters* h = spec->mutable_hyperparameters();
@@ -391,6 +403,10 @@ int Create(const std::vector<std::string>& args) {
                   "(auto: every attention and MLP projection).");
   flags.AddString("lora-layers", "", "Comma-separated decoder layers to adapt (auto: all).");
   flags.AddBool("rslora", false, "Rank-stabilised LoRA: scale by alpha / sqrt(r).");
+  flags.AddString("quantize-base", "",
+                  "QLoRA: keep the frozen base nf4 (4-bit NormalFloat, blocks of 64) or int8 "
+                  "(per row) in memory; the adapter loads on the unquantised base (auto: none).");
+  flags.AddBool("double-quant", false, "With --quantize-base nf4: quantise the block scales too.");
   flags.AddBool("full", false, "Full fine-tuning instead of LoRA.");
   flags.AddString("frozen-layers", "", "With --full: comma-separated decoder layers kept frozen.");
   flags.AddBool("freeze-embeddings", false, "With --full: keep the token embeddings frozen.");
@@ -553,6 +569,12 @@ void PrintResolved(const v1::Job& job, std::ostream& out) {
     const v1::LoraSpec& l = r.adapter().lora();
     adapter = absl::StrCat("lora r ", l.r(), " alpha ", l.alpha(), " dropout ", l.dropout(), " on ",
                            absl::StrJoin(l.target_modules(), ","));
+    if (l.quantize_base() == v1::BASE_QUANTIZATION_NF4 ||
+        l.quantize_base() == v1::BASE_QUANTIZATION_INT8) {
+      absl::StrAppend(&adapter, ", base ",
+                      l.quantize_base() == v1::BASE_QUANTIZATION_NF4 ? "nf4" : "int8",
+                      l.double_quantization() ? " (double quantised)" : "");
+    }
   } else if (r.adapter().has_full()) {
     adapter = "full";
   }

@@ -691,7 +691,8 @@ std::string RenderValue(const json& v) {
 }
 
 // Substitutes `pieces`; INVALID_ARGUMENT naming `path` and the variable when an
-// item field does not resolve.
+// item field does not resolve, or naming `path` when the text grows past
+// kMaxRenderedBytes.
 absl::StatusOr<std::string> Render(const std::vector<Piece>& pieces, const std::string& output,
                                    const json& item, const std::string& path) {
   std::string out;
@@ -710,6 +711,9 @@ absl::StatusOr<std::string> Render(const std::vector<Piece>& pieces, const std::
         out += RenderValue(*v);
         break;
       }
+    }
+    if (out.size() > kMaxRenderedBytes) {
+      return Invalid(path, absl::StrCat("renders to more than ", kMaxRenderedBytes, " bytes"));
     }
   }
   return out;

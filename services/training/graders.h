@@ -62,6 +62,11 @@ inline constexpr size_t kRegexMaxInputBytes = 20000;
 // Levenshtein distance of the fuzzy metric (~1.7e7 steps at most).
 inline constexpr size_t kFuzzyMaxCodePoints = 4096;
 
+// A template may render to at most this many bytes; more is an error (a
+// template repeating {{sample.output_text}} could otherwise multiply a large
+// output into gigabytes).
+inline constexpr size_t kMaxRenderedBytes = size_t{1} << 20;
+
 // Sub-graders of a multi grader may nest this deep; the root is level 1.
 inline constexpr int kMaxGraderDepth = 4;
 
@@ -207,8 +212,9 @@ struct GradeResult {
 
 // Grades `output_text` (the generated completion, any bytes) for the dataset
 // example `item`. INVALID_ARGUMENT when ValidateGrader fails, when an
-// {{item.PATH}} does not resolve in `item` (as CheckGraderItem), or when a
-// regex rendered from a template does not compile. A regex search that
+// {{item.PATH}} does not resolve in `item` (as CheckGraderItem), when a
+// template renders to more than kMaxRenderedBytes, or when a regex rendered
+// from a template does not compile. A regex search that
 // exceeds PCRE2's match limit (a pathological pattern) counts as no match.
 absl::StatusOr<GradeResult> Grade(const GraderSpec& spec, const std::string& output_text,
                                   const nlohmann::json& item);

@@ -329,8 +329,16 @@ absl::StatusOr<PreparedJob> PrepareJob(const JobSources& m, const Job& job, bool
   const at::ScalarType dtype =
       p.resolved.hyperparameters.precision == Precision::kBf16 ? at::kBFloat16 : at::kFloat;
   SY_ASSIGN_OR_RETURN(at::Device dev, model::ParseDevice(p.resolved.device));
+  model::LoadOptions load{dtype, dev};
+  if (lora) {
+    const LoraSpec& l = p.resolved.adapter.lora;
+    load.quantize_base = l.quantize_base == QuantizeBase::kNf4    ? model::BaseQuantization::kNf4
+                         : l.quantize_base == QuantizeBase::kInt8 ? model::BaseQuantization::kInt8
+                                                                  : model::BaseQuantization::kNone;
+    load.double_quant = l.double_quantization;
+  }
   absl::StatusOr<std::unique_ptr<model::CausalLm>> lm =
-      model::CausalLm::Load(p.base.base_dir, {dtype, dev});
+      model::CausalLm::Load(p.base.base_dir, load);
   if (!lm.ok()) {
     p.errors.push_back(
         MakeIssue("model_load_failed", "base_model", std::string(lm.status().message())));

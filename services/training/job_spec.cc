@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -43,6 +44,35 @@ absl::Status ParseDatasetRef(const std::string& ref, const std::string& field, s
   return absl::OkStatus();
 }
 
+absl::Status ValidateReinforcementSpec(const ReinforcementSpec& r) {
+  absl::Status st = ValidateGrader(r.grader, "reinforcement.grader");
+  if (!st.ok()) return st;
+  if ((st = CheckRange(r.num_generations, "reinforcement.num_generations", 2, 64, "[2, 64]"));
+      !st.ok()) {
+    return st;
+  }
+  // Open lower bounds: the smallest positive double passes, 0 does not.
+  constexpr double kTiny = std::numeric_limits<double>::denorm_min();
+  if ((st = CheckRange(r.temperature, "reinforcement.temperature", kTiny, 2.0, "(0, 2]"));
+      !st.ok()) {
+    return st;
+  }
+  if ((st = CheckRange(r.top_p, "reinforcement.top_p", kTiny, 1.0, "(0, 1]")); !st.ok()) return st;
+  if ((st = CheckRange(r.max_completion_tokens, "reinforcement.max_completion_tokens", 1, 4096,
+                       "[1, 4096]"));
+      !st.ok()) {
+    return st;
+  }
+  if ((st = CheckRange(r.kl_beta, "reinforcement.kl_beta", 0.0, 10.0, "[0, 10]")); !st.ok()) {
+    return st;
+  }
+  if ((st = CheckRange(r.clip_epsilon, "reinforcement.clip_epsilon", kTiny, 1.0, "(0, 1]"));
+      !st.ok()) {
+    return st;
+  }
+  return CheckRange(r.iterations_per_batch, "reinforcement.iterations_per_batch", 1, 16, "[1, 16]");
+}
+
 absl::Status ValidateJobSpec(const JobSpec& s) {
   if (s.method == Method::kReinforcement) {
     return absl::UnimplementedError(
@@ -81,6 +111,9 @@ absl::Status ValidateJobSpec(const JobSpec& s) {
     for (const std::string& m : l.target_modules) {
       if (m.empty()) return FieldError("adapter.lora.target_modules", "has an empty name");
     }
+    if (l.double_quantization && l.quantize_base != QuantizeBase::kNf4) {
+      return FieldError("adapter.lora.double_quantization", "needs adapter.lora.quantize_base nf4");
+    }
   } else {
     for (int layer : s.adapter.full.frozen_layers) {
       if (layer < 0) {
@@ -110,6 +143,13 @@ absl::Status ValidateJobSpec(const JobSpec& s) {
       return FieldError("hyperparameters.loss_on",
                         "DPO scores the completions only; leave loss_on unset");
     }
+  }
+  if (s.method == Method::kReinforcement) {
+    if (!s.reinforcement)
+      return FieldError("reinforcement", "is required with method reinforcement");
+    if ((st = ValidateReinforcementSpec(*s.reinforcement)); !st.ok()) return st;
+  } else if (s.reinforcement) {
+    return FieldError("reinforcement", "may only be set with method reinforcement");
   }
   if ((st = CheckRange(h.epochs, "hyperparameters.epochs", 1, 100, "[1, 100]")); !st.ok())
     return st;
@@ -243,7 +283,10 @@ JobSpec ResolveJobSpec(const JobSpec& spec, const SpecFacts& f, uint64_t seed) {
     h.epochs = static_cast<int>(e);
   }
   if (!h.batch_size) {
-    h.batch_size = static_cast<int>(std::clamp<int64_t>(std::llround(0.002 * n), 1, 256));
+    // Reinforcement: prompts per step, each sampled num_generations times.
+    h.batch_size = r.method == Method::kReinforcement
+                       ? 8
+                       : static_cast<int>(std::clamp<int64_t>(std::llround(0.002 * n), 1, 256));
   }
   if (!h.max_seq_length) {
     int64_t len = std::max<int64_t>(2, f.longest_example);
@@ -273,6 +316,16 @@ JobSpec ResolveJobSpec(const JobSpec& spec, const SpecFacts& f, uint64_t seed) {
     if (!d.precompute_reference_logprobs) {
       d.precompute_reference_logprobs = !lora || f.parent_is_adapter;
     }
+  }
+  if (r.method == Method::kReinforcement && r.reinforcement) {
+    ReinforcementSpec& rl = *r.reinforcement;
+    if (!rl.num_generations) rl.num_generations = 8;
+    if (!rl.temperature) rl.temperature = 1.0;
+    if (!rl.top_p) rl.top_p = 1.0;
+    if (!rl.max_completion_tokens) rl.max_completion_tokens = 256;
+    if (!rl.kl_beta) rl.kl_beta = 0.04;
+    if (!rl.clip_epsilon) rl.clip_epsilon = 0.2;
+    if (!rl.iterations_per_batch) rl.iterations_per_batch = 1;
   }
   if (h.lr_scheduler == LrScheduler::kAuto) h.lr_scheduler = LrScheduler::kLinear;
   if (!h.warmup_ratio) h.warmup_ratio = 0.03;

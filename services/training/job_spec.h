@@ -20,6 +20,12 @@ namespace switchyard::training {
 // nothing that needs the registry or the data.
 absl::Status ValidateJobSpec(const JobSpec& spec);
 
+// The reinforcement settings alone: the grader (ValidateGrader, errors under
+// "reinforcement.grader") and each set field in its range, INVALID_ARGUMENT
+// naming it ("reinforcement.num_generations: must be in [2, 64], got 1").
+// Part of ValidateJobSpec with method reinforcement.
+absl::Status ValidateReinforcementSpec(const ReinforcementSpec& spec);
+
 // "support-faq@3" -> ("support-faq", 3); "name" and "name@latest" give 0
 // (latest). A leading "datasets/" is accepted. INVALID_ARGUMENT naming `field`.
 absl::Status ParseDatasetRef(const std::string& ref, const std::string& field, std::string* name,

@@ -67,6 +67,11 @@ constexpr std::array<std::pair<Precision, const char*>, 3> kPrecisions = {{
     {Precision::kFp32, "fp32"},
     {Precision::kBf16, "bf16"},
 }};
+constexpr std::array<std::pair<QuantizeBase, const char*>, 3> kQuantizeBase = {{
+    {QuantizeBase::kNone, "none"},
+    {QuantizeBase::kNf4, "nf4"},
+    {QuantizeBase::kInt8, "int8"},
+}};
 constexpr std::array<std::pair<DpoLoss, const char*>, 5> kDpoLosses = {{
     {DpoLoss::kAuto, "auto"},
     {DpoLoss::kSigmoid, "sigmoid"},
@@ -168,6 +173,7 @@ const char* LrSchedulerName(LrScheduler s) { return NameOf(kSchedulers, s); }
 const char* LossOnName(LossOn l) { return NameOf(kLossOn, l); }
 const char* PrecisionName(Precision p) { return NameOf(kPrecisions, p); }
 const char* DpoLossName(DpoLoss l) { return NameOf(kDpoLosses, l); }
+const char* QuantizeBaseName(QuantizeBase q) { return NameOf(kQuantizeBase, q); }
 const char* CheckpointKindName(CheckpointKind k) { return NameOf(kCheckpointKinds, k); }
 const char* EventLevelName(EventLevel l) { return NameOf(kLevels, l); }
 
@@ -189,6 +195,8 @@ json JobSpecToJson(const JobSpec& s) {
     lora["target_modules"] = l.target_modules;
     lora["layers"] = l.layers;
     lora["rslora"] = l.rslora;
+    lora["quantize_base"] = QuantizeBaseName(l.quantize_base);
+    lora["double_quantization"] = l.double_quantization;
     adapter["lora"] = lora;
   } else {
     adapter["full"] = {{"frozen_layers", s.adapter.full.frozen_layers},
@@ -229,6 +237,19 @@ json JobSpecToJson(const JobSpec& s) {
     PutOptional(dpo, "precompute_reference_logprobs", s.dpo.precompute_reference_logprobs);
     j["dpo"] = dpo;
   }
+  if (s.reinforcement) {
+    const ReinforcementSpec& rs = *s.reinforcement;
+    json rl = json::object();
+    rl["grader"] = GraderToJson(rs.grader);
+    PutOptional(rl, "num_generations", rs.num_generations);
+    PutOptional(rl, "temperature", rs.temperature);
+    PutOptional(rl, "top_p", rs.top_p);
+    PutOptional(rl, "max_completion_tokens", rs.max_completion_tokens);
+    PutOptional(rl, "kl_beta", rs.kl_beta);
+    PutOptional(rl, "clip_epsilon", rs.clip_epsilon);
+    PutOptional(rl, "iterations_per_batch", rs.iterations_per_batch);
+    j["reinforcement"] = rl;
+  }
   if (s.seed) j["seed"] = *s.seed;
   j["suffix"] = s.suffix;
   j["metadata"] = s.metadata;
@@ -258,6 +279,8 @@ absl::StatusOr<JobSpec> JobSpecFromJson(const json& j) {
   check(l.Value("target_modules", &s.adapter.lora.target_modules));
   check(l.Value("layers", &s.adapter.lora.layers));
   check(l.Value("rslora", &s.adapter.lora.rslora));
+  check(l.Enum("quantize_base", kQuantizeBase, &s.adapter.lora.quantize_base));
+  check(l.Value("double_quantization", &s.adapter.lora.double_quantization));
   Reader f(a.Object("full"), "adapter.full.");
   check(f.Value("frozen_layers", &s.adapter.full.frozen_layers));
   check(f.Value("freeze_embeddings", &s.adapter.full.freeze_embeddings));
@@ -290,6 +313,29 @@ absl::StatusOr<JobSpec> JobSpecFromJson(const json& j) {
   check(dpo.Optional("beta", &s.dpo.beta));
   check(dpo.Optional("label_smoothing", &s.dpo.label_smoothing));
   check(dpo.Optional("precompute_reference_logprobs", &s.dpo.precompute_reference_logprobs));
+  if (j.contains("reinforcement") && !j["reinforcement"].is_null()) {
+    const json& rl_json = j["reinforcement"];
+    ReinforcementSpec rs;
+    if (!rl_json.is_object() || !rl_json.contains("grader")) {
+      check(absl::InvalidArgumentError("reinforcement.grader is required"));
+    } else {
+      absl::StatusOr<GraderSpec> grader = GraderFromJson(rl_json["grader"], "reinforcement.grader");
+      if (grader.ok()) {
+        rs.grader = std::move(*grader);
+      } else {
+        check(grader.status());
+      }
+      Reader rl(rl_json, "reinforcement.");
+      check(rl.Optional("num_generations", &rs.num_generations));
+      check(rl.Optional("temperature", &rs.temperature));
+      check(rl.Optional("top_p", &rs.top_p));
+      check(rl.Optional("max_completion_tokens", &rs.max_completion_tokens));
+      check(rl.Optional("kl_beta", &rs.kl_beta));
+      check(rl.Optional("clip_epsilon", &rs.clip_epsilon));
+      check(rl.Optional("iterations_per_batch", &rs.iterations_per_batch));
+    }
+    s.reinforcement = std::move(rs);
+  }
   check(r.Optional("seed", &s.seed));
   check(r.Value("suffix", &s.suffix));
   check(r.Value("metadata", &s.metadata));
@@ -315,6 +361,32 @@ DpoMetrics DpoMetricsFromJson(const json& j) {
   return m;
 }
 
+json ReinforcementMetricsToJson(const ReinforcementMetrics& m) {
+  return {{"reward_mean", m.reward_mean},
+          {"reward_std", m.reward_std},
+          {"kl", m.kl},
+          {"completion_length_mean", m.completion_length_mean},
+          {"clip_ratio", m.clip_ratio},
+          {"grader_rewards", m.grader_rewards}};
+}
+
+ReinforcementMetrics ReinforcementMetricsFromJson(const json& j) {
+  ReinforcementMetrics m;
+  m.reward_mean = Num(j, "reward_mean");
+  m.reward_std = Num(j, "reward_std");
+  m.kl = Num(j, "kl");
+  m.completion_length_mean = Num(j, "completion_length_mean");
+  m.clip_ratio = Num(j, "clip_ratio");
+  if (auto it = j.find("grader_rewards"); it != j.end() && it->is_object()) {
+    for (const auto& [name, value] : it->items()) {
+      // As Num: a non-finite reward was written as null.
+      m.grader_rewards[name] =
+          value.is_number() ? value.get<double>() : std::numeric_limits<double>::quiet_NaN();
+    }
+  }
+  return m;
+}
+
 json TrainMetricsToJson(const TrainMetrics& m) {
   json j = {{"step", m.step},
             {"total_steps", m.total_steps},
@@ -327,6 +399,7 @@ json TrainMetricsToJson(const TrainMetrics& m) {
             {"tokens", m.tokens},
             {"peak_memory_bytes", m.peak_memory_bytes}};
   if (m.dpo) j["dpo"] = DpoMetricsToJson(*m.dpo);
+  if (m.reinforcement) j["reinforcement"] = ReinforcementMetricsToJson(*m.reinforcement);
   return j;
 }
 
@@ -343,6 +416,8 @@ TrainMetrics TrainMetricsFromJson(const json& j) {
   m.tokens = j.value("tokens", int64_t{0});
   m.peak_memory_bytes = j.value("peak_memory_bytes", int64_t{0});
   if (j.contains("dpo")) m.dpo = DpoMetricsFromJson(j["dpo"]);
+  if (j.contains("reinforcement"))
+    m.reinforcement = ReinforcementMetricsFromJson(j["reinforcement"]);
   return m;
 }
 
@@ -354,6 +429,7 @@ json EvalMetricsToJson(const EvalMetrics& m) {
             {"is_best", m.is_best},
             {"duration_seconds", m.duration_seconds}};
   if (m.dpo) j["dpo"] = DpoMetricsToJson(*m.dpo);
+  if (m.reinforcement) j["reinforcement"] = ReinforcementMetricsToJson(*m.reinforcement);
   return j;
 }
 
@@ -366,6 +442,8 @@ EvalMetrics EvalMetricsFromJson(const json& j) {
   m.is_best = j.value("is_best", false);
   m.duration_seconds = Num(j, "duration_seconds");
   if (j.contains("dpo")) m.dpo = DpoMetricsFromJson(j["dpo"]);
+  if (j.contains("reinforcement"))
+    m.reinforcement = ReinforcementMetricsFromJson(j["reinforcement"]);
   return m;
 }
 

@@ -14,6 +14,7 @@
 
 #include "absl/status/statusor.h"
 #include "services/dataset/dataset_types.h"
+#include "services/training/graders.h"
 
 namespace switchyard::training {
 
@@ -24,6 +25,7 @@ enum class AdapterKind { kAuto = 0, kLora = 1, kFull = 2 };
 enum class LrScheduler { kAuto = 0, kLinear = 1, kCosine = 2, kConstant = 3 };
 enum class LossOn { kAuto = 0, kAssistant = 1, kAll = 2 };
 enum class Precision { kAuto = 0, kFp32 = 1, kBf16 = 2 };
+enum class QuantizeBase { kNone = 0, kNf4 = 1, kInt8 = 2 };
 enum class DpoLoss { kAuto = 0, kSigmoid = 1, kIpo = 2, kHinge = 3, kRobust = 4 };
 
 struct LoraSpec {
@@ -33,6 +35,11 @@ struct LoraSpec {
   std::vector<std::string> target_modules;  // empty = auto
   std::vector<int> layers;                  // empty = all
   bool rslora = false;
+  // QLoRA: the frozen base stored 4-bit NF4 (blocks of 64, absmax) or int8
+  // (per row) and dequantised on the fly; the adapter trains in the job's
+  // precision and loads on the unquantised base.
+  QuantizeBase quantize_base = QuantizeBase::kNone;
+  bool double_quantization = false;  // NF4 only: the absmax values in 8 bits too
 };
 
 struct FullSpec {
@@ -84,6 +91,19 @@ struct DpoSpec {
   std::optional<bool> precompute_reference_logprobs;
 };
 
+// Reinforcement fine-tuning (method reinforcement): group-relative policy
+// optimisation with a grader as the reward. Unset = auto.
+struct ReinforcementSpec {
+  GraderSpec grader;                         // required
+  std::optional<int> num_generations;        // completions per prompt; auto: 8
+  std::optional<double> temperature;         // auto: 1.0
+  std::optional<double> top_p;               // auto: 1.0
+  std::optional<int> max_completion_tokens;  // tokens; auto: 256
+  std::optional<double> kl_beta;             // KL penalty weight, 0 disables; auto: 0.04
+  std::optional<double> clip_epsilon;        // PPO ratio clipping; auto: 0.2
+  std::optional<int> iterations_per_batch;   // policy updates per generation batch; auto: 1
+};
+
 struct JobSpec {
   std::string base_model;
   std::string training_dataset;    // "name@version"
@@ -93,7 +113,8 @@ struct JobSpec {
   AdapterSpec adapter;
   Hyperparameters hyperparameters;
   CheckpointSpec checkpoints;
-  DpoSpec dpo;  // with kDpo
+  DpoSpec dpo;                                     // with kDpo
+  std::optional<ReinforcementSpec> reinforcement;  // set with kReinforcement only
   std::optional<uint64_t> seed;
   std::string suffix;
   std::map<std::string, std::string> metadata;
@@ -128,6 +149,16 @@ struct DpoMetrics {
   double logps_rejected = 0;    // [logps/rejected]
 };
 
+// Reinforcement metrics, means over the step's generations.
+struct ReinforcementMetrics {
+  double reward_mean = 0;             // grader reward, 0 to 1
+  double reward_std = 0;              // mean within-group standard deviation of the reward
+  double kl = 0;                      // per-token KL to the reference policy, nats
+  double completion_length_mean = 0;  // tokens
+  double clip_ratio = 0;              // fraction of tokens whose ratio was clipped, 0 to 1
+  std::map<std::string, double> grader_rewards;  // mean reward per named (sub-)grader
+};
+
 struct TrainMetrics {
   int64_t step = 0;
   int64_t total_steps = 0;
@@ -140,6 +171,7 @@ struct TrainMetrics {
   int64_t tokens = 0;             // since the start
   int64_t peak_memory_bytes = 0;  // process peak RSS (CPU) or device peak (CUDA)
   std::optional<DpoMetrics> dpo;  // method dpo
+  std::optional<ReinforcementMetrics> reinforcement;  // method reinforcement
 };
 
 struct EvalMetrics {
@@ -149,7 +181,8 @@ struct EvalMetrics {
   double validation_mean_token_accuracy = 0;
   bool is_best = false;
   double duration_seconds = 0;
-  std::optional<DpoMetrics> dpo;  // method dpo, on the validation pairs
+  std::optional<DpoMetrics> dpo;                      // method dpo, on the validation pairs
+  std::optional<ReinforcementMetrics> reinforcement;  // method reinforcement, validation prompts
 };
 
 enum class CheckpointKind { kStep = 1, kEpoch = 2, kPause = 3, kFinal = 4 };
@@ -227,6 +260,8 @@ nlohmann::json TrainMetricsToJson(const TrainMetrics& m);
 TrainMetrics TrainMetricsFromJson(const nlohmann::json& j);
 nlohmann::json DpoMetricsToJson(const DpoMetrics& m);
 DpoMetrics DpoMetricsFromJson(const nlohmann::json& j);
+nlohmann::json ReinforcementMetricsToJson(const ReinforcementMetrics& m);
+ReinforcementMetrics ReinforcementMetricsFromJson(const nlohmann::json& j);
 nlohmann::json EvalMetricsToJson(const EvalMetrics& m);
 EvalMetrics EvalMetricsFromJson(const nlohmann::json& j);
 nlohmann::json CheckpointToJson(const CheckpointInfo& c);
@@ -245,6 +280,7 @@ const char* AdapterKindName(AdapterKind k);        // "auto", "lora", "full"
 const char* LrSchedulerName(LrScheduler s);        // "auto", "linear", "cosine", "constant"
 const char* LossOnName(LossOn l);                  // "auto", "assistant", "all"
 const char* PrecisionName(Precision p);            // "auto", "fp32", "bf16"
+const char* QuantizeBaseName(QuantizeBase q);      // "none", "nf4", "int8"
 const char* DpoLossName(DpoLoss l);                // "auto", "sigmoid", "ipo", "hinge", "robust"
 const char* CheckpointKindName(CheckpointKind k);  // "step", "epoch", "pause", "final"
 const char* EventLevelName(EventLevel l);          // "info", "warning", "error"

@@ -1,5 +1,6 @@
 #include "services/training/training_proto.h"
 
+#include <google/protobuf/util/json_util.h>
 #include <google/protobuf/util/time_util.h>
 
 #include <nlohmann/json.hpp>
@@ -52,6 +53,45 @@ void ToProto(const DpoMetrics& m, v1::DpoMetrics* out) {
   out->set_logps_rejected(m.logps_rejected);
 }
 
+void ToProto(const ReinforcementMetrics& m, v1::ReinforcementMetrics* out) {
+  out->set_reward_mean(m.reward_mean);
+  out->set_reward_std(m.reward_std);
+  out->set_kl(m.kl);
+  out->set_completion_length_mean(m.completion_length_mean);
+  out->set_clip_ratio(m.clip_ratio);
+  for (const auto& [name, reward] : m.grader_rewards)
+    (*out->mutable_grader_rewards())[name] = reward;
+}
+
+void ToProto(const ReinforcementSpec& r, v1::ReinforcementSpec* out) {
+  ToProto(r.grader, out->mutable_grader());
+  if (r.num_generations) out->set_num_generations(*r.num_generations);
+  if (r.temperature) out->set_temperature(*r.temperature);
+  if (r.top_p) out->set_top_p(*r.top_p);
+  if (r.max_completion_tokens) out->set_max_completion_tokens(*r.max_completion_tokens);
+  if (r.kl_beta) out->set_kl_beta(*r.kl_beta);
+  if (r.clip_epsilon) out->set_clip_epsilon(*r.clip_epsilon);
+  if (r.iterations_per_batch) out->set_iterations_per_batch(*r.iterations_per_batch);
+}
+
+// The grader is required and validated here, so that its errors name the
+// request's field.
+absl::Status FromProto(const v1::ReinforcementSpec& r, ReinforcementSpec* out) {
+  if (!r.has_grader()) return absl::InvalidArgumentError("reinforcement.grader: is required");
+  absl::StatusOr<GraderSpec> grader = GraderFromProto(r.grader(), "reinforcement.grader");
+  if (!grader.ok()) return grader.status();
+  if (absl::Status st = ValidateGrader(*grader, "reinforcement.grader"); !st.ok()) return st;
+  out->grader = std::move(*grader);
+  if (r.has_num_generations()) out->num_generations = r.num_generations();
+  if (r.has_temperature()) out->temperature = r.temperature();
+  if (r.has_top_p()) out->top_p = r.top_p();
+  if (r.has_max_completion_tokens()) out->max_completion_tokens = r.max_completion_tokens();
+  if (r.has_kl_beta()) out->kl_beta = r.kl_beta();
+  if (r.has_clip_epsilon()) out->clip_epsilon = r.clip_epsilon();
+  if (r.has_iterations_per_batch()) out->iterations_per_batch = r.iterations_per_batch();
+  return absl::OkStatus();
+}
+
 void ToProto(const LoraSpec& l, v1::LoraSpec* out) {
   if (l.r) out->set_r(*l.r);
   if (l.alpha) out->set_alpha(*l.alpha);
@@ -59,6 +99,17 @@ void ToProto(const LoraSpec& l, v1::LoraSpec* out) {
   for (const std::string& m : l.target_modules) out->add_target_modules(m);
   for (int layer : l.layers) out->add_layers(layer);
   out->set_rslora(l.rslora);
+  switch (l.quantize_base) {
+    case QuantizeBase::kNone:
+      break;
+    case QuantizeBase::kNf4:
+      out->set_quantize_base(v1::BASE_QUANTIZATION_NF4);
+      break;
+    case QuantizeBase::kInt8:
+      out->set_quantize_base(v1::BASE_QUANTIZATION_INT8);
+      break;
+  }
+  out->set_double_quantization(l.double_quantization);
 }
 
 absl::Status FromProto(const v1::LoraSpec& l, LoraSpec* out) {
@@ -71,19 +122,18 @@ absl::Status FromProto(const v1::LoraSpec& l, LoraSpec* out) {
   switch (l.quantize_base()) {
     case v1::BASE_QUANTIZATION_UNSPECIFIED:
     case v1::BASE_QUANTIZATION_NONE:
+      out->quantize_base = QuantizeBase::kNone;
       break;
     case v1::BASE_QUANTIZATION_NF4:
+      out->quantize_base = QuantizeBase::kNf4;
+      break;
     case v1::BASE_QUANTIZATION_INT8:
-      return absl::UnimplementedError(
-          "adapter.lora.quantize_base: QLoRA (a quantised frozen base) is not available in "
-          "this release; leave it unset or NONE");
+      out->quantize_base = QuantizeBase::kInt8;
+      break;
     default:
       return UnknownEnum("adapter.lora.quantize_base", l.quantize_base());
   }
-  if (l.double_quantization()) {
-    return absl::InvalidArgumentError(
-        "adapter.lora.double_quantization needs adapter.lora.quantize_base NF4");
-  }
+  out->double_quantization = l.double_quantization();
   return absl::OkStatus();
 }
 
@@ -269,6 +319,131 @@ void FineTuneFromJson(const std::string& text, v1::FineTuneInfo* out) {
 
 }  // namespace
 
+void ToProto(const GraderSpec& g, v1::Grader* out) {
+  out->set_name(g.name);
+  // The proto's enum numbers are the core's + 1 (0 is UNSPECIFIED); the
+  // value is always written, so a resolved spec shows the operation applied.
+  switch (g.kind) {
+    case GraderKind::kStringCheck: {
+      const StringCheckSpec& s = g.string_check;
+      v1::StringCheckGrader* p = out->mutable_string_check();
+      p->set_input(s.input);
+      p->set_reference(s.reference);
+      p->set_operation(static_cast<v1::StringCheckOperation>(static_cast<int>(s.operation) + 1));
+      p->set_ignore_case(s.ignore_case);
+      p->set_trim(s.trim);
+      break;
+    }
+    case GraderKind::kTextSimilarity: {
+      const TextSimilaritySpec& t = g.text_similarity;
+      v1::TextSimilarityGrader* p = out->mutable_text_similarity();
+      p->set_input(t.input);
+      p->set_reference(t.reference);
+      p->set_metric(static_cast<v1::TextSimilarityMetric>(static_cast<int>(t.metric) + 1));
+      p->set_ignore_case(t.ignore_case);
+      p->set_pass_threshold(t.pass_threshold);
+      break;
+    }
+    case GraderKind::kJsonSchema: {
+      const JsonSchemaSpec& js = g.json_schema;
+      v1::JsonSchemaGrader* p = out->mutable_json_schema();
+      p->set_input(js.input);
+      if (js.schema.is_object()) {
+        // dump() cannot throw here: replace invalid UTF-8 rather than throw.
+        const std::string text = js.schema.dump(-1, ' ', false, json::error_handler_t::replace);
+        (void)google::protobuf::util::JsonStringToMessage(text, p->mutable_schema());
+      }
+      p->set_partial_credit(js.partial_credit);
+      break;
+    }
+    case GraderKind::kMulti: {
+      v1::MultiGrader* p = out->mutable_multi();
+      for (const WeightedGraderSpec& w : g.multi.graders) {
+        v1::WeightedGrader* wp = p->add_graders();
+        ToProto(w.grader, wp->mutable_grader());
+        wp->set_weight(w.weight);
+      }
+      break;
+    }
+  }
+}
+
+absl::StatusOr<GraderSpec> GraderFromProto(const v1::Grader& p, const std::string& field) {
+  GraderSpec g;
+  g.name = p.name();
+  switch (p.kind_case()) {
+    case v1::Grader::kStringCheck: {
+      const v1::StringCheckGrader& s = p.string_check();
+      g.kind = GraderKind::kStringCheck;
+      g.string_check.input = s.input();
+      g.string_check.reference = s.reference();
+      if (s.operation() < v1::STRING_CHECK_OPERATION_UNSPECIFIED ||
+          s.operation() > v1::STRING_CHECK_OPERATION_REGEX) {
+        return UnknownEnum(absl::StrCat(field, ".string_check.operation").c_str(), s.operation());
+      }
+      g.string_check.operation = s.operation() == v1::STRING_CHECK_OPERATION_UNSPECIFIED
+                                     ? StringCheckOperation::kEq
+                                     : static_cast<StringCheckOperation>(s.operation() - 1);
+      g.string_check.ignore_case = s.ignore_case();
+      g.string_check.trim = s.trim();
+      break;
+    }
+    case v1::Grader::kTextSimilarity: {
+      const v1::TextSimilarityGrader& t = p.text_similarity();
+      g.kind = GraderKind::kTextSimilarity;
+      g.text_similarity.input = t.input();
+      g.text_similarity.reference = t.reference();
+      if (t.metric() < v1::TEXT_SIMILARITY_METRIC_UNSPECIFIED ||
+          t.metric() > v1::TEXT_SIMILARITY_METRIC_FUZZY) {
+        return UnknownEnum(absl::StrCat(field, ".text_similarity.metric").c_str(), t.metric());
+      }
+      g.text_similarity.metric = t.metric() == v1::TEXT_SIMILARITY_METRIC_UNSPECIFIED
+                                     ? TextSimilarityMetric::kTokenF1
+                                     : static_cast<TextSimilarityMetric>(t.metric() - 1);
+      g.text_similarity.ignore_case = t.ignore_case();
+      g.text_similarity.pass_threshold = t.pass_threshold();
+      break;
+    }
+    case v1::Grader::kJsonSchema: {
+      const v1::JsonSchemaGrader& js = p.json_schema();
+      g.kind = GraderKind::kJsonSchema;
+      g.json_schema.input = js.input();
+      if (js.has_schema()) {
+        std::string text;
+        if (!google::protobuf::util::MessageToJsonString(js.schema(), &text).ok()) {
+          return absl::InvalidArgumentError(
+              absl::StrCat(field, ".json_schema.schema: is not representable as JSON"));
+        }
+        g.json_schema.schema = json::parse(text, nullptr, /*allow_exceptions=*/false);
+        if (!g.json_schema.schema.is_object()) {
+          return absl::InvalidArgumentError(
+              absl::StrCat(field, ".json_schema.schema: is not representable as JSON"));
+        }
+      }
+      g.json_schema.partial_credit = js.partial_credit();
+      break;
+    }
+    case v1::Grader::kMulti: {
+      g.kind = GraderKind::kMulti;
+      const auto& subs = p.multi().graders();
+      for (int i = 0; i < subs.size(); ++i) {
+        WeightedGraderSpec w;
+        absl::StatusOr<GraderSpec> sub = GraderFromProto(
+            subs[i].grader(), absl::StrCat(field, ".multi.graders[", i, "].grader"));
+        if (!sub.ok()) return sub.status();
+        w.grader = std::move(*sub);
+        w.weight = subs[i].weight();
+        g.multi.graders.push_back(std::move(w));
+      }
+      break;
+    }
+    case v1::Grader::KIND_NOT_SET:
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ": needs one of string_check, text_similarity, json_schema, multi"));
+  }
+  return g;
+}
+
 v1::JobState ToProto(JobState state) { return static_cast<v1::JobState>(state); }
 
 std::optional<JobState> FromProto(v1::JobState state) {
@@ -307,6 +482,7 @@ void ToProto(const JobSpec& s, v1::JobSpec* out) {
   ToProto(s.hyperparameters, out->mutable_hyperparameters());
   ToProto(s.checkpoints, out->mutable_checkpoints());
   if (s.method == Method::kDpo) ToProto(s.dpo, out->mutable_dpo());
+  if (s.reinforcement) ToProto(*s.reinforcement, out->mutable_reinforcement());
   if (s.seed) out->set_seed(*s.seed);
   out->set_suffix(s.suffix);
   for (const auto& [k, v] : s.metadata) (*out->mutable_metadata())[k] = v;
@@ -341,6 +517,11 @@ absl::StatusOr<JobSpec> JobSpecFromProto(const v1::JobSpec& p) {
         "reinforcement may only be set with method TRAINING_METHOD_REINFORCEMENT");
   }
   if (absl::Status st = FromProto(p.dpo(), &s.dpo); !st.ok()) return st;
+  if (s.method == Method::kReinforcement) {
+    ReinforcementSpec r;
+    if (absl::Status st = FromProto(p.reinforcement(), &r); !st.ok()) return st;
+    s.reinforcement = std::move(r);
+  }
   switch (p.adapter().kind_case()) {
     case v1::AdapterSpec::kLora:
       s.adapter.kind = AdapterKind::kLora;
@@ -377,6 +558,7 @@ void ToProto(const TrainMetrics& m, v1::TrainMetrics* out) {
   out->set_tokens(m.tokens);
   out->set_peak_memory_bytes(m.peak_memory_bytes);
   if (m.dpo) ToProto(*m.dpo, out->mutable_dpo());
+  if (m.reinforcement) ToProto(*m.reinforcement, out->mutable_reinforcement());
 }
 
 void ToProto(const EvalMetrics& m, v1::EvalMetrics* out) {
@@ -387,6 +569,7 @@ void ToProto(const EvalMetrics& m, v1::EvalMetrics* out) {
   out->set_is_best(m.is_best);
   out->set_duration_seconds(m.duration_seconds);
   if (m.dpo) ToProto(*m.dpo, out->mutable_dpo());
+  if (m.reinforcement) ToProto(*m.reinforcement, out->mutable_reinforcement());
 }
 
 void ToProto(const CheckpointInfo& c, const std::string& job_id, v1::Checkpoint* out) {

@@ -3,10 +3,9 @@
 // adapter and by the CLI. Times in Unix milliseconds become
 // google.protobuf.Timestamp; a zero time ("not yet") stays unset.
 //
-// The core mirrors the v1 API except for features this release cannot train
-// (QLoRA base quantisation, reinforcement settings): JobSpecFromProto refuses
-// those with UNIMPLEMENTED or INVALID_ARGUMENT naming the field rather than
-// dropping them silently.
+// The core mirrors the v1 API; JobSpecFromProto refuses what it cannot
+// represent with INVALID_ARGUMENT naming the field rather than dropping it
+// silently.
 #ifndef SWITCHYARD_SERVICES_TRAINING_TRAINING_PROTO_H_
 #define SWITCHYARD_SERVICES_TRAINING_TRAINING_PROTO_H_
 
@@ -14,6 +13,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "services/training/graders.h"
 #include "services/training/job_types.h"
 #include "services/training/model_registry.h"
 #include "switchyard/v1/training.pb.h"
@@ -31,9 +31,20 @@ std::optional<ModelKind> FromProto(v1::ModelKind kind);
 // Unset proto `optional` fields stay unset (auto) and vice versa.
 void ToProto(const JobSpec& spec, v1::JobSpec* out);
 // INVALID_ARGUMENT naming the field for values the core cannot represent
-// (unknown enum values, settings of another method); UNIMPLEMENTED for
-// QLoRA base quantisation.
+// (unknown enum values, settings of another method) and, with method
+// reinforcement, for a missing or invalid grader ("reinforcement.grader: is
+// required", ValidateGrader's errors under "reinforcement.grader").
 absl::StatusOr<JobSpec> JobSpecFromProto(const v1::JobSpec& spec);
+
+// Every field of the grader tree. A json_schema schema becomes the Struct;
+// one that is not a JSON object (a programmatic `true`) leaves it empty, the
+// schema that accepts everything.
+void ToProto(const GraderSpec& grader, v1::Grader* out);
+// The grader as the core holds it; `field` is its path in the request
+// ("grader", "reinforcement.grader"). INVALID_ARGUMENT naming the field below
+// it for a grader without a kind or an unknown enum value. Checks only the
+// form; call ValidateGrader before grading.
+absl::StatusOr<GraderSpec> GraderFromProto(const v1::Grader& grader, const std::string& field);
 
 void ToProto(const TrainMetrics& metrics, v1::TrainMetrics* out);
 void ToProto(const EvalMetrics& metrics, v1::EvalMetrics* out);

@@ -1,7 +1,10 @@
 #include "services/training/training_service.h"
 
+#include <google/protobuf/util/json_util.h>
+
 #include <algorithm>
 #include <atomic>
+#include <nlohmann/json.hpp>
 #include <thread>
 #include <utility>
 
@@ -9,6 +12,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "services/training/graders.h"
 #include "services/training/training_proto.h"
 #include "shared/core/file_util.h"
 #include "shared/core/logging.h"
@@ -417,11 +421,35 @@ grpc::ServerUnaryReactor* TrainingServiceImpl::ListCheckpoints(
   });
 }
 
+// Grading runs on the callback thread: it is bounded CPU work (regex inputs,
+// fuzzy lengths, ROUGE-L tokens and rendered templates are all capped).
 grpc::ServerUnaryReactor* TrainingServiceImpl::RunGrader(grpc::CallbackServerContext* context,
-                                                         const v1::RunGraderRequest*,
-                                                         v1::RunGraderResponse*) {
-  return Unary(*auth_, context, rpc::Role::kUser, []() -> absl::Status {
-    return absl::UnimplementedError("reinforcement fine-tuning is not available in this release");
+                                                         const v1::RunGraderRequest* request,
+                                                         v1::RunGraderResponse* response) {
+  return Unary(*auth_, context, rpc::Role::kUser, [&]() -> absl::Status {
+    if (!request->has_grader()) return absl::InvalidArgumentError("grader: is required");
+    SY_ASSIGN_OR_RETURN(GraderSpec grader, GraderFromProto(request->grader(), "grader"));
+    SY_RETURN_IF_ERROR(ValidateGrader(grader, "grader"));
+    if (request->output_text().size() > kMaxRenderedBytes) {
+      return absl::InvalidArgumentError(absl::StrCat("output_text: longer than ", kMaxRenderedBytes,
+                                                     " bytes, got ",
+                                                     request->output_text().size()));
+    }
+    nlohmann::json item = nlohmann::json::object();
+    if (request->has_item()) {
+      std::string text;
+      if (!google::protobuf::util::MessageToJsonString(request->item(), &text).ok()) {
+        return absl::InvalidArgumentError("item: is not representable as JSON (a NaN number?)");
+      }
+      item = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+      if (!item.is_object()) return absl::InvalidArgumentError("item: is not a JSON object");
+    }
+    SY_ASSIGN_OR_RETURN(GradeResult result, Grade(grader, request->output_text(), item));
+    response->set_reward(result.reward);
+    response->mutable_grader_rewards()->insert(result.grader_rewards.begin(),
+                                               result.grader_rewards.end());
+    response->mutable_rendered()->insert(result.rendered.begin(), result.rendered.end());
+    return absl::OkStatus();
   });
 }
 

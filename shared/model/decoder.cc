@@ -265,11 +265,19 @@ WeightTable CausalLm::Table() {
   const int64_t h = c.hidden_size, q = c.num_heads * c.head_dim, kv = c.num_kv_heads * c.head_dim;
   const int64_t inter = c.intermediate_size, v = c.vocab_size;
   WeightTable t;
+  const BaseQuantization quantize = options_.quantize_base;
+  const bool double_quant = options_.double_quant;
   auto linear = [&](LoraLinear& l, int64_t out, int64_t in, bool bias, bool conv1d = false) {
     if (conv1d) {
       t.Add(l.path() + ".weight", {in, out}, &l.weight(), /*transposed=*/true);
     } else {
       t.Add(l.path() + ".weight", {out, in}, &l.weight());
+    }
+    if (quantize != BaseQuantization::kNone) {
+      LoraLinear* target = &l;
+      t.slots.back().store = [target, quantize, double_quant](const at::Tensor& w) {
+        target->SetQuantizedWeight(Quantize(w, quantize, double_quant));
+      };
     }
     if (bias) t.Add(l.path() + ".bias", {out}, &l.bias());
   };
@@ -605,9 +613,15 @@ std::vector<std::pair<std::string, at::Tensor>> CausalLm::NamedWeights() const {
   std::vector<std::pair<std::string, at::Tensor>> out;
   WeightTable table = const_cast<CausalLm*>(this)->Table();
   const bool tied = lm_head_.is_same(embed_);
+  std::map<const at::Tensor*, const LoraLinear*> quantized;
+  for (const LoraLinear* l : const_cast<CausalLm*>(this)->Linears()) {
+    if (l->quantized()) quantized[&l->weight()] = l;
+  }
   for (const WeightSlot& s : table.slots) {
     if (s.name == "lm_head.weight" && tied) continue;
-    at::Tensor t = s.target->detach();
+    auto q = quantized.find(s.target);
+    at::Tensor t =
+        q != quantized.end() ? q->second->DenseWeight(options_.dtype) : s.target->detach();
     out.emplace_back(s.name, s.transposed ? t.t() : t);
   }
   return out;
@@ -618,6 +632,7 @@ std::vector<std::pair<std::string, at::Tensor>> CausalLm::NamedParameters() cons
   WeightTable table = const_cast<CausalLm*>(this)->Table();
   for (const WeightSlot& s : table.slots) {
     if (s.name == "lm_head.weight" && lm_head_.is_same(embed_)) continue;
+    if (!s.target->defined()) continue;  // a quantised weight: frozen
     out.emplace_back(s.name, *s.target);
   }
   return out;
@@ -745,6 +760,10 @@ absl::Status CausalLm::MergeAdapter(const std::string& name) {
       return absl::FailedPreconditionError(
           absl::StrCat("adapter \"", a->name, "\" is already merged; unmerge it first"));
     }
+  }
+  if (options_.quantize_base != BaseQuantization::kNone) {
+    return absl::FailedPreconditionError(
+        "the base weights are quantised; merge the adapter into the unquantised base");
   }
   SY_RETURN_IF_ERROR(TorchCall("merging adapter", [&] {
     for (LoraLinear* l : Linears()) l->Merge(id);

@@ -125,10 +125,12 @@ class CausalLm {
 
   // Base weights in Hugging Face names and layouts (GPT-2 Conv1D weights
   // transposed back); the tied LM head appears once, as the embedding.
+  // Quantised weights (LoadOptions::quantize_base) come back dequantised.
   std::vector<std::pair<std::string, at::Tensor>> NamedWeights() const;
   // Every base weight tensor as stored, under its Hugging Face name (GPT-2
   // Conv1D weights as stored here, transposed); the tied LM head appears once,
   // as the embedding. For full fine-tuning: set requires_grad on the ones to train.
+  // Quantised weights are frozen and left out.
   std::vector<std::pair<std::string, at::Tensor>> NamedParameters() const;
   // Writes config.json + model.safetensors (sharded past 5 GB) in `dir`.
   absl::Status Save(const std::string& dir) const;

@@ -22,9 +22,19 @@ bool LoraLinear::UseRowKernel(const at::Tensor& x, const at::Tensor& y,
   return true;
 }
 
+void LoraLinear::SetQuantizedWeight(QuantizedTensor q) {
+  quantized_ = std::move(q);
+  weight_ = at::Tensor();
+}
+
+at::Tensor LoraLinear::DenseWeight(at::ScalarType dtype) const {
+  return quantized() ? Dequantize(quantized_, dtype) : weight_.to(dtype);
+}
+
 at::Tensor LoraLinear::Forward(const at::Tensor& x, const AdapterRouting& routing) const {
-  at::Tensor y = UseSmallBatchLinear(x, weight_, bias_) ? SmallBatchLinear(x, weight_, bias_)
-                                                        : at::linear(x, weight_, bias_);
+  at::Tensor y = quantized()                              ? QuantizedLinear(x, quantized_, bias_)
+                 : UseSmallBatchLinear(x, weight_, bias_) ? SmallBatchLinear(x, weight_, bias_)
+                                                          : at::linear(x, weight_, bias_);
   if (!routing.groups.empty() && UseRowKernel(x, y, routing)) {
     // Serving many adapters: one small kernel call per adapter instead of
     // five tensor operations, and each row computed alone.
@@ -104,6 +114,7 @@ std::pair<at::Tensor, at::Tensor> LoraLinear::AdapterWeights(int id) const {
 void LoraLinear::ApplyDelta(int id, double sign) {
   const Slot* s = FindSlot(id);
   if (s == nullptr) return;
+  TORCH_CHECK(!quantized(), path_, ": cannot merge an adapter into a quantised weight");
   at::NoGradGuard no_grad;
   // (out, r) x (r, in) in fp32, then rounded once into the weight's dtype.
   at::Tensor delta = at::matmul(s->b.to(at::kFloat), s->a.to(at::kFloat)) * (sign * s->scale);

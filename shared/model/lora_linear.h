@@ -14,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include "shared/model/quantize.h"
+
 namespace switchyard::model {
 
 // Which adapter each batch row uses, computed once per forward pass.
@@ -38,12 +40,21 @@ class LoraLinear {
   const std::string& path() const {
     return path_;
   }                                         // module path, e.g. model.layers.0.self_attn.q_proj
-  at::Tensor& weight() { return weight_; }  // (out, in)
+  at::Tensor& weight() { return weight_; }  // (out, in); undefined when quantized
   at::Tensor& bias() { return bias_; }      // (out,) or undefined
   const at::Tensor& weight() const { return weight_; }
   const at::Tensor& bias() const { return bias_; }
-  int64_t in_features() const { return weight_.size(1); }
-  int64_t out_features() const { return weight_.size(0); }
+  int64_t in_features() const { return quantized() ? quantized_.cols : weight_.size(1); }
+  int64_t out_features() const { return quantized() ? quantized_.rows : weight_.size(0); }
+
+  // QLoRA: keeps the frozen weight only in quantised form (weight() becomes
+  // undefined) and dequantises it on the fly in Forward. Merging adapters
+  // into a quantised weight is not supported.
+  void SetQuantizedWeight(QuantizedTensor q);
+  bool quantized() const { return quantized_.codes.defined(); }
+  const QuantizedTensor& quantized_weight() const { return quantized_; }
+  // The weight in `dtype`, dequantised when stored quantised.
+  at::Tensor DenseWeight(at::ScalarType dtype) const;
 
   // x (..., in) -> (..., out). Rows are x's first dimension.
   at::Tensor Forward(const at::Tensor& x, const AdapterRouting& routing) const;
@@ -74,6 +85,7 @@ class LoraLinear {
 
   std::string path_;
   at::Tensor weight_, bias_;
+  QuantizedTensor quantized_;
   std::vector<Slot> slots_;
 };
 

@@ -16,19 +16,26 @@ namespace {
 
 using TensorLoader = std::function<absl::StatusOr<at::Tensor>()>;
 
+// A named tensor of a checkpoint: how to load it and, optionally, how to let
+// go of the source bytes once it has been converted.
+struct Source {
+  std::string name;
+  TensorLoader load;
+  std::function<void()> drop;
+};
+
 std::string ShapeString(at::IntArrayRef shape) {
   return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
 }
 
 // The common part: match names, check shapes, convert, assign.
-absl::Status Fill(const std::string& where,
-                  const std::vector<std::pair<std::string, TensorLoader>>& source,
-                  WeightTable& table, const LoadOptions& options) {
+absl::Status Fill(const std::string& where, const std::vector<Source>& source, WeightTable& table,
+                  const LoadOptions& options) {
   std::map<std::string, WeightSlot*> by_name;
   for (WeightSlot& s : table.slots) by_name[s.name] = &s;
   std::set<std::string> filled;
   std::vector<std::string> unexpected;
-  for (const auto& [stored_name, load] : source) {
+  for (const auto& [stored_name, load, drop] : source) {
     bool ignored = false;
     for (const std::string& suffix : table.ignored_suffixes) {
       if (absl::EndsWith(stored_name, suffix)) ignored = true;
@@ -55,11 +62,26 @@ absl::Status Fill(const std::string& where,
       return absl::InvalidArgumentError(
           absl::StrCat(where, ": tensor \"", stored_name, "\" is not floating point"));
     }
+    if (slot.store) {
+      SY_RETURN_IF_ERROR(TorchCall(absl::StrCat("tensor \"", stored_name, "\""), [&] {
+        at::Tensor out = t.to(options.device);
+        if (slot.transposed) out = out.t().contiguous();
+        slot.store(out);
+      }));
+      t = at::Tensor();
+      if (drop) drop();
+      continue;
+    }
     SY_ASSIGN_OR_RETURN(*slot.target, TorchCall(absl::StrCat("tensor \"", stored_name, "\""), [&] {
       at::Tensor out = t.to(options.device, options.dtype);
       if (slot.transposed) out = out.t().contiguous();
       return out;
     }));
+    // A converted copy no longer needs the checkpoint's pages of it.
+    if (drop && !slot.target->is_alias_of(t)) {
+      t = at::Tensor();
+      drop();
+    }
   }
   if (!unexpected.empty()) {
     const size_t shown = std::min<size_t>(unexpected.size(), 5);
@@ -87,21 +109,27 @@ absl::Status Fill(const std::string& where,
 absl::Status LoadWeightTable(const std::string& dir, WeightTable& table,
                              const LoadOptions& options) {
   SY_ASSIGN_OR_RETURN(tensors::Checkpoint checkpoint, tensors::Checkpoint::Open(dir));
-  std::vector<std::pair<std::string, TensorLoader>> source;
+  std::vector<Source> source;
   for (const std::string& name : checkpoint.names()) {
-    source.emplace_back(name, [&checkpoint, name]() -> absl::StatusOr<at::Tensor> {
-      SY_ASSIGN_OR_RETURN(tensors::Checkpoint::Entry entry, checkpoint.Find(name));
-      return tensors::LoadTensor(entry.file, *entry.info);
-    });
+    source.push_back({name,
+                      [&checkpoint, name]() -> absl::StatusOr<at::Tensor> {
+                        SY_ASSIGN_OR_RETURN(tensors::Checkpoint::Entry entry,
+                                            checkpoint.Find(name));
+                        return tensors::LoadTensor(entry.file, *entry.info);
+                      },
+                      [&checkpoint, name] {
+                        absl::StatusOr<tensors::Checkpoint::Entry> entry = checkpoint.Find(name);
+                        if (entry.ok()) entry->file->DropPages(*entry->info);
+                      }});
   }
   return Fill(dir, source, table, options);
 }
 
 absl::Status FillWeightTable(const std::map<std::string, at::Tensor>& tensors, WeightTable& table,
                              const LoadOptions& options) {
-  std::vector<std::pair<std::string, TensorLoader>> source;
+  std::vector<Source> source;
   for (const auto& [name, t] : tensors) {
-    source.emplace_back(name, [t]() -> absl::StatusOr<at::Tensor> { return t; });
+    source.push_back({name, [t]() -> absl::StatusOr<at::Tensor> { return t; }, nullptr});
   }
   return Fill("tensors", source, table, options);
 }

@@ -14,12 +14,18 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
+#include "shared/model/quantize.h"
 
 namespace switchyard::model {
 
 struct LoadOptions {
   at::ScalarType dtype = at::kFloat;
   at::Device device = at::kCPU;
+  // QLoRA: the decoder's linear layer weights are stored quantised as they
+  // load (shared/model/quantize.h); embeddings, norms and the LM head stay in
+  // `dtype`. Such a model trains LoRA adapters only.
+  BaseQuantization quantize_base = BaseQuantization::kNone;
+  bool double_quant = false;  // with kNf4
 };
 
 // Where each checkpoint tensor goes.
@@ -29,6 +35,10 @@ struct WeightSlot {
   at::Tensor* target = nullptr;
   bool transposed = false;  // stored (in, out) as GPT-2's Conv1D, kept (out, in)
   bool optional = false;    // may be absent (a tied LM head)
+  // When set, receives the tensor (on the device, transposed when stored so,
+  // in its checkpoint dtype) instead of `target`; the loader then drops the
+  // checkpoint's pages of it.
+  std::function<void(const at::Tensor&)> store;
 };
 
 struct WeightTable {
@@ -42,7 +52,7 @@ struct WeightTable {
 
   void Add(std::string name, std::vector<int64_t> shape, at::Tensor* target,
            bool transposed = false, bool optional = false) {
-    slots.push_back({std::move(name), std::move(shape), target, transposed, optional});
+    slots.push_back({std::move(name), std::move(shape), target, transposed, optional, nullptr});
   }
 };
 

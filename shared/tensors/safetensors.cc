@@ -505,6 +505,15 @@ uint8_t* SafetensorsFile::data(const TensorInfo& info) const {
   return base_ + header_.data_offset + info.begin;
 }
 
+void SafetensorsFile::DropPages(const TensorInfo& info) const {
+  if (!mapped_) return;
+  const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(data(info));
+  const uintptr_t end = begin + (info.end - info.begin);
+  const uintptr_t first = (begin + page - 1) / page * page, last = end / page * page;
+  if (last > first) ::madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+}
+
 absl::Status WriteSafetensors(const std::string& path, const std::vector<TensorView>& tensors,
                               const std::map<std::string, std::string>& metadata) {
   std::set<std::string_view> names;

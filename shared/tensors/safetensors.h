@@ -133,6 +133,12 @@ class SafetensorsFile {
   uint8_t* data(const TensorInfo& info) const;
   // Total bytes of the file.
   uint64_t size() const { return size_; }
+  // Tells the kernel the mapped pages wholly inside this tensor's bytes are
+  // not needed any more, so they leave the process's resident memory (a
+  // later read maps them from the file again; bytes written to them are
+  // lost). For tensors converted to another form as they load (QLoRA's
+  // quantised base). No-op for files held in memory.
+  void DropPages(const TensorInfo& info) const;
 
  private:
   SafetensorsFile() = default;

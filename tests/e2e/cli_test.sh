@@ -119,6 +119,50 @@ grep -q '"  Yes' "$TMP/prepared.jsonl" "$TMP/prepared_validation.jsonl" &&
 cmp -s "$DATA/support.csv" "$TMP/support.csv" || fail "prepare changed its input file"
 expect_exit 0 "$SY" data validate "$TMP/prepared.jsonl" --min-examples 1
 
+# Graders: one in the proto JSON form, one in OpenAI's form (a weighted multi grader).
+cat >"$TMP/exact.json" <<'EOF'
+{"name": "exact", "string_check": {"reference": "{{item.answer}}", "operation": "eq", "trim": true}}
+EOF
+cat >"$TMP/openai.json" <<'EOF'
+{"type": "multi", "name": "score", "calculate_output": "0.75 * exact + 0.25 * close",
+ "graders": {
+   "exact": {"type": "string_check", "input": "{{sample.output_text}}",
+             "reference": "{{item.answer}}", "operation": "ilike"},
+   "close": {"type": "text_similarity", "input": "{{sample.output_text}}",
+             "reference": "{{item.answer}}", "evaluation_metric": "fuzzy_match"}}}
+EOF
+
+check "grader validate prints either JSON form in the proto form"
+expect_exit 0 "$SY" grader validate --grader "$TMP/exact.json"
+is_json "$TMP/out"
+[[ $(json_field "$TMP/out" 'd["string_check"]["operation"]') == eq ]] ||
+  fail "validate did not print the proto form"
+expect_exit 0 "$SY" grader validate --grader "$TMP/openai.json"
+python3 - "$TMP/out" <<'PY' || fail "the OpenAI form did not become weighted sub-graders"
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["name"] == "score", d
+subs = {w["grader"]["name"]: w for w in d["multi"]["graders"]}
+assert subs["exact"]["weight"] == 0.75 and subs["close"]["weight"] == 0.25, subs
+assert subs["exact"]["grader"]["string_check"]["operation"] == "contains", subs
+assert subs["exact"]["grader"]["string_check"]["ignore_case"] is True, subs
+assert subs["close"]["grader"]["text_similarity"]["metric"] == "fuzzy", subs
+PY
+
+check "grader validate of an invalid grader exits 1 naming the field"
+echo '{"multi": {"graders": [{"grader": {"string_check": {"operation": "equals"}}}]}}' \
+  >"$TMP/bad_enum.json"
+expect_exit 1 "$SY" grader validate --grader "$TMP/bad_enum.json"
+expect_in "$TMP/err" "grader.multi.graders[0].grader.string_check.operation"
+echo '{"type": "string_check", "name": "s", "input": "{{sample.output_text}}",
+  "reference": "{{item.answer", "operation": "eq"}' >"$TMP/bad_template.json"
+expect_exit 1 "$SY" grader validate --grader "$TMP/bad_template.json"
+expect_in "$TMP/err" "grader.string_check.reference: unclosed"
+echo 'not json' >"$TMP/not_json.json"
+expect_exit 1 "$SY" grader validate --grader "$TMP/not_json.json"
+expect_exit 3 "$SY" grader validate --grader "$TMP/missing.json"
+expect_exit 2 "$SY" grader validate
+
 check "serve refuses an unknown target, naming the known ones"
 expect_exit 2 "$SY" serve --target=gateway --grpc-listen=127.0.0.1:0 --metrics-listen= \
   --data-dir="$TMP/unused"
@@ -262,5 +306,55 @@ expect_in "$TMP/server.log" "stopped"
 
 check "a client with no server exits 4"
 expect_exit 4 "$SY" data list "$SERVER" --timeout=5
+
+# ---- Graders on the training service --------------------------------------------------
+
+check "serve --target=training starts and answers"
+DATA_DIR=$TMP/training-data
+start_serve "models list" --target=training
+
+check "grader run: string_check passes and fails, with the rendered templates"
+expect_exit 0 "$SY" grader run --grader "$TMP/exact.json" --output " Paris " \
+  --item '{"answer": "Paris"}' "$SERVER"
+expect_in "$TMP/out" "reward 1.0000"
+expect_in "$TMP/out" "exact.reference"
+expect_exit 0 "$SY" grader run --grader "$TMP/exact.json" --output "London" \
+  --item '{"answer": "Paris"}' "$SERVER"
+expect_in "$TMP/out" "reward 0.0000"
+expect_in "$TMP/out" "London"
+
+check "grader run --json: a multi grader in OpenAI's form, output and item from files"
+printf 'It is PARIS.' >"$TMP/sample.txt"
+echo '{"answer": "paris"}' >"$TMP/item.json"
+expect_exit 0 "$SY" grader run --grader "$TMP/openai.json" --output-file "$TMP/sample.txt" \
+  --item-file "$TMP/item.json" --json "$SERVER"
+python3 - "$TMP/out" <<'PY' || fail "grader run --json has the wrong rewards"
+import json, sys
+d = json.load(open(sys.argv[1]))
+r = d["grader_rewards"]
+assert r["exact"] == 1, r
+assert 0 < r["close"] < 1, r
+assert abs(d["reward"] - (0.75 + 0.25 * r["close"])) < 1e-9, d
+assert abs(r["score"] - d["reward"]) < 1e-12, d
+assert d["rendered"]["exact.reference"] == "paris", d
+PY
+
+check "grader run: bad input exits 1 naming the field; bad flags exit 2"
+expect_exit 1 "$SY" grader run --grader "$TMP/exact.json" --output x --item '{"other": 1}' \
+  "$SERVER"
+expect_in "$TMP/err" "grader.string_check.reference: {{item.answer}}"
+expect_in "$TMP/err" "INVALID_ARGUMENT"
+expect_exit 1 "$SY" grader run --grader "$TMP/bad_enum.json" --output x "$SERVER"
+expect_in "$TMP/err" "grader.multi.graders[0].grader.string_check.operation"
+expect_exit 2 "$SY" grader run --grader "$TMP/exact.json" "$SERVER"
+expect_exit 2 "$SY" grader run --grader "$TMP/exact.json" --output x \
+  --output-file "$TMP/sample.txt" "$SERVER"
+expect_exit 2 "$SY" grader run --grader "$TMP/exact.json" --output x --item '[1]' "$SERVER"
+
+kill -TERM "$SERVER_PID"
+rc=0
+wait "$SERVER_PID" || rc=$?
+SERVER_PID=
+[[ $rc -eq 0 ]] || fail "training server exited $rc after SIGTERM"
 
 echo "cli_test: all $CHECKS checks passed"

@@ -4,6 +4,7 @@
 #include "services/training/training_service.h"
 
 #include <gmock/gmock.h>
+#include <google/protobuf/util/json_util.h>
 #include <google/protobuf/util/time_util.h>
 #include <grpcpp/create_channel.h>
 #include <grpcpp/security/credentials.h>
@@ -20,10 +21,13 @@
 #include "absl/strings/str_cat.h"
 #include "services/dataset/dataset_catalog.h"
 #include "services/dataset/dataset_manager.h"
+#include "services/training/graders.h"
 #include "services/training/job_manager.h"
 #include "services/training/job_store.h"
 #include "services/training/model_registry.h"
+#include "services/training/training_proto.h"
 #include "shared/core/file_util.h"
+#include "shared/model/lora.h"
 #include "shared/rpc/auth.h"
 #include "shared/rpc/server_runner.h"
 #include "switchyard/v1/training.grpc.pb.h"
@@ -211,6 +215,29 @@ class TrainingServiceTest : public ::testing::Test {
     s = Watch(job.name(), events);
     EXPECT_TRUE(s.ok()) << s.error_message();
     return GetJob(job.name());
+  }
+
+  // A Grader from its proto JSON mapping.
+  static v1::Grader GraderProto(const std::string& json) {
+    v1::Grader g;
+    auto s = google::protobuf::util::JsonStringToMessage(json, &g);
+    EXPECT_TRUE(s.ok()) << s.ToString() << "\n" << json;
+    return g;
+  }
+
+  // RunGrader with `grader` in the proto JSON mapping (empty: none) and
+  // `item` a JSON object.
+  grpc::Status RunGrader(const std::string& grader, const std::string& output,
+                         const std::string& item, v1::RunGraderResponse* response,
+                         const std::string& token = "") {
+    v1::RunGraderRequest req;
+    if (!grader.empty()) *req.mutable_grader() = GraderProto(grader);
+    req.set_output_text(output);
+    auto s = google::protobuf::util::JsonStringToMessage(item, req.mutable_item());
+    EXPECT_TRUE(s.ok()) << s.ToString() << "\n" << item;
+    grpc::ClientContext ctx;
+    SetToken(&ctx, token);
+    return stub_->RunGrader(&ctx, req, response);
   }
 
   static void SetToken(grpc::ClientContext* ctx, const std::string& token) {
@@ -423,10 +450,10 @@ TEST_F(TrainingServiceTest, CreateJobRejectsBadSettingsNamingTheField) {
        "adapter.lora.dropout"},
       {[](v1::JobSpec* s) { s->set_base_model(""); }, "base_model"},
       {[](v1::JobSpec* s) {
-         s->mutable_adapter()->mutable_lora()->set_quantize_base(v1::BASE_QUANTIZATION_NF4);
+         s->mutable_adapter()->mutable_lora()->set_quantize_base(v1::BASE_QUANTIZATION_INT8);
          s->mutable_adapter()->mutable_lora()->set_double_quantization(true);
        },
-       "adapter.lora.quantize_base"},
+       "adapter.lora.double_quantization"},
   };
   for (const Case& c : cases) {
     v1::JobSpec spec = SmallSpec();
@@ -434,17 +461,39 @@ TEST_F(TrainingServiceTest, CreateJobRejectsBadSettingsNamingTheField) {
     v1::Job job;
     grpc::Status s = Create(spec, &job);
     EXPECT_FALSE(s.ok()) << c.field;
-    if (c.field == "adapter.lora.quantize_base") {
-      EXPECT_EQ(s.error_code(), grpc::StatusCode::UNIMPLEMENTED) << s.error_message();
-    } else {
-      EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
-    }
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
     EXPECT_THAT(s.error_message(), HasSubstr(c.field));
   }
   grpc::ClientContext ctx;
   v1::ListJobsResponse jobs;
   ASSERT_TRUE(stub_->ListJobs(&ctx, v1::ListJobsRequest(), &jobs).ok());
   EXPECT_EQ(jobs.jobs_size(), 0) << "a refused job is not stored";
+}
+
+TEST_F(TrainingServiceTest, QloraJobTrainsOnAnNf4BaseAndRegistersAPeftAdapter) {
+  StartServer();
+  AddEchoDatasets();
+  v1::JobSpec spec = SmallSpec();
+  spec.mutable_adapter()->mutable_lora()->set_quantize_base(v1::BASE_QUANTIZATION_NF4);
+  spec.mutable_adapter()->mutable_lora()->set_double_quantization(true);
+  v1::Job created;
+  grpc::Status s = Create(spec, &created);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  std::vector<v1::JobEvent> events;
+  ASSERT_TRUE(Watch(created.name(), &events).ok());
+  v1::Job job = GetJob(created.name());
+  ASSERT_EQ(job.state(), v1::JOB_STATE_SUCCEEDED) << job.DebugString();
+  EXPECT_EQ(job.resolved_spec().adapter().lora().quantize_base(), v1::BASE_QUANTIZATION_NF4);
+  EXPECT_TRUE(job.resolved_spec().adapter().lora().double_quantization());
+  // The adapter is an ordinary PEFT adapter over the unquantised base.
+  grpc::ClientContext ctx;
+  v1::GetModelRequest req;
+  req.set_name(job.fine_tuned_model());
+  v1::Model model;
+  ASSERT_TRUE(stub_->GetModel(&ctx, req, &model).ok());
+  EXPECT_EQ(model.kind(), v1::MODEL_KIND_ADAPTER);
+  auto adapter = model::LoadPeftAdapter(model.path(), at::kFloat, at::kCPU);
+  ASSERT_TRUE(adapter.ok()) << adapter.status();
 }
 
 TEST_F(TrainingServiceTest, UnknownDatasetOrModelIsNotFound) {
@@ -473,7 +522,7 @@ TEST_F(TrainingServiceTest, UnknownDatasetOrModelIsNotFound) {
   EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND) << s.error_message();
 }
 
-TEST_F(TrainingServiceTest, DpoNeedsPreferenceDataAndReinforcementIsUnimplemented) {
+TEST_F(TrainingServiceTest, DpoNeedsPreferenceDataAndReinforcementNeedsAGraderButIsUnimplemented) {
   StartServer();
   AddEchoDatasets();
   v1::JobSpec spec = SmallSpec();
@@ -494,13 +543,174 @@ TEST_F(TrainingServiceTest, DpoNeedsPreferenceDataAndReinforcementIsUnimplemente
   spec = SmallSpec();
   spec.set_method(v1::TRAINING_METHOD_REINFORCEMENT);
   s = Create(spec, &job);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+  EXPECT_EQ(s.error_message(), "reinforcement.grader: is required");
+  *spec.mutable_reinforcement()->mutable_grader() =
+      GraderProto(R"({"string_check": {"reference": "{{item.answer"}})");
+  s = Create(spec, &job);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+  EXPECT_THAT(s.error_message(), HasSubstr("reinforcement.grader.string_check.reference"));
+  *spec.mutable_reinforcement()->mutable_grader() =
+      GraderProto(R"({"string_check": {"reference": "{{item.answer}}"}})");
+  s = Create(spec, &job);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::UNIMPLEMENTED) << s.error_message();
+  spec = SmallSpec();
+  *spec.mutable_reinforcement()->mutable_grader() =
+      GraderProto(R"({"string_check": {"reference": "x"}})");
+  s = Create(spec, &job);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+  EXPECT_THAT(s.error_message(), HasSubstr("TRAINING_METHOD_REINFORCEMENT"));
+}
 
+TEST_F(TrainingServiceTest, RunGraderScoresEachKind) {
+  StartServer();
+  const std::string item = R"({"answer": "Paris", "meta": {"n": 4}})";
+  // string_check: pass and fail, with the rendered templates.
+  const std::string check =
+      R"({"name": "exact", "string_check": {"reference": "{{item.answer}}",
+          "operation": "STRING_CHECK_OPERATION_EQ", "ignore_case": true, "trim": true}})";
+  v1::RunGraderResponse r;
+  grpc::Status s = RunGrader(check, " paris\n", item, &r);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(r.reward(), 1.0);
+  EXPECT_EQ(r.grader_rewards().at("exact"), 1.0);
+  EXPECT_EQ(r.rendered().at("exact.input"), " paris\n");
+  EXPECT_EQ(r.rendered().at("exact.reference"), "Paris");
+  ASSERT_TRUE(RunGrader(check, "London", item, &r).ok());
+  EXPECT_EQ(r.reward(), 0.0);
+
+  // regex over a number rendered from the item.
+  ASSERT_TRUE(RunGrader(R"({"string_check": {"reference": "^\\d+ = {{item.meta.n}}$",
+                           "operation": "STRING_CHECK_OPERATION_REGEX"}})",
+                        "2 = 4", item, &r)
+                  .ok());
+  EXPECT_EQ(r.reward(), 1.0);
+  EXPECT_EQ(r.rendered().at("string_check.reference"), "^\\d+ = 4$");
+
+  // text_similarity: token F1 of "paris france" against "Paris" is 2/3.
+  ASSERT_TRUE(RunGrader(R"({"text_similarity": {"reference": "{{item.answer}}"}})", "paris france",
+                        item, &r)
+                  .ok());
+  EXPECT_NEAR(r.reward(), 2.0 / 3.0, 1e-9);
+  EXPECT_NEAR(r.grader_rewards().at("text_similarity"), 2.0 / 3.0, 1e-9);
+  ASSERT_TRUE(RunGrader(R"({"text_similarity": {"reference": "{{item.answer}}",
+                           "metric": "TEXT_SIMILARITY_METRIC_FUZZY", "pass_threshold": 0.8}})",
+                        "Parise", item, &r)
+                  .ok());
+  EXPECT_EQ(r.reward(), 1.0);  // 1 - 1/6 >= 0.8
+
+  // json_schema: match, mismatch with partial credit, not JSON.
+  const std::string schema = R"({"json_schema": {"partial_credit": true, "schema": {
+      "type": "object", "required": ["city"],
+      "properties": {"city": {"type": "string"}}}}})";
+  ASSERT_TRUE(RunGrader(schema, "```json\n{\"city\": \"Paris\"}\n```", item, &r).ok());
+  EXPECT_EQ(r.reward(), 1.0);
+  EXPECT_EQ(r.rendered().count("json_schema.reference"), 0u);
+  ASSERT_TRUE(RunGrader(schema, R"({"town": 1})", item, &r).ok());
+  EXPECT_EQ(r.reward(), 0.5);
+  ASSERT_TRUE(RunGrader(schema, "Paris", item, &r).ok());
+  EXPECT_EQ(r.reward(), 0.0);
+
+  // multi: the weighted mean, every grader's reward by name.
+  const std::string multi = R"({"name": "total", "multi": {"graders": [
+      {"grader": {"name": "exact", "string_check": {"reference": "{{item.answer}}"}},
+       "weight": 3},
+      {"grader": {"string_check": {"reference": "Par", "operation": "STRING_CHECK_OPERATION_CONTAINS"}},
+       "weight": 1}]}})";
+  ASSERT_TRUE(RunGrader(multi, "Paris!", item, &r).ok());
+  EXPECT_EQ(r.reward(), 0.25);
+  EXPECT_EQ(r.grader_rewards().at("total"), 0.25);
+  EXPECT_EQ(r.grader_rewards().at("exact"), 0.0);
+  EXPECT_EQ(r.grader_rewards().at("string_check"), 1.0);
+  EXPECT_EQ(r.rendered().at("string_check.reference"), "Par");
+  ASSERT_TRUE(RunGrader(multi, "Paris", item, &r).ok());
+  EXPECT_EQ(r.reward(), 1.0);
+}
+
+TEST_F(TrainingServiceTest, RunGraderRunsAnOpenAiFormGraderConvertedToTheProto) {
+  StartServer();
+  absl::StatusOr<GraderSpec> spec = GraderFromJson(nlohmann::json::parse(R"({
+      "type": "multi", "name": "score", "calculate_output": "0.75 * exact + 0.25 * close",
+      "graders": {
+        "exact": {"type": "string_check", "name": "ignored", "input": "{{sample.output_text}}",
+                  "reference": "{{item.answer}}", "operation": "ilike"},
+        "close": {"type": "text_similarity", "input": "{{sample.output_text}}",
+                  "reference": "{{item.answer}}", "evaluation_metric": "fuzzy_match"}}})"));
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  v1::RunGraderRequest req;
+  ToProto(*spec, req.mutable_grader());
+  absl::StatusOr<GraderSpec> back = GraderFromProto(req.grader(), "grader");
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(*back, *spec) << "the proto carries every field";
+  req.set_output_text("It is PARIS.");
+  ASSERT_TRUE(
+      google::protobuf::util::JsonStringToMessage(R"({"answer": "paris"})", req.mutable_item())
+          .ok());
   grpc::ClientContext ctx;
-  v1::RunGraderResponse resp;
-  s = stub_->RunGrader(&ctx, v1::RunGraderRequest(), &resp);
-  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNIMPLEMENTED);
-  EXPECT_THAT(s.error_message(), HasSubstr("reinforcement fine-tuning is not available"));
+  v1::RunGraderResponse r;
+  grpc::Status s = stub_->RunGrader(&ctx, req, &r);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(r.grader_rewards().at("exact"), 1.0);  // ilike: contains, ignoring case
+  const double close = r.grader_rewards().at("close");
+  EXPECT_GT(close, 0.0);
+  EXPECT_LT(close, 1.0);
+  EXPECT_NEAR(r.reward(), 0.75 + 0.25 * close, 1e-12);
+  EXPECT_NEAR(r.grader_rewards().at("score"), r.reward(), 1e-12);
+  EXPECT_EQ(r.rendered().at("exact.reference"), "paris");
+}
+
+TEST_F(TrainingServiceTest, RunGraderErrorsNameTheField) {
+  StartServer();
+  struct Case {
+    std::string grader;  // proto JSON; empty = no grader
+    std::string output, item;
+    std::string message;  // expected substring
+  };
+  const std::vector<Case> cases = {
+      {"", "x", "{}", "grader: is required"},
+      {R"({"name": "x"})", "x", "{}",
+       "grader: needs one of string_check, text_similarity, json_schema, multi"},
+      {R"({"string_check": {"reference": "(unclosed", "operation": "STRING_CHECK_OPERATION_REGEX"}})",
+       "x", "{}", "grader.string_check.reference"},
+      {R"({"string_check": {"reference": "{{item.answer}}"}})", "x", R"({"other": 1})",
+       "grader.string_check.reference: {{item.answer}}: the example has no field \"answer\""},
+      {R"({"string_check": {"reference": "({{item.p}}", "operation": "STRING_CHECK_OPERATION_REGEX"}})",
+       "x", R"({"p": "a"})", "grader.string_check.reference"},
+      {R"({"string_check": {"reference": "{{ sample.output }}"}})", "x", "{}",
+       "grader.string_check.reference"},
+      {R"({"text_similarity": {"reference": "a", "pass_threshold": 2}})", "x", "{}",
+       "grader.text_similarity.pass_threshold: must be in [0, 1], got 2"},
+      {R"({"json_schema": {"schema": {"oneOf": []}}})", "x", "{}", "grader.json_schema.schema"},
+      {R"({"multi": {}})", "x", "{}", "grader.multi.graders: needs at least one sub-grader"},
+      {R"({"multi": {"graders": [{"grader": {"string_check": {"reference": "a"}}, "weight": -1}]}})",
+       "x", "{}", "grader.multi.graders[0].weight"},
+      {R"({"multi": {"graders": [{"grader": {"name": "a", "string_check": {"reference": "a"}}, "weight": 1},
+                                 {"grader": {"name": "a", "string_check": {"reference": "b"}}, "weight": 1}]}})",
+       "x", "{}", "grader.multi.graders[1].grader.name"},
+  };
+  for (const Case& c : cases) {
+    v1::RunGraderResponse r;
+    grpc::Status s = RunGrader(c.grader, c.output, c.item, &r);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << c.grader;
+    EXPECT_THAT(s.error_message(), HasSubstr(c.message)) << c.grader;
+  }
+  // An enum number this server does not know, deep in the tree.
+  v1::RunGraderRequest req;
+  *req.mutable_grader() = GraderProto(R"({"multi": {"graders": [
+      {"grader": {"string_check": {"reference": "a"}}, "weight": 1},
+      {"grader": {"string_check": {"reference": "a"}}, "weight": 1}]}})");
+  req.mutable_grader()
+      ->mutable_multi()
+      ->mutable_graders(1)
+      ->mutable_grader()
+      ->mutable_string_check()
+      ->set_operation(static_cast<v1::StringCheckOperation>(9));
+  grpc::ClientContext ctx;
+  v1::RunGraderResponse r;
+  grpc::Status s = stub_->RunGrader(&ctx, req, &r);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(),
+              HasSubstr("grader.multi.graders[1].grader.string_check.operation"));
 }
 
 TEST_F(TrainingServiceTest, SecondJobQueuesBehindTheFirstAndBothFinish) {
@@ -658,6 +868,13 @@ TEST_F(TrainingServiceTest, RolesGateMutations) {
   SetToken(&ctx, kUserToken);
   v1::ListModelsResponse models;
   EXPECT_TRUE(stub_->ListModels(&ctx, v1::ListModelsRequest(), &models).ok());
+  v1::RunGraderResponse graded;
+  const std::string grader = R"({"string_check": {"reference": "a"}})";
+  s = RunGrader(grader, "a", "{}", &graded, kUserToken);
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(graded.reward(), 1.0);
+  s = RunGrader(grader, "a", "{}", &graded);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAUTHENTICATED) << s.error_message();
 
   grpc::ClientContext del_ctx;
   SetToken(&del_ctx, kUserToken);

@@ -905,6 +905,20 @@ TEST(GradeTest, FailsOnAnInvalidSpecOrAMissingField) {
             "grader.multi.graders: needs at least one sub-grader");
 }
 
+TEST(GradeTest, RefusesATemplateThatRendersPastTheLimit) {
+  std::string repeated;
+  for (int i = 0; i < 20; ++i) repeated += "{{sample.output_text}}";
+  const GraderSpec g = StringCheck(StringCheckOperation::kEq, repeated);
+  const std::string output(kMaxRenderedBytes / 16, 'x');
+  const absl::StatusOr<GradeResult> r = Grade(g, output, json::object());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(r.status().message(), HasSubstr("grader.string_check.reference: renders to more"));
+  // The output alone, at the limit, is fine.
+  EXPECT_TRUE(Grade(StringCheck(StringCheckOperation::kEq, "a"),
+                    std::string(kMaxRenderedBytes, 'x'), json::object())
+                  .ok());
+}
+
 TEST(GradeTest, NeverFailsOnGarbageOutput) {
   GraderSpec schema = Schema(kAnswerSchema, true);
   schema.json_schema.input = "```json\n{{sample.output_text}}";

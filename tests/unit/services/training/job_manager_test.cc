@@ -4,8 +4,10 @@
 #include <prometheus/registry.h>
 #include <prometheus/text_serializer.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <map>
 
 #include "services/dataset/dataset_manager.h"
 #include "services/training/job_spec.h"
@@ -323,6 +325,87 @@ TEST(JobTypesTest, NonFiniteMetricsSurviveTheStore) {
   EXPECT_DOUBLE_EQ(back->latest_train->loss, 1.5);
 }
 
+TEST(JobTypesTest, ReinforcementSpecAndMetricsSurviveTheStore) {
+  JobSpec spec;
+  spec.base_model = "tiny";
+  spec.training_dataset = "math@1";
+  spec.method = Method::kReinforcement;
+  auto grader = GraderFromJson(nlohmann::json::parse(R"({
+      "type": "multi", "calculate_output": "0.7 * exact + 0.3 * close",
+      "graders": {
+        "exact": {"type": "string_check", "input": "{{sample.output_text}}",
+                  "reference": "{{item.answer}}", "operation": "eq"},
+        "close": {"type": "text_similarity", "input": "{{sample.output_text}}",
+                  "reference": "{{item.answer}}", "evaluation_metric": "rouge_l",
+                  "pass_threshold": 0.5}}})"));
+  ASSERT_TRUE(grader.ok()) << grader.status();
+  GraderSpec schema;
+  schema.kind = GraderKind::kJsonSchema;
+  schema.json_schema.schema = nlohmann::json::parse(R"({"type": "object", "required": ["a"]})");
+  schema.json_schema.partial_credit = true;
+  grader->multi.graders.push_back({schema, 0.5});
+  ReinforcementSpec r;
+  r.grader = *grader;
+  r.num_generations = 4;
+  r.temperature = 0.7;
+  r.kl_beta = 0.0;  // set to 0 is not unset
+  r.iterations_per_batch = 2;
+  spec.reinforcement = r;
+  Job job;
+  job.job_id = "rl";
+  job.spec = spec;
+  TrainMetrics train;
+  train.reinforcement = ReinforcementMetrics{0.5, 0.25, 0.01, 42.5, 0.1, {{"exact", 0.4}}};
+  job.latest_train = train;
+  EvalMetrics eval;
+  eval.reinforcement = ReinforcementMetrics{0.75, 0.0, 0.0, 10, 0, {{"close", 0.9}}};
+  job.latest_eval = eval;
+
+  auto back = JobFromJson(nlohmann::json::parse(JobToJson(job).dump()));
+  ASSERT_TRUE(back.ok()) << back.status();
+  ASSERT_TRUE(back->spec.reinforcement.has_value());
+  const ReinforcementSpec& b = *back->spec.reinforcement;
+  EXPECT_EQ(b.grader, r.grader);
+  EXPECT_EQ(b.num_generations, 4);
+  EXPECT_EQ(b.temperature, 0.7);
+  EXPECT_FALSE(b.top_p.has_value());
+  EXPECT_FALSE(b.max_completion_tokens.has_value());
+  EXPECT_EQ(b.kl_beta, 0.0);
+  EXPECT_FALSE(b.clip_epsilon.has_value());
+  EXPECT_EQ(b.iterations_per_batch, 2);
+  ASSERT_TRUE(back->latest_train->reinforcement.has_value());
+  const ReinforcementMetrics& m = *back->latest_train->reinforcement;
+  EXPECT_EQ(m.reward_mean, 0.5);
+  EXPECT_EQ(m.reward_std, 0.25);
+  EXPECT_EQ(m.kl, 0.01);
+  EXPECT_EQ(m.completion_length_mean, 42.5);
+  EXPECT_EQ(m.clip_ratio, 0.1);
+  EXPECT_EQ(m.grader_rewards, (std::map<std::string, double>{{"exact", 0.4}}));
+  EXPECT_EQ(back->latest_eval->reinforcement->grader_rewards.at("close"), 0.9);
+  EXPECT_FALSE(back->latest_train->dpo.has_value());
+
+  // Without the method's settings nothing is written.
+  job.spec.reinforcement.reset();
+  EXPECT_FALSE(JobToJson(job)["spec"].contains("reinforcement"));
+}
+
+TEST(JobTypesTest, ReinforcementFromJsonNamesTheField) {
+  auto spec = JobSpecFromJson(nlohmann::json::parse(
+      R"({"method": "reinforcement", "reinforcement": {"num_generations": "many",
+          "grader": {"string_check": {}}}})"));
+  EXPECT_EQ(spec.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(spec.status().message().find("reinforcement.num_generations"), std::string::npos)
+      << spec.status();
+  spec = JobSpecFromJson(nlohmann::json::parse(
+      R"({"method": "reinforcement", "reinforcement": {"grader": {"string_check": {"operation": "equals"}}}})"));
+  EXPECT_EQ(spec.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(spec.status().message().find("reinforcement.grader.string_check.operation"),
+            std::string::npos)
+      << spec.status();
+  spec = JobSpecFromJson(nlohmann::json::parse(R"({"reinforcement": {}})"));
+  EXPECT_EQ(spec.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST_F(JobManagerTest, DpoJobRunsOnPreferenceDataAndContinuesAnSftModel) {
   ASSERT_TRUE(jobs_->Start().ok());
   auto sft = jobs_->CreateJob(Spec(), {});
@@ -538,6 +621,105 @@ TEST(JobSpecTest, ValidationNamesTheField) {
   check([](JobSpec& t) { t.device = "tpu"; }, "device");
   check([](JobSpec& t) { t.training_dataset = "echo@x"; }, "training_dataset");
   check([](JobSpec& t) { t.base_model = ""; }, "base_model");
+  check([](JobSpec& t) { t.reinforcement = ReinforcementSpec(); }, "reinforcement");
+}
+
+// A reinforcement spec with a valid grader and every field unset.
+ReinforcementSpec RlSpec() {
+  ReinforcementSpec r;
+  r.grader.kind = GraderKind::kStringCheck;
+  r.grader.string_check.reference = "{{item.answer}}";
+  return r;
+}
+
+TEST(JobSpecTest, ReinforcementRangesNameTheField) {
+  EXPECT_TRUE(ValidateReinforcementSpec(RlSpec()).ok());
+  auto bad = [](auto mutate, const std::string& message) {
+    ReinforcementSpec r = RlSpec();
+    mutate(r);
+    absl::Status st = ValidateReinforcementSpec(r);
+    EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << message;
+    EXPECT_EQ(st.message(), message);
+  };
+  auto good = [](auto mutate, const char* what) {
+    ReinforcementSpec r = RlSpec();
+    mutate(r);
+    EXPECT_TRUE(ValidateReinforcementSpec(r).ok()) << what;
+  };
+  bad([](ReinforcementSpec& r) { r.num_generations = 1; },
+      "reinforcement.num_generations: must be in [2, 64], got 1");
+  bad([](ReinforcementSpec& r) { r.num_generations = 65; },
+      "reinforcement.num_generations: must be in [2, 64], got 65");
+  good([](ReinforcementSpec& r) { r.num_generations = 2; }, "num_generations 2");
+  good([](ReinforcementSpec& r) { r.num_generations = 64; }, "num_generations 64");
+  bad([](ReinforcementSpec& r) { r.temperature = 0.0; },
+      "reinforcement.temperature: must be in (0, 2], got 0");
+  bad([](ReinforcementSpec& r) { r.temperature = 2.5; },
+      "reinforcement.temperature: must be in (0, 2], got 2.5");
+  bad([](ReinforcementSpec& r) { r.temperature = std::nan(""); },
+      "reinforcement.temperature: must be in (0, 2], got nan");
+  good([](ReinforcementSpec& r) { r.temperature = 2.0; }, "temperature 2");
+  bad([](ReinforcementSpec& r) { r.top_p = 0.0; }, "reinforcement.top_p: must be in (0, 1], got 0");
+  bad([](ReinforcementSpec& r) { r.top_p = 1.01; },
+      "reinforcement.top_p: must be in (0, 1], got 1.01");
+  good([](ReinforcementSpec& r) { r.top_p = 1.0; }, "top_p 1");
+  bad([](ReinforcementSpec& r) { r.max_completion_tokens = 0; },
+      "reinforcement.max_completion_tokens: must be in [1, 4096], got 0");
+  bad([](ReinforcementSpec& r) { r.max_completion_tokens = 4097; },
+      "reinforcement.max_completion_tokens: must be in [1, 4096], got 4097");
+  good([](ReinforcementSpec& r) { r.max_completion_tokens = 4096; }, "max_completion_tokens");
+  bad([](ReinforcementSpec& r) { r.kl_beta = -0.1; },
+      "reinforcement.kl_beta: must be in [0, 10], got -0.1");
+  bad([](ReinforcementSpec& r) { r.kl_beta = 10.5; },
+      "reinforcement.kl_beta: must be in [0, 10], got 10.5");
+  good([](ReinforcementSpec& r) { r.kl_beta = 0.0; }, "kl_beta 0 disables the penalty");
+  bad([](ReinforcementSpec& r) { r.clip_epsilon = 0.0; },
+      "reinforcement.clip_epsilon: must be in (0, 1], got 0");
+  bad([](ReinforcementSpec& r) { r.clip_epsilon = 1.5; },
+      "reinforcement.clip_epsilon: must be in (0, 1], got 1.5");
+  good([](ReinforcementSpec& r) { r.clip_epsilon = 1.0; }, "clip_epsilon 1");
+  bad([](ReinforcementSpec& r) { r.iterations_per_batch = 0; },
+      "reinforcement.iterations_per_batch: must be in [1, 16], got 0");
+  bad([](ReinforcementSpec& r) { r.iterations_per_batch = 17; },
+      "reinforcement.iterations_per_batch: must be in [1, 16], got 17");
+  good([](ReinforcementSpec& r) { r.iterations_per_batch = 16; }, "iterations_per_batch 16");
+  ReinforcementSpec r = RlSpec();
+  r.grader.string_check.reference = "{{item.answer";
+  EXPECT_EQ(ValidateReinforcementSpec(r).message().rfind(
+                "reinforcement.grader.string_check.reference: unclosed", 0),
+            0u)
+      << ValidateReinforcementSpec(r);
+}
+
+TEST(JobSpecTest, ReinforcementIsUnimplementedForNow) {
+  JobSpec s;
+  s.base_model = "tiny";
+  s.training_dataset = "math@1";
+  s.method = Method::kReinforcement;
+  s.reinforcement = RlSpec();
+  EXPECT_EQ(ValidateJobSpec(s).code(), absl::StatusCode::kUnimplemented);
+}
+
+TEST(JobSpecTest, ReinforcementAutoSettingsFollowTheApi) {
+  JobSpec s;
+  s.method = Method::kReinforcement;
+  s.reinforcement = RlSpec();
+  s.reinforcement->temperature = 0.5;
+  SpecFacts f;
+  f.training_examples = 1000;
+  f.longest_example = 100;
+  const JobSpec r = ResolveJobSpec(s, f, 1);
+  const ReinforcementSpec& rl = *r.reinforcement;
+  EXPECT_EQ(*rl.num_generations, 8);
+  EXPECT_EQ(*rl.temperature, 0.5);  // set values stay
+  EXPECT_EQ(*rl.top_p, 1.0);
+  EXPECT_EQ(*rl.max_completion_tokens, 256);
+  EXPECT_EQ(*rl.kl_beta, 0.04);
+  EXPECT_EQ(*rl.clip_epsilon, 0.2);
+  EXPECT_EQ(*rl.iterations_per_batch, 1);
+  EXPECT_EQ(*r.hyperparameters.batch_size, 8);  // prompts per step
+  EXPECT_DOUBLE_EQ(*r.hyperparameters.learning_rate, 5e-6);
+  EXPECT_EQ(rl.grader, s.reinforcement->grader);
 }
 
 }  // namespace

@@ -48,10 +48,13 @@ class TrainerTest : public switchyard::testing::TempDirTest {
   }
 
   TrainerSetup Setup(const JobSpec& spec, const std::string& checkpoints,
-                     at::ScalarType dtype = at::kFloat) {
+                     at::ScalarType dtype = at::kFloat,
+                     model::BaseQuantization quantize = model::BaseQuantization::kNone) {
     TrainerSetup s;
     s.spec = spec;
-    auto lm = model::CausalLm::Load(model_dir_, {dtype, at::kCPU});
+    model::LoadOptions load{dtype, at::kCPU};
+    load.quantize_base = quantize;
+    auto lm = model::CausalLm::Load(model_dir_, load);
     EXPECT_TRUE(lm.ok()) << lm.status();
     s.model = std::move(*lm);
     s.train = Examples(16);
@@ -120,6 +123,43 @@ TEST_F(TrainerTest, LoraTrainingLowersTrainAndValidationLoss) {
   ASSERT_TRUE(adapter.ok()) << adapter.status();
   EXPECT_EQ(adapter->config.r, 4);
   EXPECT_EQ(adapter->config.base_model_name_or_path, "tiny");
+}
+
+TEST_F(TrainerTest, QloraFollowsTheLoraLossCurveAndItsAdapterLoadsOnTheFullBase) {
+  JobSpec spec = TestSpec();
+  spec.hyperparameters.epochs = 6;
+  spec.hyperparameters.learning_rate = 2e-2;
+  spec.adapter.lora.dropout = 0;
+  Recorder lora, qlora;
+  auto a = Trainer::Create(Setup(spec, dir_ + "/lora"));
+  ASSERT_TRUE(a.ok());
+  ASSERT_TRUE((*a)->Run(&lora).ok());
+  spec.adapter.lora.quantize_base = QuantizeBase::kNf4;
+  auto b = Trainer::Create(Setup(spec, dir_ + "/qlora", at::kFloat, model::BaseQuantization::kNf4));
+  ASSERT_TRUE(b.ok()) << b.status();
+  auto result = (*b)->Run(&qlora);
+  ASSERT_TRUE(result.ok()) << result.status();
+  ASSERT_EQ(lora.train.size(), qlora.train.size());
+  // The same data and seed: the 4-bit base moves the curve a little, never far.
+  for (size_t i = 0; i < lora.train.size(); ++i) {
+    EXPECT_NEAR(qlora.train[i].loss, lora.train[i].loss, 0.15 * lora.train[i].loss)
+        << "step " << i + 1;
+  }
+  EXPECT_LT(qlora.train.back().loss, 0.6 * qlora.train.front().loss);
+  // PEFT convention: the adapter loads on the unquantised base and keeps what
+  // it learned there (validation loss near the quantised run's).
+  ASSERT_TRUE(result->result_checkpoint);
+  auto adapter = model::LoadPeftAdapter(result->result_checkpoint->path, at::kFloat, at::kCPU);
+  ASSERT_TRUE(adapter.ok()) << adapter.status();
+  TrainerSetup full = Setup(TestSpec(), dir_ + "/eval");
+  full.start_adapter = *adapter;
+  auto c = Trainer::Create(std::move(full));
+  ASSERT_TRUE(c.ok());
+  auto on_full_base = (*c)->Evaluate();
+  ASSERT_TRUE(on_full_base.ok());
+  const double quantised = qlora.eval.back().validation_loss;
+  EXPECT_NEAR(on_full_base->validation_loss, quantised, 0.1 * quantised);
+  EXPECT_LT(on_full_base->validation_loss, 0.8 * qlora.eval.front().validation_loss);
 }
 
 TEST_F(TrainerTest, Bf16TrainingKeepsFp32MastersAndLowersLoss) {
