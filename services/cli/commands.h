@@ -8,7 +8,8 @@
 
 namespace switchyard::v1 {
 class Evaluation;
-}
+class Grader;
+}  // namespace switchyard::v1
 
 namespace switchyard::cli {
 
@@ -25,6 +26,9 @@ int RunModel(const std::vector<std::string>& args);
 int RunTrain(const std::vector<std::string>& args);
 // args[0] is the verb: validate, run.
 int RunGrader(const std::vector<std::string>& args);
+// Reads a grader JSON file (either form) into `out`: -1 to go on, else the
+// exit code after printing the problem (naming the file and the field).
+int ReadGraderFile(const std::string& path, v1::Grader* out);
 // args[0] is the verb: register, list, show, delete.
 int RunModels(const std::vector<std::string>& args);
 // args[0] is the verb: create, ingest, delete, search, list, show, drop.

@@ -198,6 +198,14 @@ constexpr const char* kGraderUsage =
 
 }  // namespace
 
+int ReadGraderFile(const std::string& path, v1::Grader* out) {
+  training::GraderSpec grader;
+  const int rc = ReadGrader(path, &grader);
+  if (rc >= 0) return rc;
+  training::ToProto(grader, out);
+  return -1;
+}
+
 int RunGrader(const std::vector<std::string>& args) {
   return DispatchVerb("grader", kGraderUsage, args, {{"run", Run}, {"validate", Validate}});
 }

@@ -71,6 +71,31 @@ std::string DpoLine(const v1::DpoMetrics& d) {
                          d.rewards_rejected());
 }
 
+// "reward 0.625 std 0.210 kl 0.0031 len 12.5 clip 0.000"
+std::string RewardLine(const v1::ReinforcementMetrics& r) {
+  return absl::StrFormat("reward %.3f std %.3f kl %.4f len %.1f clip %.3f", r.reward_mean(),
+                         r.reward_std(), r.kl(), r.completion_length_mean(), r.clip_ratio());
+}
+
+// The method's own training metrics: token accuracy, DPO rewards or grader rewards.
+std::string TrainSummary(const v1::TrainMetrics& m) {
+  if (m.has_dpo()) return DpoLine(m.dpo());
+  if (m.has_reinforcement()) return RewardLine(m.reinforcement());
+  return absl::StrFormat("acc %.3f", m.mean_token_accuracy());
+}
+
+// "val_loss 2.1000 val_acc 0.450", with DPO's rewards, or the greedy answers' reward.
+std::string EvalSummary(const v1::EvalMetrics& m) {
+  if (m.has_reinforcement()) {
+    return absl::StrFormat("reward %.3f len %.1f", m.reinforcement().reward_mean(),
+                           m.reinforcement().completion_length_mean());
+  }
+  if (m.has_dpo())
+    return absl::StrFormat("val_loss %.4f %s", m.validation_loss(), DpoLine(m.dpo()));
+  return absl::StrFormat("val_loss %.4f val_acc %.3f", m.validation_loss(),
+                         m.validation_mean_token_accuracy());
+}
+
 // One line for people per event (see `train watch --help`).
 std::string EventLine(const v1::JobEvent& e) {
   std::string line;
@@ -87,25 +112,15 @@ std::string EventLine(const v1::JobEvent& e) {
     }
     case v1::JobEvent::kTrain: {
       const v1::TrainMetrics& m = e.train();
-      if (m.has_dpo()) {
-        line =
-            absl::StrFormat("step %d/%d loss %.4f %s lr %.1e tok/s %.0f", m.step(), m.total_steps(),
-                            m.loss(), DpoLine(m.dpo()), m.learning_rate(), m.tokens_per_second());
-      } else {
-        line = absl::StrFormat("step %d/%d loss %.4f acc %.3f lr %.1e tok/s %.0f", m.step(),
-                               m.total_steps(), m.loss(), m.mean_token_accuracy(),
-                               m.learning_rate(), m.tokens_per_second());
-      }
+      line =
+          absl::StrFormat("step %d/%d loss %.4f %s lr %.1e tok/s %.0f", m.step(), m.total_steps(),
+                          m.loss(), TrainSummary(m), m.learning_rate(), m.tokens_per_second());
       break;
     }
     case v1::JobEvent::kEval: {
       const v1::EvalMetrics& m = e.eval();
-      line = m.has_dpo()
-                 ? absl::StrFormat("eval step %d val_loss %.4f %s%s", m.step(), m.validation_loss(),
-                                   DpoLine(m.dpo()), m.is_best() ? " [best]" : "")
-                 : absl::StrFormat("eval step %d val_loss %.4f val_acc %.3f%s", m.step(),
-                                   m.validation_loss(), m.validation_mean_token_accuracy(),
-                                   m.is_best() ? " [best]" : "");
+      line =
+          absl::StrCat("eval step ", m.step(), " ", EvalSummary(m), m.is_best() ? " [best]" : "");
       break;
     }
     case v1::JobEvent::kCheckpoint: {
@@ -197,6 +212,33 @@ bool SpecFromFlags(const FlagSet& f, v1::JobSpec* spec) {
                                          &m))
       return false;
     spec->set_method(m);
+  }
+  const bool rl_flags = f.IsSet("grader") || f.IsSet("num-generations") ||
+                        f.IsSet("rl-temperature") || f.IsSet("rl-top-p") ||
+                        f.IsSet("max-completion-tokens") || f.IsSet("kl-beta") ||
+                        f.IsSet("clip-epsilon") || f.IsSet("iterations-per-batch");
+  if (rl_flags && spec->method() != v1::TRAINING_METHOD_REINFORCEMENT) {
+    std::cerr << "error: --grader and the reinforcement flags need --method reinforcement\n";
+    return false;
+  }
+  if (spec->method() == v1::TRAINING_METHOD_REINFORCEMENT) {
+    v1::ReinforcementSpec* rl = spec->mutable_reinforcement();
+    std::optional<int32_t> generations, max_tokens, iterations;
+    std::optional<double> temperature, top_p, kl, clip;
+    if (!OptInt(f, "num-generations", &generations) ||
+        !OptInt(f, "max-completion-tokens", &max_tokens) ||
+        !OptInt(f, "iterations-per-batch", &iterations) ||
+        !OptDouble(f, "rl-temperature", &temperature) || !OptDouble(f, "rl-top-p", &top_p) ||
+        !OptDouble(f, "kl-beta", &kl) || !OptDouble(f, "clip-epsilon", &clip)) {
+      return false;
+    }
+    if (generations) rl->set_num_generations(*generations);
+    if (max_tokens) rl->set_max_completion_tokens(*max_tokens);
+    if (iterations) rl->set_iterations_per_batch(*iterations);
+    if (temperature) rl->set_temperature(*temperature);
+    if (top_p) rl->set_top_p(*top_p);
+    if (kl) rl->set_kl_beta(*kl);
+    if (clip) rl->set_clip_epsilon(*clip);
   }
   const bool dpo_flags = f.IsSet("dpo-beta") || f.IsSet("dpo-loss") ||
                          f.IsSet("dpo-label-smoothing") || f.IsSet("precompute-reference");
@@ -386,6 +428,22 @@ int Create(const std::vector<std::string>& args) {
   flags.AddString("method", "",
                   "supervised | dpo (needs a preference dataset) | reinforcement (auto: "
                   "supervised).");
+  flags.AddString("grader", "",
+                  "Reinforcement: grader JSON file (proto form or OpenAI's \"type\" form; try it "
+                  "with `switchyard grader run`). Required with --method reinforcement.");
+  flags.AddString("num-generations", "",
+                  "Reinforcement: completions sampled per prompt, the group (auto: 8).");
+  flags.AddString("rl-temperature", "",
+                  "Reinforcement: sampling temperature of the completions (auto: 1.0).");
+  flags.AddString("rl-top-p", "", "Reinforcement: nucleus sampling, 0 to 1 (auto: 1.0).");
+  flags.AddString("max-completion-tokens", "",
+                  "Reinforcement: longest sampled completion in tokens (auto: 256).");
+  flags.AddString("kl-beta", "",
+                  "Reinforcement: weight of the KL penalty to the reference, 0 disables (auto: "
+                  "0.04).");
+  flags.AddString("clip-epsilon", "", "Reinforcement: policy ratio clipping range (auto: 0.2).");
+  flags.AddString("iterations-per-batch", "",
+                  "Reinforcement: policy updates per batch of generations (auto: 1).");
   flags.AddString("dpo-beta", "", "DPO: strength of the pull to the reference (auto: 0.1).");
   flags.AddString("dpo-loss", "", "DPO: sigmoid | ipo | hinge | robust (auto: sigmoid).");
   flags.AddString("dpo-label-smoothing", "",
@@ -459,6 +517,11 @@ int Create(const std::vector<std::string>& args) {
   }
   v1::CreateJobRequest req;
   if (!SpecFromFlags(flags, req.mutable_spec())) return kExitUsage;
+  if (flags.IsSet("grader")) {
+    rc = ReadGraderFile(flags.GetString("grader"),
+                        req.mutable_spec()->mutable_reinforcement()->mutable_grader());
+    if (rc >= 0) return rc;
+  }
   req.set_job_id(flags.GetString("job-id"));
   req.set_validate_only(flags.GetBool("validate-only"));
   v1::Job job;
@@ -593,6 +656,16 @@ void PrintResolved(const v1::Job& job, std::ostream& out) {
       {"  max seq length", absl::StrCat(h.max_seq_length(), h.packing() ? " (packed)" : "")},
       {"  seed", absl::StrCat(r.seed())},
   };
+  if (r.method() == v1::TRAINING_METHOD_REINFORCEMENT) {
+    const v1::ReinforcementSpec& rl = r.reinforcement();
+    rows.insert(rows.begin() + 2,
+                {"  reinforcement",
+                 absl::StrFormat("%d generations per prompt, temperature %g, top_p %g, up to %d "
+                                 "tokens, kl_beta %g, clip %g, %d update(s) per batch",
+                                 rl.num_generations(), rl.temperature(), rl.top_p(),
+                                 rl.max_completion_tokens(), rl.kl_beta(), rl.clip_epsilon(),
+                                 rl.iterations_per_batch())});
+  }
   if (r.method() == v1::TRAINING_METHOD_DPO) {
     const v1::DpoSpec& d = r.dpo();
     rows.insert(rows.begin() + 2,
@@ -642,20 +715,12 @@ int Show(const std::vector<std::string>& args) {
   };
   if (job.has_latest_train()) {
     const v1::TrainMetrics& m = job.latest_train();
-    rows.push_back({"  latest train",
-                    m.has_dpo() ? absl::StrFormat("loss %.4f %s lr %.1e", m.loss(),
-                                                  DpoLine(m.dpo()), m.learning_rate())
-                                : absl::StrFormat("loss %.4f acc %.3f lr %.1e", m.loss(),
-                                                  m.mean_token_accuracy(), m.learning_rate())});
+    rows.push_back({"  latest train", absl::StrFormat("loss %.4f %s lr %.1e", m.loss(),
+                                                      TrainSummary(m), m.learning_rate())});
   }
   if (job.has_best_eval()) {
     const v1::EvalMetrics& m = job.best_eval();
-    rows.push_back(
-        {"  best eval",
-         m.has_dpo() ? absl::StrFormat("val_loss %.4f %s at step %d", m.validation_loss(),
-                                       DpoLine(m.dpo()), m.step())
-                     : absl::StrFormat("val_loss %.4f val_acc %.3f at step %d", m.validation_loss(),
-                                       m.validation_mean_token_accuracy(), m.step())});
+    rows.push_back({"  best eval", absl::StrCat(EvalSummary(m), " at step ", m.step())});
   }
   if (!job.fine_tuned_model().empty()) rows.push_back({"  model", job.fine_tuned_model()});
   std::cout << FormatTable(rows);

@@ -158,19 +158,8 @@ absl::StatusOr<std::vector<int64_t>> Engine::EncodeChat(const nlohmann::ordered_
                      " has no chat template (tokenizer_config.json chat_template); send a "
                      "raw prompt"));
   }
-  nlohmann::ordered_json context = text_.template_variables;
-  context["messages"] = messages;
-  context["add_generation_prompt"] = !continue_final_message;
-  SY_ASSIGN_OR_RETURN(std::string rendered, text_.chat_template->Render(context));
-  if (continue_final_message && !messages.empty()) {
-    // Cut the rendering after the last message's content, so generation
-    // continues it rather than starting a new turn.
-    const std::string content = messages.back().value("content", "");
-    const size_t at = rendered.rfind(content);
-    if (!content.empty() && at != std::string::npos) rendered.resize(at + content.size());
-  }
-  // The template writes the special tokens itself.
-  SY_ASSIGN_OR_RETURN(std::vector<int32_t> ids, text_.tokenizer->Encode(rendered, false));
+  SY_ASSIGN_OR_RETURN(std::vector<int32_t> ids,
+                      text::EncodeChatPrompt(text_, messages, continue_final_message));
   return std::vector<int64_t>(ids.begin(), ids.end());
 }
 

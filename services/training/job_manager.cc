@@ -313,15 +313,18 @@ absl::StatusOr<Job> JobManager::CreateJob(const JobSpec& submitted,
       return absl::Status(v.status().code(), absl::StrCat(field, ": ", v.status().message()));
     }
     const bool dpo = spec.method == Method::kDpo;
-    const bool fits = dpo ? v->format == dataset::DatasetFormat::kPreference
-                          : v->format == dataset::DatasetFormat::kChat ||
-                                v->format == dataset::DatasetFormat::kCompletion;
+    const bool rl = spec.method == Method::kReinforcement;
+    const bool fits = dpo  ? v->format == dataset::DatasetFormat::kPreference
+                      : rl ? v->format == dataset::DatasetFormat::kChat
+                           : v->format == dataset::DatasetFormat::kChat ||
+                                 v->format == dataset::DatasetFormat::kCompletion;
     if (!fits) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(field, ": datasets/", name, "@", v->version, " is ",
-                       dataset::FormatName(v->format), " data; ",
-                       dpo ? "DPO needs preference data (prompt, chosen, rejected)"
-                           : "supervised fine-tuning needs chat or completion data"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          field, ": datasets/", name, "@", v->version, " is ", dataset::FormatName(v->format),
+          " data; ",
+          dpo  ? "DPO needs preference data (prompt, chosen, rejected)"
+          : rl ? "reinforcement fine-tuning needs chat data (prompts the model answers)"
+               : "supervised fine-tuning needs chat or completion data"));
     }
     *ref = absl::StrCat(name, "@", v->version);
   }

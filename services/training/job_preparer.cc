@@ -10,10 +10,12 @@
 #include "absl/strings/str_cat.h"
 #include "services/dataset/dataset_manager.h"
 #include "services/training/batching.h"
+#include "services/training/grpo.h"
 #include "services/training/job_spec.h"
 #include "services/training/preference_data.h"
 #include "shared/core/file_util.h"
 #include "shared/core/status_macros.h"
+#include "shared/model/generate.h"
 #include "shared/model/lora.h"
 #include "shared/model/runtime.h"
 #include "shared/text/model_text.h"
@@ -191,9 +193,23 @@ absl::StatusOr<PreparedJob> PrepareJob(const JobSources& m, const Job& job, bool
   to.loss_on = hp.loss_on == LossOn::kAll ? LossOn::kAll : LossOn::kAssistant;
   to.max_seq_length = hp.max_seq_length.value_or(config->max_position_embeddings);
   const bool dpo = spec.method == Method::kDpo;
-  // Reads one file into `examples` (supervised) or `pairs` (DPO).
+  const bool rl = spec.method == Method::kReinforcement && spec.reinforcement;
+  if (rl) {
+    // Room for the sampled completion after each prompt.
+    to.max_seq_length = std::max<int64_t>(
+        1, to.max_seq_length - spec.reinforcement->max_completion_tokens.value_or(256));
+  }
+  std::vector<RlExample> train_prompts, validation_prompts;
+  // Reads one file into `examples` (supervised), `pairs` (DPO) or the prompts
+  // (reinforcement; by `field`).
   auto read = [&](const std::string& path, const char* field, std::vector<SftExample>* examples,
                   std::vector<PreferenceExample>* pairs) -> absl::StatusOr<TokenizeReport> {
+    if (rl) {
+      SY_ASSIGN_OR_RETURN(RlData d, TokenizeRlFile(path, *text, spec.reinforcement->grader, to));
+      (std::string(field) == "training_dataset" ? train_prompts : validation_prompts) =
+          std::move(d.examples);
+      return static_cast<TokenizeReport>(d);
+    }
     if (dpo) {
       SY_ASSIGN_OR_RETURN(PreferenceData d, TokenizePreferenceFile(path, *text, to));
       *pairs = std::move(d.examples);
@@ -228,7 +244,7 @@ absl::StatusOr<PreparedJob> PrepareJob(const JobSources& m, const Job& job, bool
     p.warnings.insert(p.warnings.end(), v->warnings.begin(), v->warnings.end());
   }
   if (!p.errors.empty()) return p;
-  if (train_examples.empty() && train_pairs.empty()) {
+  if (train_examples.empty() && train_pairs.empty() && train_prompts.empty()) {
     p.errors.push_back(MakeIssue("no_examples", "training_dataset",
                                  "no training example has a token the loss covers"));
     return p;
@@ -255,9 +271,15 @@ absl::StatusOr<PreparedJob> PrepareJob(const JobSources& m, const Job& job, bool
     };
     split(train_examples, validation_examples);
     split(train_pairs, validation_pairs);
+    split(train_prompts, validation_prompts);
   }
   SpecFacts facts;
-  facts.training_examples = static_cast<int64_t>(dpo ? train_pairs.size() : train_examples.size());
+  facts.training_examples = static_cast<int64_t>(dpo  ? train_pairs.size()
+                                                 : rl ? train_prompts.size()
+                                                      : train_examples.size());
+  for (const RlExample& e : train_prompts) {
+    facts.longest_example = std::max<int64_t>(facts.longest_example, e.prompt_ids.size());
+  }
   for (const SftExample& e : train_examples) {
     facts.longest_example = std::max<int64_t>(facts.longest_example, e.ids.size());
   }
@@ -302,7 +324,7 @@ absl::StatusOr<PreparedJob> PrepareJob(const JobSources& m, const Job& job, bool
       l.rslora = parent_lora->use_rslora;
     }
   }
-  if (validation_examples.empty() && validation_pairs.empty()) {
+  if (validation_examples.empty() && validation_pairs.empty() && validation_prompts.empty()) {
     for (auto [set, field] :
          {std::pair<bool, const char*>{p.resolved.checkpoints.keep_best.value_or(false),
                                        "checkpoints.keep_best"},
@@ -321,6 +343,8 @@ absl::StatusOr<PreparedJob> PrepareJob(const JobSources& m, const Job& job, bool
   p.setup.validation = std::move(validation_examples);
   p.setup.train_pairs = std::move(train_pairs);
   p.setup.validation_pairs = std::move(validation_pairs);
+  p.setup.train_prompts = std::move(train_prompts);
+  p.setup.validation_prompts = std::move(validation_prompts);
   p.setup.checkpoints_dir = m.JobDir(job.job_id) + "/checkpoints";
   p.setup.base_dir = p.base.base_dir;
   p.setup.base_model_id = p.base.root_id;
@@ -345,7 +369,21 @@ absl::StatusOr<PreparedJob> PrepareJob(const JobSources& m, const Job& job, bool
     return p;
   }
   p.setup.model = std::move(*lm);
-  if (dpo && !lora && !p.resolved.dpo.precompute_reference_logprobs.value_or(true)) {
+  if (rl) {
+    absl::StatusOr<model::GenerationDefaults> defaults =
+        model::LoadGenerationDefaults(p.base.base_dir, *config);
+    if (!defaults.ok()) {
+      p.errors.push_back(
+          MakeIssue("model_load_failed", "base_model", std::string(defaults.status().message())));
+      return p;
+    }
+    p.setup.eos_token_ids = defaults->eos_token_ids;
+    p.setup.text = std::make_shared<text::ModelText>(std::move(*text));
+  }
+  const bool frozen_reference =
+      !lora && ((dpo && !p.resolved.dpo.precompute_reference_logprobs.value_or(true)) ||
+                (rl && p.resolved.reinforcement->kl_beta.value_or(0) > 0));
+  if (frozen_reference) {
     // The frozen reference: a second copy of the starting weights.
     absl::StatusOr<std::unique_ptr<model::CausalLm>> ref =
         model::CausalLm::Load(p.base.base_dir, {dtype, dev});

@@ -56,6 +56,7 @@ void JobRunner::Run() {
   if (!s.ok()) {
     const std::string msg(s.message());
     const std::string kind = absl::StrContains(msg, "nan_loss")        ? "nan_loss"
+                             : absl::StrContains(msg, "grader_error")  ? "grader_error"
                              : absl::StrContains(msg, "out of memory") ? "out_of_memory"
                                                                        : "internal";
     absl::Status f = Fail(kind, msg);

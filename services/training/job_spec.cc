@@ -74,11 +74,6 @@ absl::Status ValidateReinforcementSpec(const ReinforcementSpec& r) {
 }
 
 absl::Status ValidateJobSpec(const JobSpec& s) {
-  if (s.method == Method::kReinforcement) {
-    return absl::UnimplementedError(
-        "method: reinforcement fine-tuning is not available in this release; use supervised "
-        "or dpo");
-  }
   if (s.base_model.empty()) return FieldError("base_model", "is required");
   std::string name;
   int64_t version;
@@ -148,6 +143,10 @@ absl::Status ValidateJobSpec(const JobSpec& s) {
     if (!s.reinforcement)
       return FieldError("reinforcement", "is required with method reinforcement");
     if ((st = ValidateReinforcementSpec(*s.reinforcement)); !st.ok()) return st;
+    if (h.packing.value_or(false)) {
+      return FieldError("hyperparameters.packing",
+                        "reinforcement samples whole completions; packing is not supported");
+    }
   } else if (s.reinforcement) {
     return FieldError("reinforcement", "may only be set with method reinforcement");
   }
@@ -263,7 +262,7 @@ JobSpec ResolveJobSpec(const JobSpec& spec, const SpecFacts& f, uint64_t seed) {
     if (!l.alpha) l.alpha = 2.0 * *l.r;
     // DPO compares the policy with a reference; dropout would only add noise
     // to that comparison (TRL disables it too).
-    if (!l.dropout) l.dropout = r.method == Method::kDpo ? 0.0 : 0.05;
+    if (!l.dropout) l.dropout = r.method == Method::kSupervised ? 0.05 : 0.0;
     if (l.target_modules.empty()) {
       l.target_modules =
           f.arch == model::Architecture::kGpt2
@@ -288,8 +287,11 @@ JobSpec ResolveJobSpec(const JobSpec& spec, const SpecFacts& f, uint64_t seed) {
                        ? 8
                        : static_cast<int>(std::clamp<int64_t>(std::llround(0.002 * n), 1, 256));
   }
+  const bool rl = r.method == Method::kReinforcement && r.reinforcement;
+  // Reinforcement trains on prompt + sampled completion.
+  const int64_t completion = rl ? r.reinforcement->max_completion_tokens.value_or(256) : 0;
   if (!h.max_seq_length) {
-    int64_t len = std::max<int64_t>(2, f.longest_example);
+    int64_t len = std::max<int64_t>(2, f.longest_example + completion);
     if (f.context_length > 0) len = std::min(len, f.context_length);
     h.max_seq_length = static_cast<int>(len);
   }
@@ -297,9 +299,11 @@ JobSpec ResolveJobSpec(const JobSpec& spec, const SpecFacts& f, uint64_t seed) {
     // The fewest micro-batches whose rows x max_seq_length stay within a
     // token budget (CPU 8192, GPU 32768) and that divide the batch.
     const int64_t budget = f.cuda ? 32768 : 8192;
+    // Reinforcement: each prompt of a micro-batch becomes num_generations rows.
+    const int64_t rows_per_item = rl ? r.reinforcement->num_generations.value_or(8) : 1;
     int ga = 1;
     while (ga < *h.batch_size &&
-           ((*h.batch_size + ga - 1) / ga * int64_t{*h.max_seq_length} > budget ||
+           ((*h.batch_size + ga - 1) / ga * rows_per_item * int64_t{*h.max_seq_length} > budget ||
             *h.batch_size % ga != 0)) {
       ++ga;
     }

@@ -112,7 +112,7 @@ absl::Status TokenizeJsonlFile(const std::string& path, const SftTokenizeOptions
       bool any = false;
       // The last token predicts nothing, so a trained mark there alone counts for nothing.
       for (int64_t t = 1; t < n && !any; ++t) any = ex.trained[t] != 0;
-      all_trained &= any;
+      all_trained &= any || !options.require_trained;
       ex.line = line_no;
     }
     if (too_long) continue;

@@ -33,6 +33,9 @@ struct SftTokenizeOptions {
   int64_t max_seq_length = 0;
   std::string file = "train";  // names the file in issues: "train" or "validation"
   int max_listed_errors = 20;  // errors beyond this are counted, not listed
+  // Lines whose sequences train no token are skipped with a warning; off for
+  // prompts that only start generation (reinforcement).
+  bool require_trained = true;
 };
 
 // What reading a JSONL file of examples found besides the examples.

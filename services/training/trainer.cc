@@ -73,15 +73,45 @@ uint64_t DropoutSeed(uint64_t seed, int64_t step, int64_t micro) {
 
 int64_t NowMs() { return absl::ToUnixMillis(absl::Now()); }
 
+// The mean of each field over the logged steps.
+ReinforcementMetrics MeanOf(const std::vector<ReinforcementMetrics>& steps) {
+  ReinforcementMetrics m;
+  const double n = static_cast<double>(steps.size());
+  for (const ReinforcementMetrics& s : steps) {
+    m.reward_mean += s.reward_mean / n;
+    m.reward_std += s.reward_std / n;
+    m.kl += s.kl / n;
+    m.completion_length_mean += s.completion_length_mean / n;
+    m.clip_ratio += s.clip_ratio / n;
+    for (const auto& [name, r] : s.grader_rewards) m.grader_rewards[name] += r / n;
+  }
+  return m;
+}
+
 }  // namespace
 
 int64_t TrainerSetup::train_count() const {
-  return static_cast<int64_t>(spec.method == Method::kDpo ? train_pairs.size() : train.size());
+  switch (spec.method) {
+    case Method::kDpo:
+      return static_cast<int64_t>(train_pairs.size());
+    case Method::kReinforcement:
+      return static_cast<int64_t>(train_prompts.size());
+    case Method::kSupervised:
+      break;
+  }
+  return static_cast<int64_t>(train.size());
 }
 
 int64_t TrainerSetup::validation_count() const {
-  return static_cast<int64_t>(spec.method == Method::kDpo ? validation_pairs.size()
-                                                          : validation.size());
+  switch (spec.method) {
+    case Method::kDpo:
+      return static_cast<int64_t>(validation_pairs.size());
+    case Method::kReinforcement:
+      return static_cast<int64_t>(validation_prompts.size());
+    case Method::kSupervised:
+      break;
+  }
+  return static_cast<int64_t>(validation.size());
 }
 
 std::vector<int64_t> TrainerSetup::TrainLengths() const {
@@ -89,6 +119,9 @@ std::vector<int64_t> TrainerSetup::TrainLengths() const {
   for (const SftExample& ex : train) lengths.push_back(static_cast<int64_t>(ex.ids.size()));
   for (const PreferenceExample& p : train_pairs) {
     lengths.push_back(static_cast<int64_t>(std::max(p.chosen.ids.size(), p.rejected.ids.size())));
+  }
+  for (const RlExample& p : train_prompts) {
+    lengths.push_back(static_cast<int64_t>(p.prompt_ids.size()));
   }
   return lengths;
 }
@@ -162,6 +195,18 @@ absl::Status Trainer::Prepare() {
     }
   }
   if (params.empty()) return absl::InvalidArgumentError("adapter: nothing is left to train");
+  if (reinforcement()) {
+    if (!spec.reinforcement || setup_.text == nullptr || setup_.text->tokenizer == nullptr) {
+      return absl::InvalidArgumentError(
+          "reinforcement: needs the grader settings and the model's tokenizer");
+    }
+    if (!lora_ && spec.reinforcement->kl_beta.value_or(0) > 0 &&
+        setup_.reference_model == nullptr) {
+      return absl::InvalidArgumentError(
+          "reinforcement.kl_beta: full fine-tuning with a KL penalty needs a frozen reference "
+          "model");
+    }
+  }
   if (dpo() && !lora_ && !spec.dpo.precompute_reference_logprobs.value_or(false) &&
       setup_.reference_model == nullptr) {
     return absl::InvalidArgumentError(
@@ -291,7 +336,213 @@ absl::StatusOr<Trainer::StepStats> Trainer::DpoMicroStep(const std::vector<int64
   return out.second;
 }
 
+int64_t Trainer::updates_per_step() const {
+  return reinforcement() ? std::max(1, setup_.spec.reinforcement->iterations_per_batch.value_or(1))
+                         : 1;
+}
+
+absl::StatusOr<Trainer::Rollout> Trainer::Sample(const std::vector<RlExample>& examples,
+                                                 const std::vector<int64_t>& prompts, int group,
+                                                 const model::SamplingParams& params,
+                                                 uint64_t seed) {
+  std::vector<model::GenerationRequest> requests;
+  for (size_t p = 0; p < prompts.size(); ++p) {
+    const RlExample& ex = examples[prompts[p]];
+    for (int g = 0; g < group; ++g) {
+      model::GenerationRequest r;
+      r.prompt_ids.assign(ex.prompt_ids.begin(), ex.prompt_ids.end());
+      r.adapter = lora_ ? adapter_id_ : model::kNoAdapter;
+      r.params = params;
+      r.params.seed = seed * 0x9E3779B97F4A7C15ull + p * 1000003ull + static_cast<uint64_t>(g);
+      requests.push_back(std::move(r));
+    }
+  }
+  SY_ASSIGN_OR_RETURN(
+      std::vector<model::Generation> generations,
+      model::Generate(*setup_.model, setup_.text->tokenizer.get(), requests, setup_.eos_token_ids));
+  Rollout out;
+  const GraderSpec& grader = setup_.spec.reinforcement->grader;
+  for (size_t i = 0; i < generations.size(); ++i) {
+    const model::Generation& gen = generations[i];
+    const RlExample& ex = examples[prompts[i / group]];
+    absl::StatusOr<GradeResult> grade = Grade(grader, gen.text, ex.item);
+    if (!grade.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("grader_error: line ", ex.line, ": ", grade.status().message()));
+    }
+    out.rewards.push_back(grade->reward);
+    for (const auto& [name, reward] : grade->grader_rewards) out.grader_sums[name] += reward;
+    SftExample seq;
+    seq.ids = ex.prompt_ids;
+    seq.trained.assign(seq.ids.size(), 0);
+    std::vector<int64_t> completion = gen.token_ids;
+    // The stop token is part of what the policy chose: learning when to stop.
+    if (gen.stop_token >= 0) completion.push_back(gen.stop_token);
+    for (int64_t id : completion) {
+      seq.ids.push_back(static_cast<int32_t>(id));
+      seq.trained.push_back(1);
+    }
+    out.completion_tokens += static_cast<int64_t>(gen.token_ids.size());
+    seq.line = ex.line;
+    out.sequences.push_back(std::move(seq));
+  }
+  return out;
+}
+
+absl::StatusOr<at::Tensor> Trainer::TokenLogProbs(const Batch& batch, bool reference,
+                                                  uint64_t dropout_seed) {
+  model::DecoderInput in = Input(batch, dropout_seed);
+  in.training = !reference;
+  if (reference) in.adapters.clear();  // the base with the adapter disabled
+  const model::CausalLm& lm =
+      reference && setup_.reference_model ? *setup_.reference_model : *setup_.model;
+  SY_ASSIGN_OR_RETURN(at::Tensor logits, lm.Forward(in));
+  return model::LabelLogProbs(logits, batch.labels.to(logits.device()));
+}
+
+absl::StatusOr<Trainer::StepStats> Trainer::ReinforcementStep(int64_t step) {
+  const ReinforcementSpec& rs = *setup_.spec.reinforcement;
+  const Hyperparameters& hp = setup_.spec.hyperparameters;
+  const int group = rs.num_generations.value_or(8);
+  const double beta = rs.kl_beta.value_or(0.04);
+  const double epsilon = rs.clip_epsilon.value_or(0.2);
+  const int64_t updates = updates_per_step();
+  const uint64_t seed = setup_.spec.seed.value_or(0);
+  const std::vector<std::vector<Row>> micro = plan_->MicroBatches(step);
+  std::vector<int64_t> prompts;
+  std::vector<std::pair<size_t, size_t>> ranges;  // sequences of each micro-batch
+  for (const std::vector<Row>& rows : micro) {
+    const size_t first = prompts.size() * group;
+    for (const Row& row : rows) prompts.insert(prompts.end(), row.begin(), row.end());
+    ranges.emplace_back(first, prompts.size() * group);
+  }
+  model::SamplingParams params;
+  params.temperature = rs.temperature.value_or(1.0);
+  params.top_p = rs.top_p.value_or(1.0);
+  params.max_new_tokens = rs.max_completion_tokens.value_or(256);
+  StepStats total;
+  Rollout rollout;
+  SY_RETURN_IF_ERROR(TorchCall(absl::StrCat("sampling for step ", step), [&]() -> absl::Status {
+    SY_ASSIGN_OR_RETURN(rollout, Sample(setup_.train_prompts, prompts, group, params,
+                                        DropoutSeed(seed, step, 7919)));
+    return absl::OkStatus();
+  }));
+  double reward_std = 0;
+  const std::vector<double> advantages = GroupAdvantages(rollout.rewards, group, &reward_std);
+  const double sequences = static_cast<double>(rollout.sequences.size());
+  double kl_sum = 0, clipped = 0;
+  int64_t completion_tokens = 0;
+  // Per micro-batch: the batch, the log-probabilities the samples were drawn
+  // with, and the reference's.
+  std::vector<Batch> batches;
+  std::vector<at::Tensor> old_logps, ref_logps, advantage_rows;
+  for (auto [first, last] : ranges) {
+    std::vector<Row> rows;
+    for (size_t i = first; i < last; ++i) rows.push_back({static_cast<int64_t>(i)});
+    batches.push_back(MakeBatch(rollout.sequences, rows));
+    advantage_rows.push_back(at::tensor(
+        std::vector<double>(advantages.begin() + first, advantages.begin() + last), at::kFloat));
+  }
+  const double lr = LearningRateAt(hp.lr_scheduler, hp.learning_rate.value_or(1e-4), step,
+                                   hp.warmup_steps.value_or(0), plan_->total_steps());
+  double norm_sum = 0;
+  SY_RETURN_IF_ERROR(TorchCall(absl::StrCat("training step ", step), [&]() -> absl::Status {
+    {
+      at::NoGradGuard no_grad;
+      for (size_t k = 0; k < batches.size(); ++k) {
+        if (updates > 1) {
+          SY_ASSIGN_OR_RETURN(at::Tensor old,
+                              TokenLogProbs(batches[k], false, DropoutSeed(seed, step, k)));
+          old_logps.push_back(old);
+        }
+        if (beta > 0) {
+          SY_ASSIGN_OR_RETURN(at::Tensor ref, TokenLogProbs(batches[k], true, 0));
+          ref_logps.push_back(ref);
+        }
+      }
+    }
+    for (int64_t u = 0; u < updates; ++u) {
+      optimizer_->ZeroGrad();
+      for (size_t k = 0; k < batches.size(); ++k) {
+        const Batch& b = batches[k];
+        SY_ASSIGN_OR_RETURN(at::Tensor logp,
+                            TokenLogProbs(b, false, DropoutSeed(seed, step, u * 1000 + k)));
+        const at::Tensor mask = b.labels.ne(model::kIgnoreLabel).to(logp.device());
+        GrpoLossOutput out = ComputeGrpoLoss(logp, updates > 1 ? old_logps[k] : logp.detach(),
+                                             beta > 0 ? ref_logps[k] : at::Tensor(), mask,
+                                             advantage_rows[k], epsilon, beta);
+        (out.row_losses.sum() / std::max(1.0, sequences)).backward();
+        total.loss_sum += out.row_losses.detach().sum().item<double>();
+        total.loss_units += static_cast<int64_t>(b.input_ids.size(0));
+        total.tokens += b.tokens;
+        kl_sum += out.kl_sum;
+        clipped += out.clipped;
+        completion_tokens += out.tokens;
+      }
+      norm_sum += optimizer_->ClipGradNorm(hp.max_grad_norm.value_or(0));
+      optimizer_->Step(lr);
+    }
+    return absl::OkStatus();
+  }));
+  total.loss = total.loss_sum / std::max<int64_t>(1, total.loss_units);
+  if (!std::isfinite(total.loss)) {
+    return absl::InternalError(
+        absl::StrCat("nan_loss: the training loss became ", total.loss, " at step ", step,
+                     "; lower hyperparameters.learning_rate or use precision fp32"));
+  }
+  total.grad_norm = norm_sum / static_cast<double>(updates);
+  total.learning_rate = lr;
+  ReinforcementMetrics m;
+  double reward_sum = 0;
+  for (double r : rollout.rewards) reward_sum += r;
+  m.reward_mean = reward_sum / std::max(1.0, sequences);
+  m.reward_std = reward_std;
+  m.kl = kl_sum / std::max<int64_t>(1, completion_tokens);
+  m.completion_length_mean =
+      static_cast<double>(rollout.completion_tokens) / std::max(1.0, sequences);
+  m.clip_ratio = clipped / std::max<int64_t>(1, completion_tokens);
+  for (const auto& [name, sum] : rollout.grader_sums) m.grader_rewards[name] = sum / sequences;
+  total.reinforcement = m;
+  return total;
+}
+
+absl::StatusOr<EvalMetrics> Trainer::EvaluateReinforcement() {
+  EvalMetrics m;
+  const auto t0 = Clock::now();
+  const int64_t n = static_cast<int64_t>(setup_.validation_prompts.size());
+  model::SamplingParams params;
+  params.temperature = 0;  // the policy's own answer: greedy
+  params.max_new_tokens = setup_.spec.reinforcement->max_completion_tokens.value_or(256);
+  double reward_sum = 0;
+  int64_t tokens = 0;
+  std::map<std::string, double> grader_sums;
+  constexpr int64_t kPromptsPerBatch = 16;
+  for (int64_t first = 0; first < n; first += kPromptsPerBatch) {
+    std::vector<int64_t> prompts;
+    for (int64_t i = first; i < std::min(n, first + kPromptsPerBatch); ++i) prompts.push_back(i);
+    Rollout rollout;
+    SY_RETURN_IF_ERROR(TorchCall("evaluation", [&]() -> absl::Status {
+      SY_ASSIGN_OR_RETURN(rollout, Sample(setup_.validation_prompts, prompts, 1, params, 0));
+      return absl::OkStatus();
+    }));
+    for (double r : rollout.rewards) reward_sum += r;
+    tokens += rollout.completion_tokens;
+    for (const auto& [name, sum] : rollout.grader_sums) grader_sums[name] += sum;
+  }
+  ReinforcementMetrics r;
+  const double count = static_cast<double>(std::max<int64_t>(1, n));
+  r.reward_mean = reward_sum / count;
+  r.completion_length_mean = static_cast<double>(tokens) / count;
+  for (const auto& [name, sum] : grader_sums) r.grader_rewards[name] = sum / count;
+  // Lower is better, as for the other methods' losses.
+  m.validation_loss = -r.reward_mean;
+  m.reinforcement = r;
+  m.duration_seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  return m;
+}
+
 absl::StatusOr<Trainer::StepStats> Trainer::RunStep(int64_t step) {
+  if (reinforcement()) return ReinforcementStep(step);
   const std::vector<std::vector<Row>> micro = plan_->MicroBatches(step);
   optimizer_->ZeroGrad();
   StepStats total;
@@ -383,6 +634,7 @@ absl::StatusOr<EvalMetrics> Trainer::EvaluateDpo() {
 absl::StatusOr<EvalMetrics> Trainer::Evaluate() {
   EvalMetrics m;
   if (dpo()) return setup_.validation_pairs.empty() ? m : EvaluateDpo();
+  if (reinforcement()) return setup_.validation_prompts.empty() ? m : EvaluateReinforcement();
   if (setup_.validation.empty()) return m;
   const auto t0 = Clock::now();
   const Hyperparameters& hp = setup_.spec.hyperparameters;
@@ -505,9 +757,10 @@ absl::Status Trainer::LoadCheckpoint(const CheckpointInfo& c, State* state) {
   if (j.contains("last_train")) state->last_train = TrainMetricsFromJson(j["last_train"]);
   if (j.contains("last_eval")) state->last_eval = EvalMetricsFromJson(j["last_eval"]);
   if (j.contains("best_eval")) state->best_eval = EvalMetricsFromJson(j["best_eval"]);
-  if (optimizer_->steps() != c.step) {
-    return absl::DataLossError(absl::StrCat(c.path, ": optimizer state is at step ",
-                                            optimizer_->steps(), ", checkpoint at ", c.step));
+  if (optimizer_->steps() != c.step * updates_per_step()) {
+    return absl::DataLossError(absl::StrCat(c.path, ": optimizer state is at update ",
+                                            optimizer_->steps(), ", checkpoint at step ", c.step,
+                                            " (", updates_per_step(), " per step)"));
   }
   return absl::OkStatus();
 }
@@ -617,6 +870,7 @@ absl::StatusOr<TrainerResult> Trainer::Run(TrainerListener* listener) {
   const int patience = cs.early_stopping_patience.value_or(0);
   // Sums over the steps since the last TrainMetrics event.
   StepStats window;
+  std::vector<ReinforcementMetrics> window_rl;
   int64_t window_steps = 0;
   double window_seconds = 0;
   // A pause right after resuming continues from the same checkpoint rather
@@ -639,6 +893,7 @@ absl::StatusOr<TrainerResult> Trainer::Run(TrainerListener* listener) {
     window.loss_sum += st.loss_sum;
     window.loss_units += st.loss_units;
     window.dpo.Add(st.dpo);
+    if (st.reinforcement) window_rl.push_back(*st.reinforcement);
     window.correct += st.correct;
     window.label_tokens += st.label_tokens;
     window.tokens += st.tokens;
@@ -655,6 +910,7 @@ absl::StatusOr<TrainerResult> Trainer::Run(TrainerListener* listener) {
       m.loss = window.loss_sum / static_cast<double>(std::max<int64_t>(1, window.loss_units));
       m.mean_token_accuracy = static_cast<double>(window.correct) / label_tokens;
       if (dpo()) m.dpo = window.dpo.Means();
+      if (!window_rl.empty()) m.reinforcement = MeanOf(window_rl);
       m.learning_rate = st.learning_rate;
       m.grad_norm = window.grad_norm / window_steps;
       m.tokens_per_second = window.tokens / std::max(1e-9, window_seconds);
@@ -663,6 +919,7 @@ absl::StatusOr<TrainerResult> Trainer::Run(TrainerListener* listener) {
       state.last_train = m;
       listener->OnTrain(m);
       window = StepStats();
+      window_rl.clear();
       window_steps = 0;
       window_seconds = 0;
     }

@@ -21,6 +21,7 @@
 #ifndef SWITCHYARD_SERVICES_TRAINING_TRAINER_H_
 #define SWITCHYARD_SERVICES_TRAINING_TRAINER_H_
 
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -29,10 +30,12 @@
 #include "absl/status/statusor.h"
 #include "services/training/batching.h"
 #include "services/training/dpo.h"
+#include "services/training/grpo.h"
 #include "services/training/job_types.h"
 #include "services/training/optimizer.h"
 #include "services/training/sft_data.h"
 #include "shared/model/decoder.h"
+#include "shared/model/generate.h"
 
 namespace switchyard::training {
 
@@ -46,8 +49,15 @@ struct TrainerSetup {
   std::vector<SftExample> validation;
   std::vector<PreferenceExample> train_pairs;  // method dpo
   std::vector<PreferenceExample> validation_pairs;
-  // DPO with full fine-tuning and no precomputed reference: the frozen
-  // reference copy of the starting weights.
+  std::vector<RlExample> train_prompts;  // method reinforcement
+  std::vector<RlExample> validation_prompts;
+  // The tokenizer (decodes sampled completions for the grader) and the EOS
+  // ids that end them; method reinforcement.
+  std::shared_ptr<const text::ModelText> text;
+  std::vector<int64_t> eos_token_ids;
+  // DPO with full fine-tuning and no precomputed reference, reinforcement
+  // with full fine-tuning and a KL penalty: the frozen reference copy of the
+  // starting weights.
   std::unique_ptr<model::CausalLm> reference_model;
 
   // Training items (examples or pairs) and their token lengths (a pair's:
@@ -122,6 +132,7 @@ class Trainer {
     int64_t correct = 0, label_tokens = 0, tokens = 0;
     double grad_norm = 0, learning_rate = 0;
     DpoSums dpo;
+    std::optional<ReinforcementMetrics> reinforcement;
   };
   // Reference log-probabilities of chosen and rejected, (n,) each.
   struct ReferenceLogProbs {
@@ -130,6 +141,30 @@ class Trainer {
   explicit Trainer(TrainerSetup setup);
   absl::Status Prepare();
   bool dpo() const { return setup_.spec.method == Method::kDpo; }
+  bool reinforcement() const { return setup_.spec.method == Method::kReinforcement; }
+  // Optimizer updates per step (reinforcement: iterations_per_batch).
+  int64_t updates_per_step() const;
+  // One reinforcement step: sample num_generations completions per prompt of
+  // the step, grade them, and make iterations_per_batch clipped
+  // policy-gradient updates on them.
+  absl::StatusOr<StepStats> ReinforcementStep(int64_t step);
+  // Samples and grades: the completions of `prompts` (each `group` times,
+  // greedy when params.temperature is 0) as training sequences, with rewards.
+  struct Rollout {
+    std::vector<SftExample> sequences;  // prompt + completion, trained on the completion
+    std::vector<double> rewards;
+    std::map<std::string, double> grader_sums;
+    int64_t completion_tokens = 0;
+  };
+  absl::StatusOr<Rollout> Sample(const std::vector<RlExample>& examples,
+                                 const std::vector<int64_t>& prompts, int group,
+                                 const model::SamplingParams& params, uint64_t seed);
+  // Log-probabilities (B, T) of `batch`'s labels: the policy (with grad when
+  // grad mode is on) or the reference (the base with the adapter disabled, or
+  // the frozen copy).
+  absl::StatusOr<at::Tensor> TokenLogProbs(const Batch& batch, bool reference,
+                                           uint64_t dropout_seed);
+  absl::StatusOr<EvalMetrics> EvaluateReinforcement();
   absl::StatusOr<StepStats> RunStep(int64_t step);
   // Forward and backward of one micro-batch; `share` is its part of the step.
   absl::StatusOr<StepStats> SupervisedMicroStep(const Batch& batch, uint64_t dropout_seed,

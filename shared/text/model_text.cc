@@ -69,4 +69,26 @@ absl::StatusOr<ModelText> LoadModelText(const std::string& path, const ModelText
   return out;
 }
 
+absl::StatusOr<std::vector<int32_t>> EncodeChatPrompt(const ModelText& text,
+                                                      const nlohmann::ordered_json& messages,
+                                                      bool continue_final_message) {
+  if (text.chat_template == nullptr) {
+    return absl::FailedPreconditionError(
+        "the model has no chat template (tokenizer_config.json chat_template)");
+  }
+  nlohmann::ordered_json context = text.template_variables;
+  context["messages"] = messages;
+  context["add_generation_prompt"] = !continue_final_message;
+  SY_ASSIGN_OR_RETURN(std::string rendered, text.chat_template->Render(context));
+  if (continue_final_message && !messages.empty()) {
+    // Cut the rendering after the last message's content, so generation
+    // continues it rather than starting a new turn.
+    const std::string content = messages.back().value("content", "");
+    const size_t at = rendered.rfind(content);
+    if (!content.empty() && at != std::string::npos) rendered.resize(at + content.size());
+  }
+  // The template writes the special tokens itself.
+  return text.tokenizer->Encode(rendered, false);
+}
+
 }  // namespace switchyard::text

@@ -7,6 +7,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "shared/text/chat_template.h"
@@ -30,6 +31,15 @@ struct ModelTextOptions {
 // `path` is a model directory, its tokenizer.json or its tokenizer_config.json.
 absl::StatusOr<ModelText> LoadModelText(const std::string& path,
                                         const ModelTextOptions& options = {});
+
+// The token ids of a conversation rendered with the chat template for
+// generation: the template's own special tokens, then the generation prompt
+// (add_generation_prompt), or, with continue_final_message, cut right after
+// the last message's content so generation continues it.
+// FAILED_PRECONDITION when the model has no chat template.
+absl::StatusOr<std::vector<int32_t>> EncodeChatPrompt(const ModelText& text,
+                                                      const nlohmann::ordered_json& messages,
+                                                      bool continue_final_message = false);
 
 }  // namespace switchyard::text
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end test of `switchyard train ...` and `switchyard models ...` against
 # `switchyard serve --target=all` on loopback: register a tiny model, upload a
-# dataset, fine-tune (supervised and DPO, the DPO adapter measured with inference
-# score), watch, and survive a kill -9 of the server mid-job with a
+# dataset, fine-tune (supervised, DPO with the adapter measured by inference
+# score, reinforcement with a grader), watch, and survive a kill -9 of the server mid-job with a
 # result identical to an uninterrupted run.
 #
 #   tests/e2e/training_cli_test.sh <switchyard binary> <repo root>
@@ -189,6 +189,30 @@ print(f"log p(chosen) - log p(rejected): base {base:.3f}, DPO adapter {dpo:.3f}"
 assert dpo > base + 1.0, (base, dpo)
 PY
 
+# ---- Reinforcement fine-tuning with a grader ------------------------------------------
+
+check "train create --method reinforcement --grader (OpenAI form) samples, grades and succeeds"
+cat >"$TMP/grader.json" <<'JSON'
+{"type": "string_check", "name": "has_e", "input": "{{sample.output_text}}",
+ "reference": "e", "operation": "like"}
+JSON
+expect_exit 2 "$SY" train create --base tiny --dataset echo@1 --grader "$TMP/grader.json" "$SERVER"
+expect_in "$TMP/err" "--method reinforcement"
+echo '{"type": "string_check", "operation": "equals"}' >"$TMP/bad_grader.json"
+expect_exit 1 "$SY" train create --base tiny --dataset echo@1 --method reinforcement \
+  --grader "$TMP/bad_grader.json" "$SERVER"
+expect_in "$TMP/err" "operation"
+expect_exit 0 "$SY" train create --base tiny --dataset echo@1 --method reinforcement \
+  --grader "$TMP/grader.json" --num-generations 2 --max-completion-tokens 4 --epochs 1 \
+  --batch-size 8 --lora-r 4 --learning-rate 0.01 --precision fp32 --device cpu --seed 2 \
+  --suffix rl --json "$SERVER"
+JOB_RL=$(json_field "$TMP/out" 'd["jobId"]')
+expect_exit 0 "$SY" train watch "$JOB_RL" "$SERVER"
+expect_in "$TMP/out" "reward"
+expect_in "$TMP/out" "-> succeeded"
+expect_exit 0 "$SY" train show "$JOB_RL" "$SERVER"
+expect_in "$TMP/out" "2 generations per prompt"
+
 # ---- kill -9 mid-job, restart, resume ------------------------------------------------
 
 check "a second identical job survives kill -9 of the server"
@@ -231,7 +255,7 @@ expect_in "$TMP/out" "tiny"
 expect_in "$TMP/out" "ft:tiny:a:$JOB_A"
 expect_in "$TMP/out" "ft:tiny:b:$JOB_B"
 expect_exit 0 "$SY" models list --kind adapter --json "$SERVER"
-[[ $(json_field "$TMP/out" 'len(d["models"])') -eq 3 ]] || fail "expected 3 adapters"
+[[ $(json_field "$TMP/out" 'len(d["models"])') -eq 4 ]] || fail "expected 4 adapters"
 expect_exit 0 "$SY" models show "ft:tiny:a:$JOB_A" "$SERVER"
 expect_in "$TMP/out" "jobs/$JOB_A"
 expect_in "$TMP/out" "echo@1"
@@ -243,7 +267,7 @@ expect_exit 0 "$SY" train list "$SERVER"
 expect_in "$TMP/out" "$JOB_A"
 expect_in "$TMP/out" "$JOB_B"
 expect_exit 0 "$SY" train list --state succeeded --json "$SERVER"
-[[ $(json_field "$TMP/out" 'len(d["jobs"])') -eq 3 ]] || fail "expected 3 succeeded jobs"
+[[ $(json_field "$TMP/out" 'len(d["jobs"])') -eq 4 ]] || fail "expected 4 succeeded jobs"
 
 check "train cancel of a queued job; train watch of a cancelled job exits 6"
 expect_exit 0 "$SY" train create --base tiny --dataset echo@1 --epochs 50 --json "$SERVER"

@@ -487,8 +487,8 @@ TEST_F(JobManagerTest, CreateJobChecksFieldsAndReferencesBeforeQueueing) {
   EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(r.status().message().find("DPO needs preference data"), std::string::npos);
   s = Spec();
-  s.method = Method::kReinforcement;
-  EXPECT_EQ(jobs_->CreateJob(s, {}).status().code(), absl::StatusCode::kUnimplemented);
+  s.method = Method::kReinforcement;  // no grader
+  EXPECT_EQ(jobs_->CreateJob(s, {}).status().code(), absl::StatusCode::kInvalidArgument);
   auto listed = jobs_->ListJobs(0, "", {});
   ASSERT_TRUE(listed.ok());
   EXPECT_EQ(listed->total_size, 0);
@@ -691,13 +691,21 @@ TEST(JobSpecTest, ReinforcementRangesNameTheField) {
       << ValidateReinforcementSpec(r);
 }
 
-TEST(JobSpecTest, ReinforcementIsUnimplementedForNow) {
+TEST(JobSpecTest, ReinforcementSpecIsValidatedWithTheJob) {
   JobSpec s;
   s.base_model = "tiny";
   s.training_dataset = "math@1";
   s.method = Method::kReinforcement;
   s.reinforcement = RlSpec();
-  EXPECT_EQ(ValidateJobSpec(s).code(), absl::StatusCode::kUnimplemented);
+  EXPECT_TRUE(ValidateJobSpec(s).ok());
+  s.reinforcement->num_generations = 1;
+  EXPECT_NE(ValidateJobSpec(s).message().find("reinforcement.num_generations"), std::string::npos);
+  s.reinforcement = RlSpec();
+  s.hyperparameters.packing = true;
+  EXPECT_NE(ValidateJobSpec(s).message().find("hyperparameters.packing"), std::string::npos);
+  s.hyperparameters.packing.reset();
+  s.reinforcement.reset();
+  EXPECT_NE(ValidateJobSpec(s).message().find("reinforcement"), std::string::npos);
 }
 
 TEST(JobSpecTest, ReinforcementAutoSettingsFollowTheApi) {
