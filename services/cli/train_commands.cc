@@ -455,7 +455,8 @@ int Create(const std::vector<std::string>& args) {
                 "--precompute-reference=false turns it off).");
   flags.AddString("lora-r", "", "LoRA rank (unset = auto: 8).");
   flags.AddString("lora-alpha", "", "LoRA alpha; the update is scaled by alpha / r (auto: 2 r).");
-  flags.AddString("lora-dropout", "", "Dropout on the adapter input, 0 to <1 (auto: 0.05; DPO 0).");
+  flags.AddString("lora-dropout", "",
+                  "Dropout on the adapter input, 0 to <1 (auto: 0.05; DPO and reinforcement 0).");
   flags.AddString("target-modules", "",
                   "Comma-separated module names to adapt (q_proj,v_proj) or all-linear "
                   "(auto: every attention and MLP projection).");
@@ -470,8 +471,11 @@ int Create(const std::vector<std::string>& args) {
   flags.AddBool("freeze-embeddings", false, "With --full: keep the token embeddings frozen.");
   flags.AddString("epochs", "", "Passes over the training set (auto: from the dataset size).");
   flags.AddString("learning-rate", "",
-                  "Peak learning rate (auto: 2e-4 LoRA, 1e-5 full; DPO 5e-6 LoRA, 1e-6 full).");
-  flags.AddString("batch-size", "", "Examples per optimizer step (auto: ~0.2% of the examples).");
+                  "Peak learning rate (auto: 2e-4 LoRA, 1e-5 full; DPO and reinforcement 5e-6 "
+                  "LoRA, 1e-6 full).");
+  flags.AddString("batch-size", "",
+                  "Examples per optimizer step (auto: ~0.2% of the examples; reinforcement: "
+                  "prompts per step, auto 8).");
   flags.AddString("grad-accum", "", "Micro-batches per step; must divide --batch-size (auto).");
   flags.AddString("max-seq-length", "",
                   "Longest sequence in tokens; longer examples fail validation (auto: the longest "

@@ -16,8 +16,7 @@ namespace switchyard::training {
 
 // INVALID_ARGUMENT naming the field ("hyperparameters.learning_rate: must be
 // in (0, 1], got -1") for a value out of range or settings that contradict
-// each other; UNIMPLEMENTED for methods this release does not train. Checks
-// nothing that needs the registry or the data.
+// each other. Checks nothing that needs the registry or the data.
 absl::Status ValidateJobSpec(const JobSpec& spec);
 
 // The reinforcement settings alone: the grader (ValidateGrader, errors under

@@ -49,23 +49,6 @@ bool IsEmbedding(const std::string& name) {
          absl::StartsWith(name, "wpe.");
 }
 
-// Peak resident memory of the process, bytes (VmHWM).
-int64_t PeakMemoryBytes() {
-  std::ifstream status("/proc/self/status");
-  std::string line;
-  while (std::getline(status, line)) {
-    if (absl::StartsWith(line, "VmHWM:")) {
-      int64_t kb = 0;
-      std::string digits;
-      for (char c : line) {
-        if (c >= '0' && c <= '9') digits += c;
-      }
-      if (absl::SimpleAtoi(digits, &kb)) return kb * 1024;
-    }
-  }
-  return 0;
-}
-
 uint64_t DropoutSeed(uint64_t seed, int64_t step, int64_t micro) {
   return seed * 0x9E3779B97F4A7C15ull + static_cast<uint64_t>(step) * 1000003ull +
          static_cast<uint64_t>(micro);
@@ -915,7 +898,7 @@ absl::StatusOr<TrainerResult> Trainer::Run(TrainerListener* listener) {
       m.grad_norm = window.grad_norm / window_steps;
       m.tokens_per_second = window.tokens / std::max(1e-9, window_seconds);
       m.tokens = state.tokens;
-      m.peak_memory_bytes = PeakMemoryBytes();
+      m.peak_memory_bytes = ProcessStatusBytes("VmHWM");
       state.last_train = m;
       listener->OnTrain(m);
       window = StepStats();

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
 #include <random>
 
 #include "absl/strings/str_cat.h"
@@ -147,6 +148,24 @@ std::string RandomHex(int bytes) {
     out.push_back(kHex[b & 15]);
   }
   return out;
+}
+
+int64_t ProcessStatusBytes(absl::string_view field) {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    // "VmHWM:\t  123456 kB"
+    if (line.size() <= field.size() || absl::string_view(line).substr(0, field.size()) != field ||
+        line[field.size()] != ':') {
+      continue;
+    }
+    int64_t kb = 0;
+    for (char c : line.substr(field.size() + 1)) {
+      if (c >= '0' && c <= '9') kb = kb * 10 + (c - '0');
+    }
+    return kb * 1024;
+  }
+  return 0;
 }
 
 int64_t DirectoryBytes(const std::string& dir) {

@@ -67,6 +67,10 @@ absl::Status LinkOrCopyFile(const std::string& from, const std::string& to);
 // Random lower-case hex string of `bytes` random bytes (2*bytes characters).
 std::string RandomHex(int bytes);
 
+// A memory field of this process's /proc/self/status in bytes: "VmHWM" (peak
+// resident), "VmRSS" (resident now); 0 when absent.
+int64_t ProcessStatusBytes(absl::string_view field);
+
 }  // namespace switchyard
 
 #endif  // SWITCHYARD_SHARED_CORE_FILE_UTIL_H_

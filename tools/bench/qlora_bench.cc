@@ -14,7 +14,6 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <iostream>
 #include <map>
 #include <sstream>
@@ -41,22 +40,6 @@ void Check(const absl::Status& s, const char* what) {
     std::cerr << what << ": " << s << "\n";
     std::exit(1);
   }
-}
-
-// A field of /proc/self/status in bytes ("VmHWM", "VmRSS").
-int64_t ProcStatusBytes(const char* key) {
-  std::ifstream in("/proc/self/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (!absl::StartsWith(line, key)) continue;
-    int64_t kb = 0;
-    std::string digits;
-    for (char c : line) {
-      if (c >= '0' && c <= '9') digits += c;
-    }
-    if (absl::SimpleAtoi(digits, &kb)) return kb * 1024;
-  }
-  return 0;
 }
 
 struct Config {
@@ -146,7 +129,7 @@ class StepTimes : public training::TrainerListener {
 
 // One configuration, in this process: prints "result <peak> <before> <step s> <losses...>".
 int RunOne(const std::string& dir, const FlagSet& f, const Config& c) {
-  const int64_t before = ProcStatusBytes("VmRSS");
+  const int64_t before = ProcessStatusBytes("VmRSS");
   training::TrainerSetup setup;
   setup.spec = Spec(f, c);
   model::LoadOptions load{c.dtype, at::kCPU};
@@ -172,7 +155,7 @@ int RunOne(const std::string& dir, const FlagSet& f, const Config& c) {
       times.seconds.end());
   std::sort(steps.begin(), steps.end());
   const double median = steps.empty() ? 0 : steps[steps.size() / 2];
-  std::printf("result %lld %lld %.6f", (long long)ProcStatusBytes("VmHWM"), (long long)before,
+  std::printf("result %lld %lld %.6f", (long long)ProcessStatusBytes("VmHWM"), (long long)before,
               median);
   for (double l : times.losses) std::printf(" %.6f", l);
   std::printf("\n");

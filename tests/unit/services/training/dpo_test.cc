@@ -21,6 +21,7 @@ namespace {
 using json = nlohmann::ordered_json;
 using testing::MakeTinyModel;
 using testing::PreferenceJsonl;
+using testing::Recorder;
 using testing::TestSpec;
 
 double LogSigmoid(double x) { return -std::log1p(std::exp(-x)); }
@@ -269,19 +270,6 @@ class DpoTrainerTest : public switchyard::testing::TempDirTest {
 
   std::string model_dir_;
   text::ModelText text_;
-};
-
-class Recorder : public TrainerListener {
- public:
-  void OnTrain(const TrainMetrics& m) override { train.push_back(m); }
-  void OnEval(const EvalMetrics& m) override { eval.push_back(m); }
-  StopRequest PollStop() override {
-    return static_cast<int64_t>(train.size()) >= stop_after ? StopRequest::kCancel
-                                                            : StopRequest::kNone;
-  }
-  std::vector<TrainMetrics> train;
-  std::vector<EvalMetrics> eval;
-  int64_t stop_after = 1 << 30;
 };
 
 TEST_F(DpoTrainerTest, RewardAccuracyRisesAndThePolicyPrefersTheChosenAnswers) {

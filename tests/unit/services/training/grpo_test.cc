@@ -20,6 +20,7 @@ namespace {
 
 using json = nlohmann::ordered_json;
 using testing::MakeTinyModel;
+using testing::Recorder;
 using testing::TestSpec;
 
 TEST(GroupAdvantagesTest, NormaliseWithinEachGroup) {
@@ -148,19 +149,6 @@ class GrpoTest : public switchyard::testing::TempDirTest {
   std::string model_dir_;
   std::shared_ptr<text::ModelText> text_;
   GraderSpec grader_;
-};
-
-class Recorder : public TrainerListener {
- public:
-  void OnTrain(const TrainMetrics& m) override { train.push_back(m); }
-  void OnEval(const EvalMetrics& m) override { eval.push_back(m); }
-  StopRequest PollStop() override {
-    return static_cast<int64_t>(train.size()) >= stop_after ? StopRequest::kCancel
-                                                            : StopRequest::kNone;
-  }
-  std::vector<TrainMetrics> train;
-  std::vector<EvalMetrics> eval;
-  int64_t stop_after = 1 << 30;
 };
 
 TEST_F(GrpoTest, PromptsDropTheAnswerAndCarryTheirFields) {

@@ -22,6 +22,7 @@ namespace {
 namespace fs = std::filesystem;
 using testing::ChatJsonl;
 using testing::MakeTinyModel;
+using testing::Recorder;
 using testing::TestSpec;
 
 class TrainerTest : public switchyard::testing::TempDirTest {
@@ -67,22 +68,6 @@ class TrainerTest : public switchyard::testing::TempDirTest {
 
   std::string model_dir_;
   text::ModelText text_;
-};
-
-// Records every event and can ask for a stop before a given step.
-class Recorder : public TrainerListener {
- public:
-  void OnTrain(const TrainMetrics& m) override { train.push_back(m); }
-  void OnEval(const EvalMetrics& m) override { eval.push_back(m); }
-  void OnCheckpoint(const CheckpointInfo& c) override { checkpoints.push_back(c); }
-  StopRequest PollStop() override {
-    return static_cast<int64_t>(train.size()) >= stop_after ? stop : StopRequest::kNone;
-  }
-  std::vector<TrainMetrics> train;
-  std::vector<EvalMetrics> eval;
-  std::vector<CheckpointInfo> checkpoints;
-  int64_t stop_after = 1 << 30;
-  StopRequest stop = StopRequest::kNone;
 };
 
 at::Tensor AdapterTensor(const std::string& dir, const std::string& name) {

@@ -1,6 +1,7 @@
 // Helpers for the training tests: a tiny chat model made by InitCheckpoint
-// (ChatML template, byte-level tokenizer), small chat datasets, and a resolved
-// job spec with test-sized settings.
+// (ChatML template, byte-level tokenizer), small chat and preference
+// datasets, a resolved job spec with test-sized settings, and a listener
+// that records a run.
 #ifndef SWITCHYARD_TESTS_UNIT_SERVICES_TRAINING_TRAINING_TESTING_H_
 #define SWITCHYARD_TESTS_UNIT_SERVICES_TRAINING_TRAINING_TESTING_H_
 
@@ -11,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "services/training/job_types.h"
+#include "services/training/trainer.h"
 #include "shared/core/file_util.h"
 #include "shared/model/init.h"
 
@@ -99,6 +101,23 @@ inline JobSpec TestSpec() {
   s.device = "cpu";
   return s;
 }
+
+// Records every trainer event and can ask for a stop (`stop`) once
+// `stop_after` steps have been logged.
+class Recorder : public TrainerListener {
+ public:
+  void OnTrain(const TrainMetrics& m) override { train.push_back(m); }
+  void OnEval(const EvalMetrics& m) override { eval.push_back(m); }
+  void OnCheckpoint(const CheckpointInfo& c) override { checkpoints.push_back(c); }
+  StopRequest PollStop() override {
+    return static_cast<int64_t>(train.size()) >= stop_after ? stop : StopRequest::kNone;
+  }
+  std::vector<TrainMetrics> train;
+  std::vector<EvalMetrics> eval;
+  std::vector<CheckpointInfo> checkpoints;
+  int64_t stop_after = 1 << 30;
+  StopRequest stop = StopRequest::kCancel;
+};
 
 }  // namespace switchyard::training::testing
 
