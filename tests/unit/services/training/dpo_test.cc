@@ -19,7 +19,6 @@ namespace switchyard::training {
 namespace {
 
 using json = nlohmann::ordered_json;
-using testing::MakeTinyModel;
 using testing::PreferenceJsonl;
 using testing::Recorder;
 using testing::TestSpec;
@@ -78,17 +77,10 @@ TEST(DpoLossTest, SequenceLogProbsSumOnlyTheLabels) {
   EXPECT_EQ(counts[1].item<float>(), 1);
 }
 
-class PreferenceDataTest : public switchyard::testing::TempDirTest {
+class PreferenceDataTest : public testing::TinyModelTest {
  protected:
-  void SetUp() override {
-    TempDirTest::SetUp();
-    MakeTinyModel(dir_ + "/tiny");
-    auto text = text::LoadModelText(dir_ + "/tiny");
-    ASSERT_TRUE(text.ok()) << text.status();
-    text_ = std::move(*text);
-  }
   PreferenceExample Tokenize(const std::string& line) {
-    auto ex = TokenizePreferenceExample(json::parse(line), text_);
+    auto ex = TokenizePreferenceExample(json::parse(line), text());
     EXPECT_TRUE(ex.ok()) << ex.status() << " for " << line;
     return ex.ok() ? *ex : PreferenceExample();
   }
@@ -98,11 +90,10 @@ class PreferenceDataTest : public switchyard::testing::TempDirTest {
     for (size_t i = 0; i < ex.ids.size(); ++i) {
       if (ex.trained[i]) ids.push_back(ex.ids[i]);
     }
-    auto text = text_.tokenizer->Decode(ids, false);
+    auto text = text_->tokenizer->Decode(ids, false);
     EXPECT_TRUE(text.ok());
     return text.ok() ? *text : "";
   }
-  text::ModelText text_;
 };
 
 TEST_F(PreferenceDataTest, BothLayoutsGiveTheSameSequences) {
@@ -172,7 +163,7 @@ TEST_F(PreferenceDataTest, BadLinesNameTheField) {
        "chosen"},
   };
   for (const Case& c : cases) {
-    auto ex = TokenizePreferenceExample(json::parse(c.line), text_);
+    auto ex = TokenizePreferenceExample(json::parse(c.line), text());
     ASSERT_FALSE(ex.ok()) << c.line;
     EXPECT_EQ(ex.status().code(), absl::StatusCode::kInvalidArgument) << ex.status();
     EXPECT_EQ(ex.status().message().substr(0, c.field.size() + 1), c.field + ":")
@@ -184,7 +175,7 @@ TEST_F(PreferenceDataTest, BadLinesNameTheField) {
                                         PreferenceJsonl(1))
                   .ok());
   SftTokenizeOptions o;
-  auto data = TokenizePreferenceFile(path, text_, o);
+  auto data = TokenizePreferenceFile(path, text(), o);
   ASSERT_TRUE(data.ok()) << data.status();
   EXPECT_EQ(data->examples.size(), 3u);
   ASSERT_EQ(data->errors.size(), 2u);
@@ -194,28 +185,18 @@ TEST_F(PreferenceDataTest, BadLinesNameTheField) {
   EXPECT_EQ(data->examples[2].line, 5);
   // Too long for max_seq_length: an error naming the line.
   o.max_seq_length = 10;
-  data = TokenizePreferenceFile(path, text_, o);
+  data = TokenizePreferenceFile(path, text(), o);
   ASSERT_TRUE(data.ok());
   EXPECT_TRUE(data->examples.empty());
   EXPECT_EQ(data->errors[0].kind, "example_too_long");
 }
 
-class DpoTrainerTest : public switchyard::testing::TempDirTest {
+class DpoTrainerTest : public testing::TinyModelTest {
  protected:
-  void SetUp() override {
-    TempDirTest::SetUp();
-    model::SetTorchThreads(1);
-    model_dir_ = dir_ + "/tiny";
-    MakeTinyModel(model_dir_);
-    auto text = text::LoadModelText(model_dir_);
-    ASSERT_TRUE(text.ok()) << text.status();
-    text_ = std::move(*text);
-  }
-
   std::vector<PreferenceExample> Pairs(int n, int offset) {
     const std::string path = dir_ + "/prefs-" + std::to_string(offset) + ".jsonl";
     EXPECT_TRUE(WriteFileAtomic(path, PreferenceJsonl(n, offset)).ok());
-    auto data = TokenizePreferenceFile(path, text_, SftTokenizeOptions());
+    auto data = TokenizePreferenceFile(path, text(), SftTokenizeOptions());
     EXPECT_TRUE(data.ok()) << data.status();
     return data.ok() ? data->examples : std::vector<PreferenceExample>();
   }
@@ -234,16 +215,9 @@ class DpoTrainerTest : public switchyard::testing::TempDirTest {
   }
 
   TrainerSetup Setup(const JobSpec& spec, const std::string& checkpoints) {
-    TrainerSetup s;
-    s.spec = spec;
-    auto lm = model::CausalLm::Load(model_dir_, {at::kFloat, at::kCPU});
-    EXPECT_TRUE(lm.ok()) << lm.status();
-    s.model = std::move(*lm);
+    TrainerSetup s = BaseSetup(spec, checkpoints);
     s.train_pairs = Pairs(12, 0);
     s.validation_pairs = Pairs(4, 3);
-    s.checkpoints_dir = checkpoints;
-    s.base_dir = model_dir_;
-    s.base_model_id = "tiny";
     return s;
   }
 
@@ -267,9 +241,6 @@ class DpoTrainerTest : public switchyard::testing::TempDirTest {
     for (int64_t i = 0; i < n; ++i) out.push_back((lp[i] - lp[n + i]).item<double>());
     return out;
   }
-
-  std::string model_dir_;
-  text::ModelText text_;
 };
 
 TEST_F(DpoTrainerTest, RewardAccuracyRisesAndThePolicyPrefersTheChosenAnswers) {

@@ -19,7 +19,6 @@ namespace switchyard::training {
 namespace {
 
 using json = nlohmann::ordered_json;
-using testing::MakeTinyModel;
 using testing::Recorder;
 using testing::TestSpec;
 
@@ -68,16 +67,10 @@ TEST(GrpoLossTest, PolicyGradientClippingAndKl) {
   EXPECT_NEAR(p2.grad()[0][0].item<double>(), 0.0, 1e-6) << "clipped: no gradient";
 }
 
-class GrpoTest : public switchyard::testing::TempDirTest {
+class GrpoTest : public testing::TinyModelTest {
  protected:
   void SetUp() override {
-    TempDirTest::SetUp();
-    model::SetTorchThreads(1);
-    model_dir_ = dir_ + "/tiny";
-    MakeTinyModel(model_dir_);
-    auto text = text::LoadModelText(model_dir_);
-    ASSERT_TRUE(text.ok()) << text.status();
-    text_ = std::make_shared<text::ModelText>(std::move(*text));
+    TinyModelTest::SetUp();
     // Reward 1 when the (one-token) answer is a lower-case letter.
     auto grader = GraderFromJson(nlohmann::json::parse(
         R"({"name":"letter","string_check":{"reference":"^[a-z]$","operation":"regex"}})"));
@@ -128,26 +121,12 @@ class GrpoTest : public switchyard::testing::TempDirTest {
   }
 
   TrainerSetup Setup(const JobSpec& spec, const std::string& checkpoints) {
-    TrainerSetup s;
-    s.spec = spec;
-    auto lm = model::CausalLm::Load(model_dir_, {at::kFloat, at::kCPU});
-    EXPECT_TRUE(lm.ok()) << lm.status();
-    s.model = std::move(*lm);
+    TrainerSetup s = BaseSetup(spec, checkpoints);
     s.train_prompts = Prompts(8, 0);
     s.validation_prompts = Prompts(8, 100);
-    s.text = text_;
-    auto config = model::LoadModelConfig(model_dir_);
-    auto defaults = model::LoadGenerationDefaults(model_dir_, *config);
-    EXPECT_TRUE(defaults.ok());
-    s.eos_token_ids = defaults->eos_token_ids;
-    s.checkpoints_dir = checkpoints;
-    s.base_dir = model_dir_;
-    s.base_model_id = "tiny";
     return s;
   }
 
-  std::string model_dir_;
-  std::shared_ptr<text::ModelText> text_;
   GraderSpec grader_;
 };
 

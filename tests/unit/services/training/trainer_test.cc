@@ -21,28 +21,17 @@ namespace {
 
 namespace fs = std::filesystem;
 using testing::ChatJsonl;
-using testing::MakeTinyModel;
 using testing::Recorder;
 using testing::TestSpec;
 
-class TrainerTest : public switchyard::testing::TempDirTest {
+class TrainerTest : public testing::TinyModelTest {
  protected:
-  void SetUp() override {
-    TempDirTest::SetUp();
-    model::SetTorchThreads(1);
-    model_dir_ = dir_ + "/tiny";
-    MakeTinyModel(model_dir_);
-    auto text = text::LoadModelText(model_dir_);
-    ASSERT_TRUE(text.ok()) << text.status();
-    text_ = std::move(*text);
-  }
-
   std::vector<SftExample> Examples(int n, int offset = 0, LossOn loss_on = LossOn::kAssistant) {
     const std::string path = dir_ + "/data-" + std::to_string(offset) + ".jsonl";
     EXPECT_TRUE(WriteFileAtomic(path, ChatJsonl(n, offset)).ok());
     SftTokenizeOptions o;
     o.loss_on = loss_on;
-    auto data = TokenizeSftFile(path, text_, o);
+    auto data = TokenizeSftFile(path, text(), o);
     EXPECT_TRUE(data.ok()) << data.status();
     EXPECT_TRUE(data->errors.empty());
     return data->examples;
@@ -51,23 +40,13 @@ class TrainerTest : public switchyard::testing::TempDirTest {
   TrainerSetup Setup(const JobSpec& spec, const std::string& checkpoints,
                      at::ScalarType dtype = at::kFloat,
                      model::BaseQuantization quantize = model::BaseQuantization::kNone) {
-    TrainerSetup s;
-    s.spec = spec;
     model::LoadOptions load{dtype, at::kCPU};
     load.quantize_base = quantize;
-    auto lm = model::CausalLm::Load(model_dir_, load);
-    EXPECT_TRUE(lm.ok()) << lm.status();
-    s.model = std::move(*lm);
+    TrainerSetup s = BaseSetup(spec, checkpoints, load);
     s.train = Examples(16);
     s.validation = Examples(4, 5);
-    s.checkpoints_dir = checkpoints;
-    s.base_dir = model_dir_;
-    s.base_model_id = "tiny";
     return s;
   }
-
-  std::string model_dir_;
-  text::ModelText text_;
 };
 
 at::Tensor AdapterTensor(const std::string& dir, const std::string& name) {
@@ -348,7 +327,7 @@ TEST_F(TrainerTest, AssistantOnlyLossCoversExactlyTheAssistantTokens) {
       R"({"messages":[{"role":"user","content":"hi"},{"role":"assistant","content":"yo"},)"
       R"({"role":"user","content":"ok?"},{"role":"assistant","content":"no","weight":0},)"
       R"({"role":"user","content":"again"},{"role":"assistant","content":"sure"}]})");
-  auto ex = TokenizeSftExample(line, text_, LossOn::kAssistant);
+  auto ex = TokenizeSftExample(line, text(), LossOn::kAssistant);
   ASSERT_TRUE(ex.ok()) << ex.status();
   // The rendering, piece by piece, with what the loss covers.
   const std::vector<std::pair<std::string, bool>> pieces = {
@@ -362,7 +341,7 @@ TEST_F(TrainerTest, AssistantOnlyLossCoversExactlyTheAssistantTokens) {
   std::vector<int32_t> ids;
   std::vector<uint8_t> trained;
   for (const auto& [piece, on] : pieces) {
-    auto p = text_.tokenizer->Encode(piece, false);
+    auto p = text_->tokenizer->Encode(piece, false);
     ASSERT_TRUE(p.ok());
     ids.insert(ids.end(), p->begin(), p->end());
     trained.insert(trained.end(), p->size(), on ? 1 : 0);
@@ -371,9 +350,9 @@ TEST_F(TrainerTest, AssistantOnlyLossCoversExactlyTheAssistantTokens) {
   ASSERT_EQ(ex->trained.size(), trained.size());
   for (size_t i = 0; i < trained.size(); ++i) {
     EXPECT_EQ(ex->trained[i], trained[i])
-        << "token " << i << " (" << text_.tokenizer->IdToToken(ex->ids[i]) << ")";
+        << "token " << i << " (" << text_->tokenizer->IdToToken(ex->ids[i]) << ")";
   }
-  auto all = TokenizeSftExample(line, text_, LossOn::kAll);
+  auto all = TokenizeSftExample(line, text(), LossOn::kAll);
   ASSERT_TRUE(all.ok());
   EXPECT_EQ(std::count(all->trained.begin(), all->trained.end(), 1),
             static_cast<int64_t>(all->ids.size()));
@@ -382,7 +361,7 @@ TEST_F(TrainerTest, AssistantOnlyLossCoversExactlyTheAssistantTokens) {
 TEST_F(TrainerTest, CompletionExamplesTrainOnTheCompletionAndEos) {
   auto ex =
       TokenizeSftExample(nlohmann::ordered_json::parse(R"({"prompt":"2+2=","completion":" 4"})"),
-                         text_, LossOn::kAssistant);
+                         text(), LossOn::kAssistant);
   ASSERT_TRUE(ex.ok()) << ex.status();
   // Byte-level tokens: "2+2=" is 4 tokens, " 4" 2, then <|im_end|> (eos).
   ASSERT_EQ(ex->ids.size(), 7u);
@@ -401,7 +380,7 @@ TEST_F(TrainerTest, TokenizeFileReportsLinesThatAreTooLongOrBroken) {
                   .ok());
   SftTokenizeOptions o;
   o.max_seq_length = 100;
-  auto data = TokenizeSftFile(path, text_, o);
+  auto data = TokenizeSftFile(path, text(), o);
   ASSERT_TRUE(data.ok()) << data.status();
   EXPECT_EQ(data->examples.size(), 2u);
   ASSERT_EQ(data->errors.size(), 2u);

@@ -7,6 +7,7 @@
 
 #include <gtest/gtest.h>
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -14,7 +15,11 @@
 #include "services/training/job_types.h"
 #include "services/training/trainer.h"
 #include "shared/core/file_util.h"
+#include "shared/model/generate.h"
 #include "shared/model/init.h"
+#include "shared/model/runtime.h"
+#include "shared/text/model_text.h"
+#include "tests/testing/temp_dir.h"
 
 namespace switchyard::training::testing {
 
@@ -101,6 +106,45 @@ inline JobSpec TestSpec() {
   s.device = "cpu";
   return s;
 }
+
+// A temporary directory holding the tiny model (dir_/tiny) with its text side
+// loaded, and LibTorch on one thread.
+class TinyModelTest : public switchyard::testing::TempDirTest {
+ protected:
+  void SetUp() override {
+    TempDirTest::SetUp();
+    model::SetTorchThreads(1);
+    model_dir_ = dir_ + "/tiny";
+    MakeTinyModel(model_dir_);
+    auto text = text::LoadModelText(model_dir_);
+    ASSERT_TRUE(text.ok()) << text.status();
+    text_ = std::make_shared<text::ModelText>(std::move(*text));
+  }
+  const text::ModelText& text() const { return *text_; }
+
+  // A trainer setup over the tiny model loaded with `load`, writing
+  // checkpoints to `checkpoints`; the caller adds the data.
+  TrainerSetup BaseSetup(const JobSpec& spec, const std::string& checkpoints,
+                         model::LoadOptions load = {}) {
+    TrainerSetup s;
+    s.spec = spec;
+    auto lm = model::CausalLm::Load(model_dir_, load);
+    EXPECT_TRUE(lm.ok()) << lm.status();
+    if (lm.ok()) s.model = std::move(*lm);
+    s.text = text_;
+    auto config = model::LoadModelConfig(model_dir_);
+    auto defaults = model::LoadGenerationDefaults(model_dir_, *config);
+    EXPECT_TRUE(defaults.ok()) << defaults.status();
+    if (defaults.ok()) s.eos_token_ids = defaults->eos_token_ids;
+    s.checkpoints_dir = checkpoints;
+    s.base_dir = model_dir_;
+    s.base_model_id = "tiny";
+    return s;
+  }
+
+  std::string model_dir_;
+  std::shared_ptr<text::ModelText> text_;
+};
 
 // Records every trainer event and can ask for a stop (`stop`) once
 // `stop_after` steps have been logged.
