@@ -13,7 +13,6 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <filesystem>
 #include <iostream>
 #include <map>
 #include <sstream>
@@ -29,18 +28,13 @@
 #include "shared/core/flags.h"
 #include "shared/model/init.h"
 #include "shared/model/runtime.h"
+#include "tools/bench/bench_util.h"
 
 namespace {
 
 using namespace switchyard;
-using Clock = std::chrono::steady_clock;
-
-void Check(const absl::Status& s, const char* what) {
-  if (!s.ok()) {
-    std::cerr << what << ": " << s << "\n";
-    std::exit(1);
-  }
-}
+using bench::Check;
+using bench::Clock;
 
 struct Config {
   std::string name;
@@ -238,13 +232,10 @@ int main(int argc, char** argv) {
       (long long)f.GetInt("seq"), (long long)f.GetInt("steps"), (long long)f.GetInt("warmup"),
       threads, std::chrono::duration<double>(Clock::now() - t0).count());
   // Each configuration in a fresh process, so peaks do not mix.
-  const std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
-  std::string args;
-  for (int i = 1; i < argc; ++i) absl::StrAppend(&args, " '", argv[i], "'");
   std::vector<Result> results;
   for (const Config& c : configs) {
     const std::string cmd =
-        absl::StrCat("'", self, "'", args, " --dir='", dir, "' --run=", c.name, " 2>&1");
+        bench::SelfCommand(argc, argv, absl::StrCat("--dir='", dir, "' --run=", c.name, " 2>&1"));
     FILE* p = popen(cmd.c_str(), "r");
     Result r;
     std::string output;

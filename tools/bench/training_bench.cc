@@ -15,7 +15,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <filesystem>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -29,6 +28,7 @@
 #include "shared/model/init.h"
 #include "shared/model/loss.h"
 #include "shared/model/runtime.h"
+#include "tools/bench/bench_util.h"
 
 namespace {
 
@@ -233,13 +233,10 @@ int main(int argc, char** argv) {
     // Each path in a fresh process (the bare loop before and after the job),
     // so neither inherits the other's allocator cache or thread pools; the
     // job is compared with the mean of the two bare runs.
-    // popen runs a shell: name this binary by its path, not /proc/self/exe.
-    const std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
-    std::string args;
-    for (int i = 1; i < argc; ++i) absl::StrAppend(&args, " '", argv[i], "'");
     auto run = [&](const char* which) {
       std::vector<double> v(3, 0);
-      const std::string cmd = absl::StrCat("'", self, "'", args, " --path=", which, " 2>/dev/null");
+      const std::string cmd =
+          bench::SelfCommand(argc, argv, absl::StrCat("--path=", which, " 2>/dev/null"));
       FILE* p = popen(cmd.c_str(), "r");
       char line[256];
       while (p != nullptr && std::fgets(line, sizeof(line), p) != nullptr) {
