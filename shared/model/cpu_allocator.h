@@ -5,7 +5,9 @@
 // and returns them on free, so each step pays page faults and the kernel's
 // zeroing of every page again (a fifth of a CPU training step, measured).
 // This allocator keeps freed blocks of 1 MiB and more, up to a byte budget, and
-// reuses one when a request fits it with at most 1/8 waste. Thread-safe.
+// reuses one when a request fits it with at most 1/8 waste. Smaller blocks
+// come from glibc's heap, which keeps up to 256 MiB of freed memory instead of
+// returning it to the kernel at once. Thread-safe.
 
 #ifndef SWITCHYARD_SHARED_MODEL_CPU_ALLOCATOR_H_
 #define SWITCHYARD_SHARED_MODEL_CPU_ALLOCATOR_H_

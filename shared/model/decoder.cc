@@ -9,6 +9,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "shared/core/status_macros.h"
+#include "shared/model/decode_attention.h"
 #include "shared/model/gemv.h"
 #include "shared/model/runtime.h"
 
@@ -536,6 +537,13 @@ at::Tensor CausalLm::Attention(const Block& b, int layer, const at::Tensor& x, c
     v = values.narrow(2, 0, ctx.past + T);
   }
   const int64_t S = k.size(2);
+  if (cache != nullptr && T == 1) q = q.contiguous();  // GPT-2's q is a view of qkv
+  if (cache != nullptr && T == 1 &&
+      UseDecodeAttention(q, cache->keys_[layer], cache->values_[layer])) {
+    return b.o.Forward(DecodeAttention(q, cache->keys_[layer], cache->values_[layer], S, ctx.mask,
+                                       1.0 / std::sqrt(static_cast<double>(D))),
+                       ctx.routing);
+  }
   // Query heads grouped under the key/value head they share (head h uses
   // kv head h / G, as transformers' repeat_kv): (B, KV, G*T, D).
   q = (q * (1.0 / std::sqrt(static_cast<double>(D))))

@@ -21,7 +21,8 @@ bool CpuHasAvx2Fma() {
 }
 
 bool CpuHasAvx512Bf16() {
-  static const bool has = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16");
+  static const bool has = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                          __builtin_cpu_supports("avx512bf16");
   return has;
 }
 
@@ -96,72 +97,74 @@ __attribute__((target("avx2,fma"))) void Rows(const void* w, const float* x, flo
   }
 }
 
-// bf16 weights and bf16 inputs with AVX-512 BF16: one instruction multiplies
-// 32 pairs and accumulates in fp32, so converting the weights costs nothing.
-template <int M>
-__attribute__((target("avx512f,avx512bf16,avx2,fma"))) void RowsDotBf16(const uint16_t* w,
-                                                                        const uint16_t* x, float* y,
-                                                                        int64_t in, int64_t out,
-                                                                        int64_t r0, int64_t r1) {
-  constexpr int U = M >= 4 ? 1 : (M >= 2 ? 2 : 4);
-  for (int64_t r = r0; r < r1; ++r) {
-    const uint16_t* row = w + r * in;
-    __m512 acc[U][M];
-    for (int u = 0; u < U; ++u) {
-      for (int m = 0; m < M; ++m) acc[u][m] = _mm512_setzero_ps();
-    }
-    int64_t k = 0;
-    for (; k + 32 * U <= in; k += 32 * U) {
-      for (int u = 0; u < U; ++u) {
-        __m512bh wv = (__m512bh)_mm512_loadu_si512(row + k + 32 * u);
-        for (int m = 0; m < M; ++m) {
-          acc[u][m] = _mm512_dpbf16_ps(acc[u][m], wv,
-                                       (__m512bh)_mm512_loadu_si512(x + m * in + k + 32 * u));
-        }
-      }
-    }
-    for (; k + 32 <= in; k += 32) {
-      __m512bh wv = (__m512bh)_mm512_loadu_si512(row + k);
-      for (int m = 0; m < M; ++m) {
-        acc[0][m] = _mm512_dpbf16_ps(acc[0][m], wv, (__m512bh)_mm512_loadu_si512(x + m * in + k));
-      }
-    }
-    for (int m = 0; m < M; ++m) {
-      __m512 total = acc[0][m];
-      for (int u = 1; u < U; ++u) total = _mm512_add_ps(total, acc[u][m]);
-      float sum = _mm512_reduce_add_ps(total);
-      for (int64_t t = k; t < in; ++t)
-        sum += LoadScalar<true>(row, t) * LoadScalar<true>(x + m * in, t);
-      y[m * out + r] = sum;
-    }
-  }
-}
-
-void DispatchDotBf16(int64_t m, const uint16_t* w, const uint16_t* x, float* y, int64_t in,
-                     int64_t out, int64_t r0, int64_t r1) {
-  switch (m) {
-    case 1:
-      return RowsDotBf16<1>(w, x, y, in, out, r0, r1);
-    case 2:
-      return RowsDotBf16<2>(w, x, y, in, out, r0, r1);
-    case 3:
-      return RowsDotBf16<3>(w, x, y, in, out, r0, r1);
-    case 4:
-      return RowsDotBf16<4>(w, x, y, in, out, r0, r1);
-    case 5:
-      return RowsDotBf16<5>(w, x, y, in, out, r0, r1);
-    case 6:
-      return RowsDotBf16<6>(w, x, y, in, out, r0, r1);
-    case 7:
-      return RowsDotBf16<7>(w, x, y, in, out, r0, r1);
-    default:
-      return RowsDotBf16<8>(w, x, y, in, out, r0, r1);
-  }
-}
-
 bool CpuHasAvx512() {
   static const bool has = __builtin_cpu_supports("avx512f");
   return has;
+}
+
+// bf16 weights and inputs with AVX-512 BF16: one instruction multiplies 32
+// pairs and accumulates in fp32, so converting the weights costs nothing.
+// y[m][r] = dot(W[r], x[m]) for one tile of RW weight rows from `r` and MT
+// inputs from `m0`, shared loads as in TileF32 below; each (r, m) is one
+// accumulator over k in steps of 32 (a masked tail), so a row's result does
+// not depend on the tiling or on how many rows come with it.
+template <int MT, int RW>
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) inline void TileBf16(const uint16_t* w,
+                                                                            const uint16_t* x,
+                                                                            float* y, int64_t in,
+                                                                            int64_t out, int64_t r,
+                                                                            int64_t m0) {
+  __m512 acc[RW][MT];
+#pragma GCC unroll 8
+  for (int i = 0; i < RW; ++i) {
+#pragma GCC unroll 8
+    for (int j = 0; j < MT; ++j) acc[i][j] = _mm512_setzero_ps();
+  }
+  const uint16_t* wr = w + r * in;
+  const uint16_t* xm = x + m0 * in;
+  int64_t k = 0;
+  for (; k + 32 <= in; k += 32) {
+    __m512bh wv[RW];
+#pragma GCC unroll 8
+    for (int i = 0; i < RW; ++i) wv[i] = (__m512bh)_mm512_loadu_si512(wr + i * in + k);
+#pragma GCC unroll 8
+    for (int j = 0; j < MT; ++j) {
+      const __m512bh xv = (__m512bh)_mm512_loadu_si512(xm + j * in + k);
+#pragma GCC unroll 8
+      for (int i = 0; i < RW; ++i) acc[i][j] = _mm512_dpbf16_ps(acc[i][j], wv[i], xv);
+    }
+  }
+  if (k < in) {
+    const __mmask32 tail = static_cast<__mmask32>((uint64_t{1} << (in - k)) - 1);
+    __m512bh wv[RW];
+#pragma GCC unroll 8
+    for (int i = 0; i < RW; ++i) {
+      wv[i] = (__m512bh)_mm512_maskz_loadu_epi16(tail, wr + i * in + k);
+    }
+#pragma GCC unroll 8
+    for (int j = 0; j < MT; ++j) {
+      const __m512bh xv = (__m512bh)_mm512_maskz_loadu_epi16(tail, xm + j * in + k);
+#pragma GCC unroll 8
+      for (int i = 0; i < RW; ++i) acc[i][j] = _mm512_dpbf16_ps(acc[i][j], wv[i], xv);
+    }
+  }
+#pragma GCC unroll 8
+  for (int j = 0; j < MT; ++j) {
+#pragma GCC unroll 8
+    for (int i = 0; i < RW; ++i) y[(m0 + j) * out + r + i] = _mm512_reduce_add_ps(acc[i][j]);
+  }
+}
+
+template <int MT>
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) void RowsAvx512(const uint16_t* w,
+                                                                       const uint16_t* x, float* y,
+                                                                       int64_t in, int64_t out,
+                                                                       int64_t r0, int64_t r1,
+                                                                       int64_t m0) {
+  constexpr int RW = MT <= 2 ? 8 : 6;
+  int64_t r = r0;
+  for (; r + RW <= r1; r += RW) TileBf16<MT, RW>(w, x, y, in, out, r, m0);
+  for (; r < r1; ++r) TileBf16<MT, 1>(w, x, y, in, out, r, m0);
 }
 
 // fp32 with AVX-512: y[m][r] = dot(W[r], x[m]) for one tile of RW weight rows
@@ -217,47 +220,37 @@ __attribute__((target("avx512f"))) inline void TileF32(const float* w, const flo
 // rows for fewer inputs keep enough independent accumulators), then single
 // rows.
 template <int MT>
-__attribute__((target("avx512f"))) void RowsF32Avx512(const float* w, const float* x, float* y,
-                                                      int64_t in, int64_t out, int64_t r0,
-                                                      int64_t r1, int64_t m0) {
-  constexpr int RW = MT <= 2 ? 8 : (MT <= 4 ? 4 : 3);
+__attribute__((target("avx512f"))) void RowsAvx512(const float* w, const float* x, float* y,
+                                                   int64_t in, int64_t out, int64_t r0, int64_t r1,
+                                                   int64_t m0) {
+  constexpr int RW = MT <= 2 ? 8 : 6;
   int64_t r = r0;
   for (; r + RW <= r1; r += RW) TileF32<MT, RW>(w, x, y, in, out, r, m0);
   for (; r < r1; ++r) TileF32<MT, 1>(w, x, y, in, out, r, m0);
 }
 
-// All m inputs: weight rows in blocks that stay in cache while every tile of
-// up to 8 inputs passes over them, so the weights stream from memory once.
-void DispatchF32Avx512(int64_t m, const float* w, const float* x, float* y, int64_t in, int64_t out,
-                       int64_t r0, int64_t r1) {
+// All m inputs (fp32 or bf16 weights and inputs): weight rows in blocks
+// that stay in cache while every tile of up to 8 inputs passes over them, so
+// the weights stream from memory once.
+template <typename T>
+void DispatchAvx512(int64_t m, const T* w, const T* x, float* y, int64_t in, int64_t out,
+                    int64_t r0, int64_t r1) {
   constexpr int64_t kBlock = 24;  // a multiple of every RW
   for (int64_t b0 = r0; b0 < r1; b0 += kBlock) {
     const int64_t b1 = std::min(r1, b0 + kBlock);
-    for (int64_t m0 = 0; m0 < m; m0 += 8) {
-      switch (std::min<int64_t>(8, m - m0)) {
+    for (int64_t m0 = 0; m0 < m; m0 += 4) {
+      switch (std::min<int64_t>(4, m - m0)) {
         case 1:
-          RowsF32Avx512<1>(w, x, y, in, out, b0, b1, m0);
+          RowsAvx512<1>(w, x, y, in, out, b0, b1, m0);
           break;
         case 2:
-          RowsF32Avx512<2>(w, x, y, in, out, b0, b1, m0);
+          RowsAvx512<2>(w, x, y, in, out, b0, b1, m0);
           break;
         case 3:
-          RowsF32Avx512<3>(w, x, y, in, out, b0, b1, m0);
-          break;
-        case 4:
-          RowsF32Avx512<4>(w, x, y, in, out, b0, b1, m0);
-          break;
-        case 5:
-          RowsF32Avx512<5>(w, x, y, in, out, b0, b1, m0);
-          break;
-        case 6:
-          RowsF32Avx512<6>(w, x, y, in, out, b0, b1, m0);
-          break;
-        case 7:
-          RowsF32Avx512<7>(w, x, y, in, out, b0, b1, m0);
+          RowsAvx512<3>(w, x, y, in, out, b0, b1, m0);
           break;
         default:
-          RowsF32Avx512<8>(w, x, y, in, out, b0, b1, m0);
+          RowsAvx512<4>(w, x, y, in, out, b0, b1, m0);
           break;
       }
     }
@@ -354,7 +347,8 @@ void LoraRowsAdd(const at::Tensor& x, at::Tensor& y, const at::Tensor& a, const 
 void SetSmallBatchLinearEnabled(bool enabled) { g_enabled = enabled; }
 
 int64_t SmallBatchLinearMaxRows(at::ScalarType dtype) {
-  return dtype == at::kFloat && CpuHasAvx512() ? kGemvMaxRowsF32Avx512 : kGemvMaxRows;
+  const bool tiled = dtype == at::kFloat ? CpuHasAvx512() : CpuHasAvx512Bf16();
+  return tiled ? kGemvMaxRowsAvx512 : kGemvMaxRows;
 }
 
 bool UseSmallBatchLinear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
@@ -386,12 +380,12 @@ at::Tensor SmallBatchLinear(const at::Tensor& x, const at::Tensor& weight, const
   const int64_t grain = std::max<int64_t>(8, (64 << 10) / (in * (bf16 ? 2 : 4)));
   at::parallel_for(0, out, grain, [&](int64_t r0, int64_t r1) {
     if (dot_bf16) {
-      DispatchDotBf16(m, static_cast<const uint16_t*>(w),
-                      static_cast<const uint16_t*>(xs.data_ptr()), yp, in, out, r0, r1);
+      DispatchAvx512(m, static_cast<const uint16_t*>(w),
+                     static_cast<const uint16_t*>(xs.data_ptr()), yp, in, out, r0, r1);
     } else if (bf16) {
       Dispatch<true>(m, w, xs.data_ptr<float>(), yp, in, out, r0, r1);
     } else if (CpuHasAvx512()) {
-      DispatchF32Avx512(m, static_cast<const float*>(w), xs.data_ptr<float>(), yp, in, out, r0, r1);
+      DispatchAvx512(m, static_cast<const float*>(w), xs.data_ptr<float>(), yp, in, out, r0, r1);
     } else {
       Dispatch<false>(m, w, xs.data_ptr<float>(), yp, in, out, r0, r1);
     }

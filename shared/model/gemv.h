@@ -18,11 +18,12 @@
 namespace switchyard::model {
 
 // Rows of x up to which SmallBatchLinear applies: fp32 weights on an
-// AVX-512 CPU use a tiled kernel (weights streamed once for every row) up to
-// kGemvMaxRowsF32Avx512 rows, with results that do not depend on the number
-// of rows; the AVX2 and bf16 kernels take up to kGemvMaxRows.
+// AVX-512 CPU, and bf16 weights on an AVX-512 BF16 CPU, use a tiled kernel
+// (weights streamed once for every row) up to kGemvMaxRowsAvx512 rows, with
+// results that do not depend on the number of rows; the AVX2 kernels take up
+// to kGemvMaxRows.
 constexpr int64_t kGemvMaxRows = 8;
-constexpr int64_t kGemvMaxRowsF32Avx512 = 64;
+constexpr int64_t kGemvMaxRowsAvx512 = 64;
 
 // Whether SmallBatchLinear handles this product: CPU tensors, W (out, in)
 // contiguous fp32 or bf16, x (..., in) with at most kGemvMaxRows rows of

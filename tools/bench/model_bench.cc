@@ -215,34 +215,40 @@ DecodeResult Decode(const model::CausalLm& lm, int64_t streams, int64_t new_toke
   return r;
 }
 
-// GB/s of weight bytes streamed by y = x W^T for one row of x, from memory
-// as in decoding: the product cycles through enough matrices (>= 512 MiB) that
-// none is still in cache. Our kernel (gemv.h) against LibTorch's at::linear.
+// y = x W^T for 1, 16 and 64 rows of x with weights from memory, as in
+// decoding one, 16 or 64 streams: the product cycles through enough matrices
+// (>= 512 MiB) that none is still in cache. Weight bytes per second and
+// GFLOP/s of our kernel (gemv.h) against LibTorch's at::linear.
 void MatrixVector(double copy_gbs) {
   c10::InferenceMode guard;
-  std::printf("\nmatrix-vector, 1 row, cold weights (weight bytes / time, best of 3 passes)\n");
-  std::printf("%-6s %-14s %12s %12s %9s\n", "dtype", "W (out x in)", "ours GB/s", "at::linear",
-              "of copy");
+  std::printf("\nsmall-batch linear, cold weights (weight bytes / time, best of 3 passes)\n");
+  std::printf("%-6s %-14s %5s %10s %8s %9s %10s %10s\n", "dtype", "W (out x in)", "rows",
+              "ours GB/s", "of copy", "GFLOP/s", "at::linear", "GFLOP/s");
   for (at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
     for (auto [out, in] : {std::pair<int64_t, int64_t>{2048, 768}, {32000, 768}}) {
       const int64_t bytes_each = out * in * (dtype == at::kFloat ? 4 : 2);
       const int64_t count = std::max<int64_t>(2, (512ll << 20) / bytes_each);
       std::vector<at::Tensor> ws;
       for (int64_t i = 0; i < count; ++i) ws.push_back(at::randn({out, in}).to(dtype));
-      at::Tensor x = at::randn({1, in}).to(dtype);
-      double ours = 0, theirs = 0;
-      for (int pass = 0; pass < 3; ++pass) {
-        auto t0 = Clock::now();
-        for (const at::Tensor& w : ws) model::SmallBatchLinear(x, w, at::Tensor());
-        ours = std::max(ours,
-                        static_cast<double>(bytes_each * count) / Seconds(t0, Clock::now()) / 1e9);
-        t0 = Clock::now();
-        for (const at::Tensor& w : ws) at::linear(x, w);
-        theirs = std::max(
-            theirs, static_cast<double>(bytes_each * count) / Seconds(t0, Clock::now()) / 1e9);
+      for (int64_t rows : {1, 16, 64}) {
+        if (rows > model::SmallBatchLinearMaxRows(dtype)) continue;
+        at::Tensor x = at::randn({rows, in}).to(dtype);
+        double ours = 0, theirs = 0;
+        for (int pass = 0; pass < 3; ++pass) {
+          auto t0 = Clock::now();
+          for (const at::Tensor& w : ws) model::SmallBatchLinear(x, w, at::Tensor());
+          ours = std::max(ours, static_cast<double>(count) / Seconds(t0, Clock::now()));
+          t0 = Clock::now();
+          for (const at::Tensor& w : ws) at::linear(x, w);
+          theirs = std::max(theirs, static_cast<double>(count) / Seconds(t0, Clock::now()));
+        }
+        const double flop = 2.0 * static_cast<double>(rows * out * in);  // per product
+        std::printf("%-6s %-14s %5lld %10.1f %7.0f%% %9.1f %10.1f %10.1f\n",
+                    dtype == at::kFloat ? "fp32" : "bf16",
+                    absl::StrFormat("%d x %d", out, in).c_str(), static_cast<long long>(rows),
+                    ours * bytes_each / 1e9, 100 * ours * bytes_each / 1e9 / copy_gbs,
+                    ours * flop / 1e9, theirs * bytes_each / 1e9, theirs * flop / 1e9);
       }
-      std::printf("%-6s %-14s %12.1f %12.1f %8.0f%%\n", dtype == at::kFloat ? "fp32" : "bf16",
-                  absl::StrFormat("%d x %d", out, in).c_str(), ours, theirs, 100 * ours / copy_gbs);
     }
   }
 }

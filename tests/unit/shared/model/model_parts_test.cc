@@ -6,6 +6,7 @@
 #include "shared/core/file_util.h"
 #include "shared/model/config.h"
 #include "shared/model/cpu_allocator.h"
+#include "shared/model/decode_attention.h"
 #include "shared/model/decoder.h"
 #include "shared/model/encoder.h"
 #include "shared/model/gemv.h"
@@ -290,19 +291,25 @@ TEST(SmallBatchLinearTest, MatchesAtLinearForEveryRowCountAndDtype) {
 namespace switchyard::model {
 namespace {
 
-// Where the kernel takes more than kGemvMaxRows (fp32 on AVX-512 CPUs), a
-// row's result does not depend on how many rows come with it: a sequence
-// decodes bit-identically batched or alone.
+// Where the kernel takes more than kGemvMaxRows (fp32 on AVX-512 CPUs, bf16
+// on AVX-512 BF16 ones), a row's result does not depend on how many rows come
+// with it: a sequence decodes bit-identically batched or alone.
 TEST(SmallBatchLinearTest, RowResultsDoNotDependOnTheRowCount) {
   c10::InferenceMode guard;
-  if (SmallBatchLinearMaxRows(at::kFloat) <= kGemvMaxRows) GTEST_SKIP() << "no AVX-512";
-  at::Tensor w = at::randn({61, 203});
-  at::Tensor x = at::randn({SmallBatchLinearMaxRows(at::kFloat), 203});
-  at::Tensor all = SmallBatchLinear(x, w, at::Tensor());
-  for (int64_t m : {1, 3, 8, 9, 17}) {
-    at::Tensor some = SmallBatchLinear(x.narrow(0, 0, m), w, at::Tensor());
-    EXPECT_TRUE(at::equal(some, all.narrow(0, 0, m))) << m;
+  int tested = 0;
+  for (at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
+    const int64_t max_rows = SmallBatchLinearMaxRows(dtype);
+    if (max_rows <= kGemvMaxRows) continue;
+    ++tested;
+    at::Tensor w = at::randn({61, 203}).to(dtype);
+    at::Tensor x = at::randn({max_rows, 203}).to(dtype);
+    at::Tensor all = SmallBatchLinear(x, w, at::Tensor());
+    for (int64_t m : {1, 3, 8, 9, 17}) {
+      at::Tensor some = SmallBatchLinear(x.narrow(0, 0, m), w, at::Tensor());
+      EXPECT_TRUE(at::equal(some, all.narrow(0, 0, m))) << m << " " << dtype;
+    }
   }
+  if (tested == 0) GTEST_SKIP() << "no AVX-512";
 }
 
 TEST(SmallBatchLinearTest, LoraRowsAddMatchesTheLinearProducts) {
@@ -318,6 +325,111 @@ TEST(SmallBatchLinearTest, LoraRowsAddMatchesTheLinearProducts) {
     LoraRowsAdd(x, y, a, bt, 0.5, rows);
     EXPECT_LT(RelativeError(y, want), 1e-5) << "r " << r;
     EXPECT_TRUE(at::equal(y[1], want[1]));  // rows not listed are untouched
+  }
+}
+
+// softmax(scale q.k + mask) v per head, the way LibTorch's path computes it,
+// in fp64 from the same (rounded) inputs.
+at::Tensor ReferenceDecodeAttention(const at::Tensor& q, const at::Tensor& keys,
+                                    const at::Tensor& values, int64_t length,
+                                    const at::Tensor& mask, double scale) {
+  const int64_t B = q.size(0), H = q.size(2), D = q.size(3), KV = keys.size(1);
+  at::Tensor qd = q.to(at::kDouble).view({B, H, 1, D});
+  at::Tensor k = keys.narrow(0, 0, B).narrow(2, 0, length).to(at::kDouble);
+  at::Tensor v = values.narrow(0, 0, B).narrow(2, 0, length).to(at::kDouble);
+  k = k.repeat_interleave(H / KV, 1);  // (B, H, S, D)
+  v = v.repeat_interleave(H / KV, 1);
+  at::Tensor scores = at::matmul(qd, k.transpose(-1, -2)) * scale;  // (B, H, 1, S)
+  if (mask.defined()) scores = scores + mask.to(at::kDouble).view({B, 1, 1, length});
+  return at::matmul(at::softmax(scores, -1), v).view({B, 1, H * D});
+}
+
+TEST(DecodeAttentionTest, MatchesSoftmaxAttentionForEveryShapeAndDtype) {
+  c10::InferenceMode guard;
+  at::manual_seed(7);
+  at::Tensor probe = at::zeros({1, 1, 2, 16});
+  if (!UseDecodeAttention(probe, at::zeros({1, 2, 4, 16}), at::zeros({1, 2, 4, 16}))) {
+    GTEST_SKIP() << "no AVX-512";
+  }
+  for (at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
+    for (auto [heads, kv_heads, dim] :
+         std::vector<std::array<int64_t, 3>>{{4, 4, 64}, {4, 2, 20}, {6, 2, 8}, {2, 1, 128}}) {
+      const int64_t B = 3, rows = 5, capacity = 40, S = 37;
+      at::Tensor q = at::randn({B, 1, heads, dim}).to(dtype);
+      at::Tensor keys = at::randn({rows, kv_heads, capacity, dim}).to(dtype);
+      at::Tensor values = at::randn({rows, kv_heads, capacity, dim}).to(dtype);
+      // Row 0 sees everything, row 1 its last 20 positions (left padding),
+      // row 2 every other position.
+      at::Tensor mask = at::zeros({B, 1, 1, 1, S});
+      mask[1].narrow(-1, 0, S - 20).fill_(-1e30);
+      for (int64_t p = 0; p < S; p += 2) mask[2][0][0][0][p] = -1e30;
+      const double scale = 1.0 / std::sqrt(static_cast<double>(dim));
+      ASSERT_TRUE(UseDecodeAttention(q, keys, values));
+      for (const at::Tensor& m : {mask, at::Tensor()}) {
+        at::Tensor ours = DecodeAttention(q, keys, values, S, m, scale);
+        EXPECT_EQ(ours.scalar_type(), dtype);
+        at::Tensor want = ReferenceDecodeAttention(q, keys, values, S, m, scale);
+        EXPECT_LT(RelativeError(ours.to(at::kDouble), want), dtype == at::kFloat ? 1e-5 : 1e-2)
+            << heads << "/" << kv_heads << " x " << dim << " " << dtype;
+      }
+    }
+  }
+}
+
+TEST(DecodeAttentionTest, ARowWithEveryPositionMaskedGivesZeros) {
+  c10::InferenceMode guard;
+  at::Tensor q = at::randn({2, 1, 2, 16}), keys = at::randn({2, 2, 8, 16});
+  at::Tensor values = at::randn({2, 2, 8, 16});
+  if (!UseDecodeAttention(q, keys, values)) GTEST_SKIP() << "no AVX-512";
+  at::Tensor mask = at::zeros({2, 8});
+  mask[1].fill_(-1e30);
+  at::Tensor out = DecodeAttention(q, keys, values, 8, mask, 0.25);
+  EXPECT_TRUE(at::equal(out[1], at::zeros_like(out[1])));
+  EXPECT_LT(RelativeError(out[0].to(at::kDouble),
+                          ReferenceDecodeAttention(q, keys, values, 8, mask, 0.25)[0]),
+            1e-5);
+}
+
+// Decoding through the kernel gives the logits LibTorch's attention gives.
+TEST(DecodeAttentionTest, CachedDecodingMatchesTheLibTorchPath) {
+  c10::InferenceMode guard;
+  if (!UseDecodeAttention(at::zeros({1, 1, 2, 16}), at::zeros({1, 2, 4, 16}),
+                          at::zeros({1, 2, 4, 16}))) {
+    GTEST_SKIP() << "no AVX-512";
+  }
+  for (Architecture arch : {Architecture::kLlama, Architecture::kGpt2}) {
+    const std::string dir = ::testing::TempDir() + "/decode-attention-" + RandomHex(4);
+    InitOptions o;
+    o.arch = arch;
+    o.hidden = 64;
+    o.heads = 4;
+    o.kv_heads = arch == Architecture::kGpt2 ? 0 : 2;
+    o.seed = 3;
+    ASSERT_TRUE(InitCheckpoint(o, dir).ok());
+    auto loaded = CausalLm::Load(dir, {});
+    ASSERT_TRUE(loaded.ok()) << loaded.status();
+    const std::unique_ptr<CausalLm>& lm = *loaded;
+    auto decode = [&] {
+      auto cache = KvCache::Create(lm->config(), 2, 16, lm->dtype(), lm->device());
+      EXPECT_TRUE(cache.ok());
+      DecoderInput in;
+      in.input_ids = at::tensor({5, 6, 7, 8, 9, 10}, at::kLong).view({2, 3});
+      in.segment_ids = at::tensor({-1, 0, 0, 0, 0, 0}, at::kLong).view({2, 3});  // left padding
+      EXPECT_TRUE(lm->Forward(in, &*cache).ok());
+      std::vector<at::Tensor> steps;
+      for (int64_t t = 0; t < 4; ++t) {
+        DecoderInput next;
+        next.input_ids = at::tensor({11 + t, 20 + t}, at::kLong).view({2, 1});
+        steps.push_back(*lm->Forward(next, &*cache));
+      }
+      return at::cat(steps, 1);
+    };
+    at::Tensor ours = decode();
+    SetDecodeAttentionEnabled(false);
+    at::Tensor libtorch = decode();
+    SetDecodeAttentionEnabled(true);
+    EXPECT_LT(RelativeError(ours, libtorch), 1e-5) << static_cast<int>(arch);
+    RemoveAll(dir).IgnoreError();
   }
 }
 

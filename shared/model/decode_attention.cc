@@ -1,0 +1,208 @@
+#include "shared/model/decode_attention.h"
+
+#include <ATen/Parallel.h>
+#include <ATen/core/grad_mode.h>
+// GCC 12's AVX-512 intrinsic headers trip -Wmaybe-uninitialized on their own
+// _mm256_undefined_pd() placeholders.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+
+#include <atomic>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+namespace switchyard::model {
+namespace {
+
+std::atomic<bool> g_enabled{true};
+
+#define SY_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl")))
+
+constexpr float kSkipBelow = -1e29f;  // mask values at or below this are skipped
+
+bool CpuHasAvx512() {
+  static const bool has = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                          __builtin_cpu_supports("avx512vl");
+  return has;
+}
+
+SY_AVX512 inline __mmask16 TailMask(int64_t n) {
+  return n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1);
+}
+
+// 16 (or fewer, masked) elements as fp32: bf16 is the top half of an fp32.
+template <typename T>
+SY_AVX512 inline __m512 Load16(const T* p, __mmask16 m) {
+  if constexpr (sizeof(T) == 2) {
+    const __m256i raw = _mm256_maskz_loadu_epi16(m, p);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16));
+  } else {
+    return _mm512_maskz_loadu_ps(m, p);
+  }
+}
+
+// Stores fp32 as T, rounding to nearest even for bf16 (as LibTorch does).
+template <typename T>
+SY_AVX512 inline void Store16(T* p, __m512 v, __mmask16 m) {
+  if constexpr (sizeof(T) == 2) {
+    const __m512i bits = _mm512_castps_si512(v);
+    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
+    const __m512i rounded = _mm512_srli_epi32(
+        _mm512_add_epi32(bits, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7FFF))), 16);
+    _mm256_mask_storeu_epi16(p, m, _mm512_cvtepi32_epi16(rounded));
+  } else {
+    _mm512_mask_storeu_ps(p, m, v);
+  }
+}
+
+// e^x for x <= 0 (scores minus their maximum): x = n ln2 + r with |r| <=
+// ln2 / 2, e^r by its Taylor series to r^7 (relative error < 1e-8 before
+// rounding), times 2^n. Underflows to 0 below -87.
+SY_AVX512 inline __m512 ExpNonPositive(__m512 x) {
+  const __mmask16 tiny = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.0f), _CMP_LT_OQ);
+  x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);  // ln2, split hi + lo
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.0f / 5040);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  return _mm512_maskz_mov_ps(static_cast<__mmask16>(~tiny), _mm512_scalef_ps(p, n));
+}
+
+struct Shape {
+  int64_t heads, kv_heads, dim, capacity, length;
+};
+
+// One row's heads that share key/value head `kvh`.
+template <typename T>
+SY_AVX512 void HeadGroup(const T* q, const T* keys, const T* values, const float* mask, T* out,
+                         const Shape& s, float scale, std::vector<float>& buf) {
+  const int64_t D = s.dim, S = s.length, G = s.heads / s.kv_heads;
+  const int64_t chunks = (D + 15) / 16;
+  buf.resize(static_cast<size_t>(S + 2 * chunks * 16));
+  float* scores = buf.data();
+  float* qf = scores + S;            // the query, scaled, fp32
+  float* acc = qf + chunks * 16;     // the weighted sum of values
+  for (int64_t g = 0; g < G; ++g) {  // q and out point at this group's first head
+    const T* qh = q + g * D;
+    for (int64_t c = 0; c < chunks; ++c) {
+      const __mmask16 m = TailMask(D - 16 * c);
+      _mm512_storeu_ps(qf + 16 * c, _mm512_mul_ps(Load16(qh + 16 * c, m), _mm512_set1_ps(scale)));
+    }
+    float best = -std::numeric_limits<float>::infinity();
+    for (int64_t p = 0; p < S; ++p) {
+      if (mask != nullptr && mask[p] <= kSkipBelow) {
+        scores[p] = -std::numeric_limits<float>::infinity();
+        continue;
+      }
+      const T* k = keys + p * D;
+      __m512 dot = _mm512_setzero_ps();
+      for (int64_t c = 0; c < chunks; ++c) {
+        const __mmask16 m = TailMask(D - 16 * c);
+        dot = _mm512_fmadd_ps(_mm512_loadu_ps(qf + 16 * c), Load16(k + 16 * c, m), dot);
+      }
+      float score = _mm512_reduce_add_ps(dot);
+      if (mask != nullptr) score += mask[p];
+      scores[p] = score;
+      best = score > best ? score : best;
+    }
+    T* oh = out + g * D;
+    if (best == -std::numeric_limits<float>::infinity()) {  // every position masked
+      for (int64_t c = 0; c < chunks; ++c)
+        Store16(oh + 16 * c, _mm512_setzero_ps(), TailMask(D - 16 * c));
+      continue;
+    }
+    __m512 total = _mm512_setzero_ps();
+    for (int64_t p = 0; p < S; p += 16) {
+      const __mmask16 m = TailMask(S - p);
+      const __m512 x = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, scores + p), _mm512_set1_ps(best));
+      const __m512 e = _mm512_maskz_mov_ps(m, ExpNonPositive(x));
+      _mm512_mask_storeu_ps(scores + p, m, e);
+      total = _mm512_add_ps(total, e);
+    }
+    const float inv = 1.0f / _mm512_reduce_add_ps(total);
+    for (int64_t c = 0; c < chunks; ++c) _mm512_storeu_ps(acc + 16 * c, _mm512_setzero_ps());
+    for (int64_t p = 0; p < S; ++p) {
+      const float w = scores[p];
+      if (w == 0.0f) continue;
+      const __m512 wv = _mm512_set1_ps(w);
+      const T* v = values + p * D;
+      for (int64_t c = 0; c < chunks; ++c) {
+        const __mmask16 m = TailMask(D - 16 * c);
+        _mm512_storeu_ps(acc + 16 * c,
+                         _mm512_fmadd_ps(wv, Load16(v + 16 * c, m), _mm512_loadu_ps(acc + 16 * c)));
+      }
+    }
+    for (int64_t c = 0; c < chunks; ++c) {
+      Store16(oh + 16 * c, _mm512_mul_ps(_mm512_loadu_ps(acc + 16 * c), _mm512_set1_ps(inv)),
+              TailMask(D - 16 * c));
+    }
+  }
+}
+
+template <typename T>
+void Run(const T* q, const T* keys, const T* values, const float* mask, T* out, int64_t batch,
+         const Shape& s, float scale) {
+  const int64_t D = s.dim, G = s.heads / s.kv_heads;
+  at::parallel_for(0, batch * s.kv_heads, 1, [&](int64_t i0, int64_t i1) {
+    thread_local std::vector<float> buf;
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t b = i / s.kv_heads, kvh = i % s.kv_heads;
+      const int64_t kv_offset = (b * s.kv_heads + kvh) * s.capacity * D;
+      const int64_t q_offset = (b * s.heads + kvh * G) * D;
+      HeadGroup(q + q_offset, keys + kv_offset, values + kv_offset,
+                mask == nullptr ? nullptr : mask + b * s.length, out + q_offset, s, scale, buf);
+    }
+  });
+}
+
+}  // namespace
+
+bool UseDecodeAttention(const at::Tensor& q, const at::Tensor& keys, const at::Tensor& values) {
+  if (!g_enabled || !CpuHasAvx512()) return false;
+  for (const at::Tensor* t : {&q, &keys, &values}) {
+    if (!t->device().is_cpu() || !t->is_contiguous() || t->dim() != 4) return false;
+  }
+  const at::ScalarType type = q.scalar_type();
+  if ((type != at::kFloat && type != at::kBFloat16) || keys.scalar_type() != type ||
+      values.scalar_type() != type || q.size(1) != 1 || keys.sizes() != values.sizes()) {
+    return false;
+  }
+  if (keys.size(0) < q.size(0) || keys.size(3) != q.size(3) || keys.size(1) == 0 ||
+      q.size(2) % keys.size(1) != 0) {
+    return false;
+  }
+  return !(at::GradMode::is_enabled() && q.requires_grad());
+}
+
+at::Tensor DecodeAttention(const at::Tensor& q, const at::Tensor& keys, const at::Tensor& values,
+                           int64_t length, const at::Tensor& mask, double scale) {
+  const int64_t B = q.size(0);
+  const Shape s{q.size(2), keys.size(1), q.size(3), keys.size(2), length};
+  at::Tensor m;
+  if (mask.defined()) m = mask.to(at::kFloat).reshape({B, length}).contiguous();
+  const float* mp = m.defined() ? m.data_ptr<float>() : nullptr;
+  at::Tensor out = at::empty({B, 1, s.heads * s.dim}, q.options());
+  if (q.scalar_type() == at::kFloat) {
+    Run(q.data_ptr<float>(), keys.data_ptr<float>(), values.data_ptr<float>(), mp,
+        out.data_ptr<float>(), B, s, static_cast<float>(scale));
+  } else {
+    Run(reinterpret_cast<const uint16_t*>(q.data_ptr()),
+        reinterpret_cast<const uint16_t*>(keys.data_ptr()),
+        reinterpret_cast<const uint16_t*>(values.data_ptr()), mp,
+        reinterpret_cast<uint16_t*>(out.data_ptr()), B, s, static_cast<float>(scale));
+  }
+  return out;
+}
+
+void SetDecodeAttentionEnabled(bool enabled) { g_enabled = enabled; }
+
+}  // namespace switchyard::model
