@@ -10,6 +10,7 @@
 #include "absl/time/clock.h"
 #include "shared/core/logging.h"
 #include "shared/core/status_macros.h"
+#include "shared/model/gemv.h"
 #include "shared/model/runtime.h"
 
 namespace switchyard::inference {
@@ -433,8 +434,10 @@ void Engine::Admit() {
   // Requests whose adapter finds every slot busy wait, in order, while the
   // ones behind them are admitted.
   std::deque<std::unique_ptr<Request>> deferred;
-  while (static_cast<int64_t>(running_.size()) < rows_ &&
-         (prefilled < options_.prefill_tokens_per_step || running_.empty())) {
+  // Prompts of one length prefill together, one forward pass for the group.
+  std::map<int64_t, std::vector<std::unique_ptr<Sequence>>> groups;
+  int64_t admitted = static_cast<int64_t>(running_.size());
+  while (admitted < rows_ && (prefilled < options_.prefill_tokens_per_step || admitted == 0)) {
     std::unique_ptr<Request> request;
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -443,10 +446,27 @@ void Engine::Admit() {
       waiting_.pop_front();
     }
     const int64_t tokens = static_cast<int64_t>(request->input.prompt_ids.size());
-    if (AdmitOne(request)) {
-      prefilled += tokens;
-    } else {
+    std::unique_ptr<Sequence> seq;
+    if (!StartSequence(request, &seq)) {
       deferred.push_back(std::move(request));
+      continue;
+    }
+    if (seq == nullptr) continue;  // answered (its adapter failed)
+    prefilled += tokens;
+    ++admitted;
+    running_count_ = static_cast<int>(admitted);  // no longer waiting
+    groups[tokens].push_back(std::move(seq));
+  }
+  for (auto& [length, group] : groups) {
+    // A group's rows stay within the tiled kernels' reach, so a prompt's keys
+    // and values do not depend on which prompts came with it.
+    const int64_t most = std::max<int64_t>(
+        1, model::SmallBatchLinearMaxRows(model_->dtype()) / std::max<int64_t>(1, length));
+    for (size_t i = 0; i < group.size(); i += most) {
+      std::vector<std::unique_ptr<Sequence>> part;
+      for (size_t j = i; j < std::min(group.size(), i + most); ++j)
+        part.push_back(std::move(group[j]));
+      Prefill(std::move(part));
     }
   }
   if (deferred.empty()) return;
@@ -457,7 +477,7 @@ void Engine::Admit() {
   }
 }
 
-bool Engine::AdmitOne(std::unique_ptr<Request>& request) {
+bool Engine::StartSequence(std::unique_ptr<Request>& request, std::unique_ptr<Sequence>* out) {
   const std::string adapter = request->input.adapter;
   auto seq = std::make_unique<Sequence>();
   if (!adapter.empty()) {
@@ -476,50 +496,74 @@ bool Engine::AdmitOne(std::unique_ptr<Request>& request) {
   }
   seq->request = std::move(request);
   seq->admitted = absl::Now();
-  running_count_ = static_cast<int>(running_.size()) + 1;  // no longer waiting
-  const std::vector<int64_t>& prompt = seq->request->input.prompt_ids;
-  const int64_t P = static_cast<int64_t>(prompt.size());
-  if (observer_.prompt_tokens) observer_.prompt_tokens(adapter, P);
-  const absl::Time prefill_start = absl::Now();
-  absl::StatusOr<model::KvCache> single =
-      model::KvCache::Create(config(), 1, P, model_->dtype(), model_->device());
-  absl::Status status = single.status();
-  if (status.ok()) {
-    model::DecoderInput in;
-    in.input_ids = at::tensor(prompt, at::kLong).view({1, P});
-    if (seq->adapter != model::kNoAdapter) in.adapters = {seq->adapter};
-    absl::StatusOr<at::Tensor> hidden = model_->Hidden(in, &*single);
-    status = hidden.status();
-    if (status.ok()) {
-      at::Tensor logits = model_->Logits(hidden->select(1, P - 1)[0]).to(at::kCPU, at::kFloat);
-      at::Tensor logprobs = at::log_softmax(logits, -1);
-      absl::StatusOr<model::StreamedToken> token = seq->request->decoder->Step(logits, logprobs);
-      status = token.status();
-      const absl::Time now = absl::Now();
-      ++prefills_;
-      prefill_tokens_ += P;
-      prefill_nanos_ += absl::ToInt64Nanoseconds(now - prefill_start);
-      if (status.ok()) EmitToken(*seq, *token, now);
-    }
-  }
-  seq->positions = P;
-  if (status.ok() && !seq->request->decoder->finished()) {
-    status = cache_->InsertRow(static_cast<int64_t>(running_.size()), *single);
-    if (status.ok()) {
-      running_.push_back(std::move(seq));
-      running_count_ = static_cast<int>(running_.size());
-      return true;
-    }
-  }
-  // Done after its first token, or failed: it never joins the batch.
-  running_.push_back(std::move(seq));
-  const size_t row = running_.size() - 1;
-  if (status.ok()) {
-    Leave(row, GenerateResult{});
-  } else {
-    Leave(row, status);
-  }
+  *out = std::move(seq);
   return true;
+}
+
+void Engine::Prefill(std::vector<std::unique_ptr<Sequence>> group) {
+  const int64_t n = static_cast<int64_t>(group.size());
+  const int64_t P = static_cast<int64_t>(group[0]->request->input.prompt_ids.size());
+  std::vector<int64_t> ids;
+  ids.reserve(n * P);
+  model::DecoderInput in;
+  bool any_adapter = false;
+  for (const auto& seq : group) {
+    const std::vector<int64_t>& prompt = seq->request->input.prompt_ids;
+    ids.insert(ids.end(), prompt.begin(), prompt.end());
+    in.adapters.push_back(seq->adapter);
+    any_adapter = any_adapter || seq->adapter != model::kNoAdapter;
+    if (observer_.prompt_tokens) observer_.prompt_tokens(seq->request->input.adapter, P);
+  }
+  if (!any_adapter) in.adapters.clear();
+  const absl::Time prefill_start = absl::Now();
+  absl::StatusOr<model::KvCache> prompts =
+      model::KvCache::Create(config(), n, P, model_->dtype(), model_->device());
+  std::vector<absl::Status> status(n, prompts.status());
+  if (prompts.ok()) {
+    in.input_ids = at::tensor(ids, at::kLong).view({n, P});
+    absl::StatusOr<at::Tensor> hidden = model_->Hidden(in, &*prompts);
+    at::Tensor logits, logprobs;
+    absl::Status forward = hidden.status();
+    if (forward.ok()) {
+      forward = model::TorchCall("LM head", [&] {
+        logits = model_->Logits(hidden->select(1, P - 1)).to(at::kCPU, at::kFloat).contiguous();
+        logprobs = at::log_softmax(logits, -1);
+      });
+    }
+    const absl::Time now = absl::Now();
+    prefills_ += n;
+    prefill_tokens_ += n * P;
+    prefill_nanos_ += absl::ToInt64Nanoseconds(now - prefill_start);
+    for (int64_t i = 0; i < n; ++i) {
+      status[i] = forward;
+      if (!forward.ok()) continue;
+      Sequence& seq = *group[i];
+      absl::StatusOr<model::StreamedToken> token =
+          seq.request->decoder->Step(logits[i], logprobs[i]);
+      status[i] = token.status();
+      if (token.ok()) EmitToken(seq, *token, now);
+    }
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    std::unique_ptr<Sequence>& seq = group[i];
+    seq->positions = P;
+    if (status[i].ok() && !seq->request->decoder->finished()) {
+      status[i] = cache_->InsertRow(static_cast<int64_t>(running_.size()), *prompts, i);
+      if (status[i].ok()) {
+        running_.push_back(std::move(seq));
+        continue;
+      }
+    }
+    // Done after its first token, or failed: it never joins the batch.
+    running_.push_back(std::move(seq));
+    const size_t row = running_.size() - 1;
+    if (status[i].ok()) {
+      Leave(row, GenerateResult{});
+    } else {
+      Leave(row, status[i]);
+    }
+  }
+  running_count_ = static_cast<int>(running_.size());
 }
 
 void Engine::EmitToken(Sequence& seq, const model::StreamedToken& token, absl::Time now) {

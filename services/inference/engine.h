@@ -7,9 +7,10 @@
 //   2. admits waiting requests while a batch row is free (and at most
 //      prefill_tokens_per_step prompt tokens a turn, so prefills do not stall
 //      the running sequences for long): the request's adapter is acquired
-//      (loaded on first use), its prompt is prefilled alone (the same
-//      computation `model generate` does), its first token is sampled, and
-//      its keys and values join the shared KV cache in a row of their own;
+//      (loaded on first use), prompts of one length are prefilled together
+//      in one forward pass (each row computed as it would be alone), each
+//      one's first token is sampled, and its keys and values join the shared
+//      KV cache in a row of their own;
 //   3. decodes one token for every running sequence in one forward pass,
 //      each row with its own adapter (the LoRA delta applied per row) and
 //      its own sampler;
@@ -205,9 +206,14 @@ class Engine {
   void RunTasks();
   void ExpireWaiting();
   void Admit();
-  // False (the request untouched) when its adapter has no free slot while
-  // others run; else it was admitted, finished or failed.
-  bool AdmitOne(std::unique_ptr<Request>& request);
+  // Acquires the request's adapter. False (the request untouched) when the
+  // adapter has no free slot while others run; else *seq is the new sequence,
+  // or null when the request was answered (its adapter failed).
+  bool StartSequence(std::unique_ptr<Request>& request, std::unique_ptr<Sequence>* seq);
+  // Prefills prompts of one length in one forward pass, samples each one's
+  // first token and moves each into a free row of the batch (or lets it
+  // leave when it is already done or failed).
+  void Prefill(std::vector<std::unique_ptr<Sequence>> group);
   void DecodeStep();
   // Removes the sequence in `row` (finished or stopped) and packs the rows.
   void Leave(size_t row, absl::StatusOr<GenerateResult> result);

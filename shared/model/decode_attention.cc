@@ -10,6 +10,7 @@
 #include <atomic>
 #include <cstdint>
 #include <limits>
+#include <utility>
 #include <vector>
 
 namespace switchyard::model {
@@ -81,47 +82,66 @@ struct Shape {
   int64_t heads, kv_heads, dim, capacity, length;
 };
 
-// One row's heads that share key/value head `kvh`.
-template <typename T>
+// The sums of four vectors: lane i of the result is the sum of the i-th.
+SY_AVX512 inline __m128 Sum4(__m512 a, __m512 b, __m512 c, __m512 d) {
+  // Halve twice across 128-bit lanes, pairing the vectors, then within lanes.
+  const __m512 ab =
+      _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x44), _mm512_shuffle_f32x4(a, b, 0xEE));
+  const __m512 cd =
+      _mm512_add_ps(_mm512_shuffle_f32x4(c, d, 0x44), _mm512_shuffle_f32x4(c, d, 0xEE));
+  __m512 t = _mm512_add_ps(_mm512_shuffle_f32x4(ab, cd, 0x88), _mm512_shuffle_f32x4(ab, cd, 0xDD));
+  t = _mm512_add_ps(t, _mm512_permute_ps(t, 0x4E));
+  t = _mm512_add_ps(t, _mm512_permute_ps(t, 0xB1));
+  const __m512i first = _mm512_set_epi32(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 12, 8, 4, 0);
+  return _mm512_castps512_ps128(_mm512_permutexvar_ps(first, t));
+}
+
+// One row's heads that share a key/value head; NC chunks of 16 per head.
+// Every position's score and every weighted sum is computed the same way
+// wherever the row's positions start in the cache, so a sequence gets the
+// same result batched (after other rows' padding) or alone.
+template <typename T, int NC>
 SY_AVX512 void HeadGroup(const T* q, const T* keys, const T* values, const float* mask, T* out,
                          const Shape& s, float scale, std::vector<float>& buf) {
   const int64_t D = s.dim, S = s.length, G = s.heads / s.kv_heads;
-  const int64_t chunks = (D + 15) / 16;
-  buf.resize(static_cast<size_t>(S + 2 * chunks * 16));
+  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+  __mmask16 tail[NC];
+  for (int c = 0; c < NC; ++c) tail[c] = TailMask(D - 16 * c);
+  // The row's positions start at the first one its mask keeps.
+  int64_t first = 0;
+  if (mask != nullptr) {
+    while (first < S && mask[first] <= kSkipBelow) ++first;
+  }
+  buf.resize(static_cast<size_t>(S + 4));
   float* scores = buf.data();
-  float* qf = scores + S;            // the query, scaled, fp32
-  float* acc = qf + chunks * 16;     // the weighted sum of values
   for (int64_t g = 0; g < G; ++g) {  // q and out point at this group's first head
-    const T* qh = q + g * D;
-    for (int64_t c = 0; c < chunks; ++c) {
-      const __mmask16 m = TailMask(D - 16 * c);
-      _mm512_storeu_ps(qf + 16 * c, _mm512_mul_ps(Load16(qh + 16 * c, m), _mm512_set1_ps(scale)));
-    }
-    float best = -std::numeric_limits<float>::infinity();
-    for (int64_t p = 0; p < S; ++p) {
-      if (mask != nullptr && mask[p] <= kSkipBelow) {
-        scores[p] = -std::numeric_limits<float>::infinity();
-        continue;
-      }
-      const T* k = keys + p * D;
-      __m512 dot = _mm512_setzero_ps();
-      for (int64_t c = 0; c < chunks; ++c) {
-        const __mmask16 m = TailMask(D - 16 * c);
-        dot = _mm512_fmadd_ps(_mm512_loadu_ps(qf + 16 * c), Load16(k + 16 * c, m), dot);
-      }
-      float score = _mm512_reduce_add_ps(dot);
-      if (mask != nullptr) score += mask[p];
-      scores[p] = score;
-      best = score > best ? score : best;
-    }
     T* oh = out + g * D;
-    if (best == -std::numeric_limits<float>::infinity()) {  // every position masked
-      for (int64_t c = 0; c < chunks; ++c)
-        Store16(oh + 16 * c, _mm512_setzero_ps(), TailMask(D - 16 * c));
+    if (first == S) {  // every position masked
+      for (int c = 0; c < NC; ++c) Store16(oh + 16 * c, _mm512_setzero_ps(), tail[c]);
       continue;
     }
+    __m512 qv[NC];
+    for (int c = 0; c < NC; ++c) {
+      qv[c] = _mm512_mul_ps(Load16(q + g * D + 16 * c, tail[c]), _mm512_set1_ps(scale));
+    }
+    // Scores, four positions at a time.
+    for (int64_t p = first; p < S; p += 4) {
+      __m512 dot[4];
+      for (int j = 0; j < 4; ++j) {
+        const T* k = keys + std::min(p + j, S - 1) * D;  // past the end: recomputed, dropped
+        dot[j] = _mm512_setzero_ps();
+        for (int c = 0; c < NC; ++c)
+          dot[j] = _mm512_fmadd_ps(qv[c], Load16(k + 16 * c, tail[c]), dot[j]);
+      }
+      _mm_storeu_ps(scores + p, Sum4(dot[0], dot[1], dot[2], dot[3]));
+    }
+    float best = kNegInf;
+    for (int64_t p = first; p < S; ++p) {
+      if (mask != nullptr) scores[p] = mask[p] <= kSkipBelow ? kNegInf : scores[p] + mask[p];
+      best = scores[p] > best ? scores[p] : best;
+    }
     __m512 total = _mm512_setzero_ps();
-    for (int64_t p = 0; p < S; p += 16) {
+    for (int64_t p = first; p < S; p += 16) {
       const __mmask16 m = TailMask(S - p);
       const __m512 x = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, scores + p), _mm512_set1_ps(best));
       const __m512 e = _mm512_maskz_mov_ps(m, ExpNonPositive(x));
@@ -129,37 +149,55 @@ SY_AVX512 void HeadGroup(const T* q, const T* keys, const T* values, const float
       total = _mm512_add_ps(total, e);
     }
     const float inv = 1.0f / _mm512_reduce_add_ps(total);
-    for (int64_t c = 0; c < chunks; ++c) _mm512_storeu_ps(acc + 16 * c, _mm512_setzero_ps());
-    for (int64_t p = 0; p < S; ++p) {
+    __m512 acc[NC];
+    for (int c = 0; c < NC; ++c) acc[c] = _mm512_setzero_ps();
+    for (int64_t p = first; p < S; ++p) {
       const float w = scores[p];
       if (w == 0.0f) continue;
       const __m512 wv = _mm512_set1_ps(w);
       const T* v = values + p * D;
-      for (int64_t c = 0; c < chunks; ++c) {
-        const __mmask16 m = TailMask(D - 16 * c);
-        _mm512_storeu_ps(acc + 16 * c,
-                         _mm512_fmadd_ps(wv, Load16(v + 16 * c, m), _mm512_loadu_ps(acc + 16 * c)));
-      }
+      for (int c = 0; c < NC; ++c)
+        acc[c] = _mm512_fmadd_ps(wv, Load16(v + 16 * c, tail[c]), acc[c]);
     }
-    for (int64_t c = 0; c < chunks; ++c) {
-      Store16(oh + 16 * c, _mm512_mul_ps(_mm512_loadu_ps(acc + 16 * c), _mm512_set1_ps(inv)),
-              TailMask(D - 16 * c));
-    }
+    for (int c = 0; c < NC; ++c)
+      Store16(oh + 16 * c, _mm512_mul_ps(acc[c], _mm512_set1_ps(inv)), tail[c]);
   }
+}
+
+using HeadGroupFn = void (*)(const void*, const void*, const void*, const float*, void*,
+                             const Shape&, float, std::vector<float>&);
+
+template <typename T, int NC>
+void HeadGroupErased(const void* q, const void* keys, const void* values, const float* mask,
+                     void* out, const Shape& s, float scale, std::vector<float>& buf) {
+  HeadGroup<T, NC>(static_cast<const T*>(q), static_cast<const T*>(keys),
+                   static_cast<const T*>(values), mask, static_cast<T*>(out), s, scale, buf);
+}
+
+// HeadGroup for head dimensions up to 16 x kMaxChunks.
+constexpr int kMaxChunks = 16;
+
+template <typename T, int... NC>
+HeadGroupFn PickHeadGroup(int64_t chunks, std::integer_sequence<int, NC...>) {
+  HeadGroupFn fn = nullptr;
+  ((fn = chunks == NC + 1 ? &HeadGroupErased<T, NC + 1> : fn), ...);
+  return fn;
 }
 
 template <typename T>
 void Run(const T* q, const T* keys, const T* values, const float* mask, T* out, int64_t batch,
          const Shape& s, float scale) {
   const int64_t D = s.dim, G = s.heads / s.kv_heads;
+  const HeadGroupFn head_group =
+      PickHeadGroup<T>((D + 15) / 16, std::make_integer_sequence<int, kMaxChunks>());
   at::parallel_for(0, batch * s.kv_heads, 1, [&](int64_t i0, int64_t i1) {
     thread_local std::vector<float> buf;
     for (int64_t i = i0; i < i1; ++i) {
       const int64_t b = i / s.kv_heads, kvh = i % s.kv_heads;
       const int64_t kv_offset = (b * s.kv_heads + kvh) * s.capacity * D;
       const int64_t q_offset = (b * s.heads + kvh * G) * D;
-      HeadGroup(q + q_offset, keys + kv_offset, values + kv_offset,
-                mask == nullptr ? nullptr : mask + b * s.length, out + q_offset, s, scale, buf);
+      head_group(q + q_offset, keys + kv_offset, values + kv_offset,
+                 mask == nullptr ? nullptr : mask + b * s.length, out + q_offset, s, scale, buf);
     }
   });
 }
@@ -177,7 +215,7 @@ bool UseDecodeAttention(const at::Tensor& q, const at::Tensor& keys, const at::T
     return false;
   }
   if (keys.size(0) < q.size(0) || keys.size(3) != q.size(3) || keys.size(1) == 0 ||
-      q.size(2) % keys.size(1) != 0) {
+      q.size(2) % keys.size(1) != 0 || q.size(3) > 16 * kMaxChunks) {
     return false;
   }
   return !(at::GradMode::is_enabled() && q.requires_grad());

@@ -17,8 +17,9 @@
 namespace switchyard::model {
 
 // Whether DecodeAttention takes these: CPU tensors of one dtype, fp32 or
-// bf16, an AVX-512 CPU, q (B, 1, H, D) contiguous, the cache's keys and
-// values (rows >= B, KV, capacity, D) contiguous, and no autograd.
+// bf16, an AVX-512 CPU, q (B, 1, H, D) contiguous with D at most 256, the
+// cache's keys and values (rows >= B, KV, capacity, D) contiguous, and no
+// autograd.
 bool UseDecodeAttention(const at::Tensor& q, const at::Tensor& keys, const at::Tensor& values);
 
 // out[b, 0, h*D:(h+1)*D] = softmax(scale * q[b, 0, h] . K[b, h/G, s] + mask[b, s]) V[b, h/G, s]

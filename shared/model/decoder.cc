@@ -138,15 +138,16 @@ absl::Status KvCache::ResetRow(int64_t row) {
   });
 }
 
-absl::Status KvCache::InsertRow(int64_t row, const KvCache& source) {
+absl::Status KvCache::InsertRow(int64_t row, const KvCache& source, int64_t source_row) {
   if (row < 0 || row >= batch_) {
     return absl::InvalidArgumentError(
         absl::StrCat("row ", row, " is outside the cache's ", batch_));
   }
-  if (source.batch_ != 1 || source.keys_.size() != keys_.size() ||
+  if (source_row < 0 || source_row >= source.batch_ || source.keys_.size() != keys_.size() ||
       (!keys_.empty() && (source.keys_[0].size(1) != keys_[0].size(1) ||
                           source.keys_[0].size(3) != keys_[0].size(3)))) {
-    return absl::InvalidArgumentError("the source must be a one-row cache of the same model");
+    return absl::InvalidArgumentError(
+        absl::StrCat("the source must be a cache of the same model with a row ", source_row));
   }
   const int64_t n = source.length_;
   const int64_t length = std::max(length_, n);
@@ -172,12 +173,13 @@ absl::Status KvCache::InsertRow(int64_t row, const KvCache& source) {
       has_padding_ = true;
     }
     const int64_t at = length - n;
+    const int64_t from = source_row;
     for (size_t l = 0; l < keys_.size(); ++l) {
-      keys_[l][row].narrow(1, at, n).copy_(source.keys_[l][0].narrow(1, 0, n));
-      values_[l][row].narrow(1, at, n).copy_(source.values_[l][0].narrow(1, 0, n));
+      keys_[l][row].narrow(1, at, n).copy_(source.keys_[l][from].narrow(1, 0, n));
+      values_[l][row].narrow(1, at, n).copy_(source.values_[l][from].narrow(1, 0, n));
     }
-    segments_[row].narrow(0, at, n).copy_(source.segments_[0].narrow(0, 0, n));
-    next_position_[row].copy_(source.next_position_[0]);
+    segments_[row].narrow(0, at, n).copy_(source.segments_[from].narrow(0, 0, n));
+    next_position_[row].copy_(source.next_position_[from]);
     has_padding_ = has_padding_ || at > 0 || length > n || batch_ > 1;
     length_ = length;
     return absl::OkStatus();

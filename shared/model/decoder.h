@@ -73,10 +73,11 @@ class KvCache {
   // Frees `row`: its cached positions become padding and its next token is
   // position 0.
   absl::Status ResetRow(int64_t row);
-  // Copies the sequence a one-row cache holds (a prompt prefilled alone)
-  // into the free `row`, ending at this cache's length (which grows to the
-  // source's when shorter). RESOURCE_EXHAUSTED past the capacity.
-  absl::Status InsertRow(int64_t row, const KvCache& source);
+  // Copies the sequence row `source_row` of `source` holds (a prompt
+  // prefilled there) into the free `row`, ending at this cache's length
+  // (which grows to the source's when shorter). RESOURCE_EXHAUSTED past the
+  // capacity.
+  absl::Status InsertRow(int64_t row, const KvCache& source, int64_t source_row = 0);
   // Drops the positions that no row uses any more, so the length shrinks;
   // what each row attends to is unchanged. Every row ends at the length (an
   // insert longer than it shifts the others), so this leaves the length of

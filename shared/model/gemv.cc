@@ -2,9 +2,10 @@
 
 #include <ATen/Parallel.h>
 #include <ATen/core/grad_mode.h>
-// GCC 12's AVX-512 intrinsic headers trip -Wmaybe-uninitialized on their own
+// GCC 12's AVX-512 intrinsic headers trip -W(maybe-)uninitialized on their own
 // _mm256_undefined_pd() placeholders.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #include <immintrin.h>
 
 #include <atomic>
@@ -218,7 +219,7 @@ __attribute__((target("avx512f"))) inline void TileF32(const float* w, const flo
 
 // Weight rows [r0, r1) against inputs [m0, m0 + MT): tiles of RW rows (more
 // rows for fewer inputs keep enough independent accumulators), then single
-// rows.
+// rows. RW x MT accumulators plus RW weight vectors stay in the 32 registers.
 template <int MT>
 __attribute__((target("avx512f"))) void RowsAvx512(const float* w, const float* x, float* y,
                                                    int64_t in, int64_t out, int64_t r0, int64_t r1,
@@ -229,29 +230,34 @@ __attribute__((target("avx512f"))) void RowsAvx512(const float* w, const float* 
   for (; r < r1; ++r) TileF32<MT, 1>(w, x, y, in, out, r, m0);
 }
 
-// All m inputs (fp32 or bf16 weights and inputs): weight rows in blocks
-// that stay in cache while every tile of up to 8 inputs passes over them, so
-// the weights stream from memory once.
+// All m inputs (fp32 or bf16 weights and inputs), in chunks of 64 that stay
+// in cache: weight rows in blocks that stay in cache while every tile of 4
+// inputs of the chunk passes over them, so the weights stream from memory once
+// per chunk.
 template <typename T>
 void DispatchAvx512(int64_t m, const T* w, const T* x, float* y, int64_t in, int64_t out,
                     int64_t r0, int64_t r1) {
   constexpr int64_t kBlock = 24;  // a multiple of every RW
-  for (int64_t b0 = r0; b0 < r1; b0 += kBlock) {
-    const int64_t b1 = std::min(r1, b0 + kBlock);
-    for (int64_t m0 = 0; m0 < m; m0 += 4) {
-      switch (std::min<int64_t>(4, m - m0)) {
-        case 1:
-          RowsAvx512<1>(w, x, y, in, out, b0, b1, m0);
-          break;
-        case 2:
-          RowsAvx512<2>(w, x, y, in, out, b0, b1, m0);
-          break;
-        case 3:
-          RowsAvx512<3>(w, x, y, in, out, b0, b1, m0);
-          break;
-        default:
-          RowsAvx512<4>(w, x, y, in, out, b0, b1, m0);
-          break;
+  constexpr int64_t kChunk = 64;
+  for (int64_t c0 = 0; c0 < m; c0 += kChunk) {
+    const int64_t c1 = std::min(m, c0 + kChunk);
+    for (int64_t b0 = r0; b0 < r1; b0 += kBlock) {
+      const int64_t b1 = std::min(r1, b0 + kBlock);
+      for (int64_t m0 = c0; m0 < c1; m0 += 4) {
+        switch (std::min<int64_t>(4, c1 - m0)) {
+          case 1:
+            RowsAvx512<1>(w, x, y, in, out, b0, b1, m0);
+            break;
+          case 2:
+            RowsAvx512<2>(w, x, y, in, out, b0, b1, m0);
+            break;
+          case 3:
+            RowsAvx512<3>(w, x, y, in, out, b0, b1, m0);
+            break;
+          default:
+            RowsAvx512<4>(w, x, y, in, out, b0, b1, m0);
+            break;
+        }
       }
     }
   }

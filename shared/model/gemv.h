@@ -1,5 +1,6 @@
-// Matrix-vector products for decoding: y = x W^T (+ b) for a handful of rows
-// of x, streaming W once at memory bandwidth.
+// Matrix products for decoding and short prefills: y = x W^T (+ b) for a
+// handful of rows of x, streaming W once at memory bandwidth, and (AVX-512)
+// up to a few hundred rows, with each row's result independent of the others.
 //
 // Decoding one token reads every weight once and does two FLOPs per weight, so
 // its speed is the speed of reading W. LibTorch 1.13's CPU kernels for this
@@ -23,7 +24,7 @@ namespace switchyard::model {
 // results that do not depend on the number of rows; the AVX2 kernels take up
 // to kGemvMaxRows.
 constexpr int64_t kGemvMaxRows = 8;
-constexpr int64_t kGemvMaxRowsAvx512 = 64;
+constexpr int64_t kGemvMaxRowsAvx512 = 512;
 
 // Whether SmallBatchLinear handles this product: CPU tensors, W (out, in)
 // contiguous fp32 or bf16, x (..., in) with at most kGemvMaxRows rows of
