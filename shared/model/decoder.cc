@@ -437,7 +437,10 @@ absl::StatusOr<CausalLm::Context> CausalLm::Prepare(const DecoderInput& in,
     AdapterRouting::Group g;
     g.adapter = id;
     g.all_rows = static_cast<int64_t>(rows.size()) == B;
-    if (!g.all_rows) g.rows = at::tensor(rows, at::kLong).to(options_.device);
+    if (!g.all_rows) {
+      g.rows = at::tensor(rows, at::kLong).to(options_.device);
+      g.row_list = rows;
+    }
     ctx.routing.groups.push_back(std::move(g));
   }
   ctx.routing.training = in.training;

@@ -328,24 +328,60 @@ __attribute__((target("avx512f"))) void LoraRow(const float* x, float* y, const 
   }
 }
 
+__attribute__((target("avx512f,avx512bw,avx512vl"))) void Bf16ToFloat(const uint16_t* from,
+                                                                      float* to, int64_t n) {
+  for (int64_t k = 0; k < n; k += 16) {
+    const __mmask16 m = n - k >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << (n - k)) - 1);
+    const __m512i wide = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, from + k));
+    _mm512_mask_storeu_ps(to + k, m, _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16)));
+  }
+}
+
+// Rounds to nearest even, as LibTorch's conversion does.
+__attribute__((target("avx512f,avx512bw,avx512vl"))) void FloatToBf16(const float* from,
+                                                                      uint16_t* to, int64_t n) {
+  for (int64_t k = 0; k < n; k += 16) {
+    const __mmask16 m = n - k >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << (n - k)) - 1);
+    const __m512i bits = _mm512_castps_si512(_mm512_maskz_loadu_ps(m, from + k));
+    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
+    const __m512i rounded = _mm512_srli_epi32(
+        _mm512_add_epi32(bits, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7FFF))), 16);
+    _mm256_mask_storeu_epi16(to + k, m, _mm512_cvtepi32_epi16(rounded));
+  }
+}
+
 }  // namespace
 
-bool LoraRowsKernelAvailable() { return g_enabled && CpuHasAvx512(); }
+bool LoraRowsKernelAvailable() {
+  static const bool bw = __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+  return g_enabled && CpuHasAvx512() && bw;
+}
 
 void LoraRowsAdd(const at::Tensor& x, at::Tensor& y, const at::Tensor& a, const at::Tensor& bt,
                  double scale, const std::vector<int64_t>& rows) {
   const int64_t in = x.size(1), out = y.size(1), r = a.size(0);
-  const float* xp = x.data_ptr<float>();
-  float* yp = y.data_ptr<float>();
+  const bool bf16 = x.scalar_type() == at::kBFloat16;
+  const void* xp = x.data_ptr();
+  void* yp = y.data_ptr();
   const float* ap = a.data_ptr<float>();
   const float* bp = bt.data_ptr<float>();
   const int64_t n = static_cast<int64_t>(rows.size());
   at::parallel_for(0, n, 4, [&](int64_t i0, int64_t i1) {
     std::vector<float> u(r);
+    std::vector<float> xf(bf16 ? in : 0), yf(bf16 ? out : 0);
     for (int64_t i = i0; i < i1; ++i) {
       const int64_t row = rows[i];
-      LoraRow(xp + row * in, yp + row * out, ap, bp, in, out, r, static_cast<float>(scale),
-              u.data());
+      if (!bf16) {
+        LoraRow(static_cast<const float*>(xp) + row * in, static_cast<float*>(yp) + row * out, ap,
+                bp, in, out, r, static_cast<float>(scale), u.data());
+        continue;
+      }
+      // bf16 rows: widened, summed in fp32, rounded once.
+      uint16_t* yrow = static_cast<uint16_t*>(yp) + row * out;
+      Bf16ToFloat(static_cast<const uint16_t*>(xp) + row * in, xf.data(), in);
+      Bf16ToFloat(yrow, yf.data(), out);
+      LoraRow(xf.data(), yf.data(), ap, bp, in, out, r, static_cast<float>(scale), u.data());
+      FloatToBf16(yf.data(), yrow, out);
     }
   });
 }

@@ -38,7 +38,8 @@ at::Tensor SmallBatchLinear(const at::Tensor& x, const at::Tensor& weight, const
 int64_t SmallBatchLinearMaxRows(at::ScalarType dtype);
 
 // LoRA deltas for inference, one row at a time: y[i] += scale * B (A x[i])
-// for each listed row i of x (n, in) and y (n, out), both fp32 contiguous,
+// for each listed row i of x (n, in) and y (n, out), both fp32 or both bf16
+// (summed in fp32, rounded once) and contiguous,
 // with A (r, in) and Bt = B transposed (r, out), fp32 contiguous. Each row is
 // computed alone (no batched products), so its result does not depend on
 // which rows come with it. Needs AVX-512 (LoraRowsKernelAvailable).

@@ -10,7 +10,8 @@ namespace switchyard::model {
 bool LoraLinear::UseRowKernel(const at::Tensor& x, const at::Tensor& y,
                               const AdapterRouting& routing) const {
   if (routing.training || !LoraRowsKernelAvailable()) return false;
-  if (!x.device().is_cpu() || x.scalar_type() != at::kFloat || y.scalar_type() != at::kFloat ||
+  const at::ScalarType t = x.scalar_type();
+  if (!x.device().is_cpu() || (t != at::kFloat && t != at::kBFloat16) || y.scalar_type() != t ||
       !y.is_contiguous() || x.dim() < 2) {
     return false;
   }
@@ -50,13 +51,17 @@ at::Tensor LoraLinear::Forward(const at::Tensor& x, const AdapterRouting& routin
         rows.resize(xs.size(0));
         for (int64_t i = 0; i < xs.size(0); ++i) rows[i] = i;
       } else {
-        const at::Tensor batch_rows = g.rows.to(at::kCPU).contiguous();
-        const int64_t* br = batch_rows.data_ptr<int64_t>();
-        for (int64_t i = 0; i < batch_rows.numel(); ++i) {
-          for (int64_t t = 0; t < per_row; ++t) rows.push_back(br[i] * per_row + t);
+        std::vector<int64_t> host = g.row_list;
+        if (host.empty()) {  // routing built by hand: the tensor alone
+          const at::Tensor batch_rows = g.rows.to(at::kCPU).contiguous();
+          host.assign(batch_rows.data_ptr<int64_t>(),
+                      batch_rows.data_ptr<int64_t>() + batch_rows.numel());
+        }
+        for (int64_t b : host) {
+          for (int64_t t = 0; t < per_row; ++t) rows.push_back(b * per_row + t);
         }
       }
-      LoraRowsAdd(xs, ys, slot->a, slot->bt, slot->scale, rows);
+      LoraRowsAdd(xs, ys, slot->a32, slot->bt, slot->scale, rows);
     }
     return y;
   }
@@ -87,14 +92,18 @@ const LoraLinear::Slot* LoraLinear::FindSlot(int id) const {
 
 void LoraLinear::AddAdapter(int id, at::Tensor a, at::Tensor b, double scale, double dropout) {
   RemoveAdapter(id);
-  at::Tensor bt;
-  if (a.device().is_cpu() && a.scalar_type() == at::kFloat && b.scalar_type() == at::kFloat &&
-      !a.requires_grad() && !b.requires_grad()) {
+  at::Tensor bt, a32;
+  const auto row_kernel_type = [](const at::Tensor& t) {
+    return t.scalar_type() == at::kFloat || t.scalar_type() == at::kBFloat16;
+  };
+  if (a.device().is_cpu() && row_kernel_type(a) && row_kernel_type(b) && !a.requires_grad() &&
+      !b.requires_grad()) {
     at::NoGradGuard no_grad;
-    bt = b.t().contiguous();
-    a = a.contiguous();
+    bt = b.t().to(at::kFloat).contiguous();
+    a32 = a.to(at::kFloat).contiguous();
   }
-  slots_.push_back(Slot{id, std::move(a), std::move(b), scale, dropout, std::move(bt)});
+  slots_.push_back(
+      Slot{id, std::move(a), std::move(b), scale, dropout, std::move(bt), std::move(a32)});
 }
 
 void LoraLinear::RemoveAdapter(int id) {

@@ -23,7 +23,8 @@ struct AdapterRouting {
   struct Group {
     int adapter = -1;
     bool all_rows = false;
-    at::Tensor rows;  // (n,) int64 row indices when !all_rows
+    at::Tensor rows;                // (n,) int64 row indices when !all_rows
+    std::vector<int64_t> row_list;  // the same on the host (the row kernel's)
   };
   std::vector<Group> groups;  // one per adapter some row uses (not merged ones)
   bool training = false;      // apply LoRA dropout
@@ -75,10 +76,12 @@ class LoraLinear {
     at::Tensor a, b;
     double scale;
     double dropout;
-    at::Tensor bt;  // B transposed, contiguous fp32 on the CPU, for frozen adapters
+    // For frozen adapters on the CPU, the row kernel's copies: B transposed
+    // and A, contiguous fp32.
+    at::Tensor bt, a32;
   };
-  // The per-row LoRA kernel applies: inference on the CPU in fp32 with
-  // adapters that are not being trained.
+  // The per-row LoRA kernel applies: inference on the CPU in fp32 or bf16
+  // with adapters that are not being trained.
   bool UseRowKernel(const at::Tensor& x, const at::Tensor& y, const AdapterRouting& routing) const;
   const Slot* FindSlot(int id) const;
   void ApplyDelta(int id, double sign);

@@ -28,6 +28,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "shared/core/flags.h"
+#include "shared/model/decode_attention.h"
 #include "shared/model/decoder.h"
 #include "shared/model/gemv.h"
 #include "shared/model/generate.h"
@@ -253,6 +254,41 @@ void MatrixVector(double copy_gbs) {
   }
 }
 
+// One decode step's attention for 16 rows of 12 heads x 64 over S cached
+// positions (keys and values read in place): our kernel against LibTorch's
+// matmul-softmax-matmul on the same slice.
+void DecodeAttentionTable() {
+  c10::InferenceMode guard;
+  std::printf(
+      "\ndecode attention, 16 rows x 12 heads x 64, cache of 64 rows x 1024 (us per call)\n");
+  std::printf("%-6s %6s %10s %10s\n", "dtype", "S", "ours", "LibTorch");
+  for (at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
+    at::Tensor keys = at::randn({64, 12, 1024, 64}).to(dtype);
+    at::Tensor values = at::randn({64, 12, 1024, 64}).to(dtype);
+    at::Tensor q = at::randn({16, 1, 12, 64}).to(dtype);
+    if (!model::UseDecodeAttention(q, keys, values)) return;
+    for (int64_t S : {128, 512}) {
+      at::Tensor mask = at::zeros({16, S});
+      const int reps = 200;
+      auto t0 = Clock::now();
+      for (int i = 0; i < reps; ++i) model::DecodeAttention(q, keys, values, S, mask, 0.125);
+      const double ours = Seconds(t0, Clock::now()) / reps * 1e6;
+      at::Tensor k = keys.narrow(0, 0, 16).narrow(2, 0, S),
+                 v = values.narrow(0, 0, 16).narrow(2, 0, S);
+      at::Tensor qh = q.view({16, 12, 1, 64}) * 0.125;
+      t0 = Clock::now();
+      for (int i = 0; i < reps; ++i) {
+        at::Tensor scores =
+            at::matmul(qh, k.transpose(-1, -2)).to(at::kFloat) + mask.view({16, 1, 1, S});
+        at::matmul(at::softmax(scores, -1).to(dtype), v);
+      }
+      const double theirs = Seconds(t0, Clock::now()) / reps * 1e6;
+      std::printf("%-6s %6lld %10.1f %10.1f\n", dtype == at::kFloat ? "fp32" : "bf16",
+                  static_cast<long long>(S), ours, theirs);
+    }
+  }
+}
+
 // Runs the PyTorch eager reference and collects its JSON lines by mode.
 std::map<std::string, double> RunReference(const std::string& script, const FlagSet& f,
                                            int threads) {
@@ -351,6 +387,7 @@ int main(int argc, char** argv) {
   }
 
   MatrixVector(copy_gbs);
+  DecodeAttentionTable();
   std::printf("\ndecode (greedy, KV cache, prompt 16, %lld new tokens)\n",
               (long long)f.GetInt("decode-tokens"));
   std::printf("%-12s %8s %10s %14s %9s %12s\n", "mode", "streams", "tokens/s", "bound tokens/s",

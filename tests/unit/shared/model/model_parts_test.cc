@@ -12,6 +12,7 @@
 #include "shared/model/gemv.h"
 #include "shared/model/init.h"
 #include "shared/model/lora.h"
+#include "shared/model/lora_linear.h"
 #include "shared/model/loss.h"
 #include "tests/unit/shared/model/model_testing.h"
 
@@ -430,6 +431,37 @@ TEST(DecodeAttentionTest, CachedDecodingMatchesTheLibTorchPath) {
     SetDecodeAttentionEnabled(true);
     EXPECT_LT(RelativeError(ours, libtorch), 1e-5) << static_cast<int>(arch);
     RemoveAll(dir).IgnoreError();
+  }
+}
+
+// Frozen adapters in fp32 and bf16 go through the per-row kernel; rows of
+// one batch take their own adapter's delta (or none), as the plain products.
+TEST(LoraLinearTest, RowKernelMatchesTheTensorPathInBothDtypes) {
+  c10::InferenceMode guard;
+  if (!LoraRowsKernelAvailable()) GTEST_SKIP() << "no AVX-512";
+  for (at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
+    LoraLinear linear("proj");
+    linear.weight() = at::randn({48, 40}).to(dtype);
+    for (int id : {0, 1}) {
+      linear.AddAdapter(id, at::randn({8, 40}).to(dtype), at::randn({48, 8}).to(dtype), 0.5, 0.0);
+    }
+    at::Tensor x = at::randn({4, 3, 40}).to(dtype);  // 4 batch rows of 3 tokens
+    AdapterRouting routing;
+    routing.groups.push_back({0, false, at::tensor({0, 2}, at::kLong)});
+    routing.groups.push_back({1, false, at::tensor({3}, at::kLong)});
+    at::Tensor ours = linear.Forward(x, routing);
+    at::Tensor want = at::linear(x.to(at::kDouble), linear.weight().to(at::kDouble));
+    for (const auto& [id, rows] :
+         std::vector<std::pair<int, std::vector<int64_t>>>{{0, {0, 2}}, {1, {3}}}) {
+      auto [a, b] = linear.AdapterWeights(id);
+      for (int64_t r : rows) {
+        want[r] +=
+            at::linear(at::linear(x[r].to(at::kDouble), a.to(at::kDouble)), b.to(at::kDouble)) *
+            0.5;
+      }
+    }
+    EXPECT_EQ(ours.scalar_type(), dtype);
+    EXPECT_LT(RelativeError(ours, want), dtype == at::kFloat ? 1e-5 : 1e-2) << dtype;
   }
 }
 
