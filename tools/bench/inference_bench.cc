@@ -362,8 +362,8 @@ int main(int argc, char** argv) {
   }
   const std::vector<int> streams = ParseInts("streams", f.GetString("streams"), 1);
   const std::vector<int> adapter_counts = ParseInts("adapters", f.GetString("adapters"), 0);
-  const int max_streams = std::max(*std::max_element(streams.begin(), streams.end()),
-                                   f.GetInt("pairs") > 0 ? 16 : 1);
+  const int max_streams =
+      std::max(*std::max_element(streams.begin(), streams.end()), f.GetInt("pairs") > 0 ? 16 : 1);
   const int max_adapters = *std::max_element(adapter_counts.begin(), adapter_counts.end());
   const int64_t tokens = f.GetInt("tokens"), prompt_tokens = f.GetInt("prompt-tokens");
   if (tokens < 1 || prompt_tokens < 1 || prompt_tokens + tokens > f.GetInt("context")) {
