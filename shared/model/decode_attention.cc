@@ -2,16 +2,14 @@
 
 #include <ATen/Parallel.h>
 #include <ATen/core/grad_mode.h>
-// GCC 12's AVX-512 intrinsic headers trip -Wmaybe-uninitialized on their own
-// _mm256_undefined_pd() placeholders.
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <immintrin.h>
 
 #include <atomic>
 #include <cstdint>
 #include <limits>
 #include <utility>
 #include <vector>
+
+#include "shared/model/avx512_bf16.h"
 
 namespace switchyard::model {
 namespace {
@@ -22,36 +20,24 @@ std::atomic<bool> g_enabled{true};
 
 constexpr float kSkipBelow = -1e29f;  // mask values at or below this are skipped
 
-bool CpuHasAvx512() {
-  static const bool has = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                          __builtin_cpu_supports("avx512vl");
-  return has;
-}
+using avx512::CpuHasBwVl;
+using avx512::TailMask;
 
-SY_AVX512 inline __mmask16 TailMask(int64_t n) {
-  return n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1);
-}
-
-// 16 (or fewer, masked) elements as fp32: bf16 is the top half of an fp32.
+// 16 (or fewer, masked) elements as fp32.
 template <typename T>
 SY_AVX512 inline __m512 Load16(const T* p, __mmask16 m) {
   if constexpr (sizeof(T) == 2) {
-    const __m256i raw = _mm256_maskz_loadu_epi16(m, p);
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16));
+    return avx512::LoadBf16(p, m);
   } else {
     return _mm512_maskz_loadu_ps(m, p);
   }
 }
 
-// Stores fp32 as T, rounding to nearest even for bf16 (as LibTorch does).
+// Stores fp32 as T (bf16 rounded to nearest even).
 template <typename T>
 SY_AVX512 inline void Store16(T* p, __m512 v, __mmask16 m) {
   if constexpr (sizeof(T) == 2) {
-    const __m512i bits = _mm512_castps_si512(v);
-    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
-    const __m512i rounded = _mm512_srli_epi32(
-        _mm512_add_epi32(bits, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7FFF))), 16);
-    _mm256_mask_storeu_epi16(p, m, _mm512_cvtepi32_epi16(rounded));
+    avx512::StoreBf16(p, v, m);
   } else {
     _mm512_mask_storeu_ps(p, m, v);
   }
@@ -205,7 +191,7 @@ void Run(const T* q, const T* keys, const T* values, const float* mask, T* out, 
 }  // namespace
 
 bool UseDecodeAttention(const at::Tensor& q, const at::Tensor& keys, const at::Tensor& values) {
-  if (!g_enabled || !CpuHasAvx512()) return false;
+  if (!g_enabled || !CpuHasBwVl()) return false;
   for (const at::Tensor* t : {&q, &keys, &values}) {
     if (!t->device().is_cpu() || !t->is_contiguous() || t->dim() != 4) return false;
   }

@@ -2,14 +2,11 @@
 
 #include <ATen/Parallel.h>
 #include <ATen/core/grad_mode.h>
-// GCC 12's AVX-512 intrinsic headers trip -W(maybe-)uninitialized on their own
-// _mm256_undefined_pd() placeholders.
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#include <immintrin.h>
 
 #include <atomic>
 #include <cstring>
+
+#include "shared/model/avx512_bf16.h"
 
 namespace switchyard::model {
 namespace {
@@ -331,31 +328,22 @@ __attribute__((target("avx512f"))) void LoraRow(const float* x, float* y, const 
 __attribute__((target("avx512f,avx512bw,avx512vl"))) void Bf16ToFloat(const uint16_t* from,
                                                                       float* to, int64_t n) {
   for (int64_t k = 0; k < n; k += 16) {
-    const __mmask16 m = n - k >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << (n - k)) - 1);
-    const __m512i wide = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, from + k));
-    _mm512_mask_storeu_ps(to + k, m, _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16)));
+    const __mmask16 m = avx512::TailMask(n - k);
+    _mm512_mask_storeu_ps(to + k, m, avx512::LoadBf16(from + k, m));
   }
 }
 
-// Rounds to nearest even, as LibTorch's conversion does.
 __attribute__((target("avx512f,avx512bw,avx512vl"))) void FloatToBf16(const float* from,
                                                                       uint16_t* to, int64_t n) {
   for (int64_t k = 0; k < n; k += 16) {
-    const __mmask16 m = n - k >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << (n - k)) - 1);
-    const __m512i bits = _mm512_castps_si512(_mm512_maskz_loadu_ps(m, from + k));
-    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
-    const __m512i rounded = _mm512_srli_epi32(
-        _mm512_add_epi32(bits, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7FFF))), 16);
-    _mm256_mask_storeu_epi16(to + k, m, _mm512_cvtepi32_epi16(rounded));
+    const __mmask16 m = avx512::TailMask(n - k);
+    avx512::StoreBf16(to + k, _mm512_maskz_loadu_ps(m, from + k), m);
   }
 }
 
 }  // namespace
 
-bool LoraRowsKernelAvailable() {
-  static const bool bw = __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
-  return g_enabled && CpuHasAvx512() && bw;
-}
+bool LoraRowsKernelAvailable() { return g_enabled && avx512::CpuHasBwVl(); }
 
 void LoraRowsAdd(const at::Tensor& x, at::Tensor& y, const at::Tensor& a, const at::Tensor& bt,
                  double scale, const std::vector<int64_t>& rows) {

@@ -51,13 +51,15 @@ at::Tensor LoraLinear::Forward(const at::Tensor& x, const AdapterRouting& routin
         rows.resize(xs.size(0));
         for (int64_t i = 0; i < xs.size(0); ++i) rows[i] = i;
       } else {
-        std::vector<int64_t> host = g.row_list;
-        if (host.empty()) {  // routing built by hand: the tensor alone
+        const std::vector<int64_t>* host = &g.row_list;
+        std::vector<int64_t> from_tensor;
+        if (host->empty()) {  // routing built by hand: the tensor alone
           const at::Tensor batch_rows = g.rows.to(at::kCPU).contiguous();
-          host.assign(batch_rows.data_ptr<int64_t>(),
-                      batch_rows.data_ptr<int64_t>() + batch_rows.numel());
+          from_tensor.assign(batch_rows.data_ptr<int64_t>(),
+                             batch_rows.data_ptr<int64_t>() + batch_rows.numel());
+          host = &from_tensor;
         }
-        for (int64_t b : host) {
+        for (int64_t b : *host) {
           for (int64_t t = 0; t < per_row; ++t) rows.push_back(b * per_row + t);
         }
       }
