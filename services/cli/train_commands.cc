@@ -359,6 +359,9 @@ bool SpecFromFlags(const FlagSet& f, v1::JobSpec* spec) {
     if (d) field.set(*d);
   }
   if (f.IsSet("packing")) h->set_packing(f.GetBool("packing"));
+  if (f.IsSet("gradient-checkpointing")) {
+    h->set_gradient_checkpointing(f.GetBool("gradient-checkpointing"));
+  }
   if (f.IsSet("keep-best")) c->set_keep_best(f.GetBool("keep-best"));
   if (f.IsSet("lr-scheduler")) {
     v1::LrScheduler v;
@@ -501,6 +504,10 @@ int Create(const std::vector<std::string>& args) {
   flags.AddString("early-stopping-min-delta", "", "Smallest improvement that counts (auto: 0).");
   flags.AddString("precision", "",
                   "fp32 | bf16 (auto: bf16 where the device computes it natively, else fp32).");
+  flags.AddBool("gradient-checkpointing", false,
+                "Recompute each layer's activations in the backward pass: far less memory, about "
+                "a third more compute (auto: on with --quantize-base, else off; "
+                "--no-gradient-checkpointing turns it off).");
   flags.AddString("seed", "", "Seed of data order, dropout and init (auto: random, recorded).");
   flags.AddString("suffix", "", "Part of the model id ft:BASE:SUFFIX:JOB (a-z, 0-9, -, _).");
   flags.AddString("metadata", "", "key=value pairs kept with the job and model, comma-separated.");
@@ -658,6 +665,8 @@ void PrintResolved(const v1::Job& job, std::ostream& out) {
                        absl::AsciiStrToLower(LrScheduler_Name(h.lr_scheduler()).substr(13)),
                        h.warmup_ratio())},
       {"  max seq length", absl::StrCat(h.max_seq_length(), h.packing() ? " (packed)" : "")},
+      {"  memory", h.gradient_checkpointing() ? "gradient checkpointing (layers recomputed)"
+                                              : "activations kept"},
       {"  seed", absl::StrCat(r.seed())},
   };
   if (r.method() == v1::TRAINING_METHOD_REINFORCEMENT) {

@@ -339,6 +339,11 @@ JobSpec ResolveJobSpec(const JobSpec& spec, const SpecFacts& f, uint64_t seed) {
   if (h.loss_on == LossOn::kAuto) h.loss_on = LossOn::kAssistant;
   if (!h.log_interval_steps) h.log_interval_steps = 1;
   if (h.precision == Precision::kAuto) h.precision = f.bf16 ? Precision::kBf16 : Precision::kFp32;
+  if (!h.gradient_checkpointing) {
+    // As PEFT's prepare_model_for_kbit_training: QLoRA is chosen to save memory.
+    h.gradient_checkpointing =
+        r.adapter.kind == AdapterKind::kLora && r.adapter.lora.quantize_base != QuantizeBase::kNone;
+  }
   if (r.device.empty() || r.device == "auto") r.device = f.cuda ? "cuda:0" : "cpu";
   if (r.device == "cuda") r.device = "cuda:0";
   // Step-dependent defaults use the unpacked row count (packing only lowers it).

@@ -220,6 +220,7 @@ json JobSpecToJson(const JobSpec& s) {
   PutOptional(hp, "eval_interval_steps", h.eval_interval_steps);
   PutOptional(hp, "log_interval_steps", h.log_interval_steps);
   hp["precision"] = PrecisionName(h.precision);
+  PutOptional(hp, "gradient_checkpointing", h.gradient_checkpointing);
   j["hyperparameters"] = hp;
   const CheckpointSpec& c = s.checkpoints;
   json ck = json::object();
@@ -301,6 +302,7 @@ absl::StatusOr<JobSpec> JobSpecFromJson(const json& j) {
   check(hp.Optional("eval_interval_steps", &h.eval_interval_steps));
   check(hp.Optional("log_interval_steps", &h.log_interval_steps));
   check(hp.Enum("precision", kPrecisions, &h.precision));
+  check(hp.Optional("gradient_checkpointing", &h.gradient_checkpointing));
   CheckpointSpec& c = s.checkpoints;
   Reader ck(r.Object("checkpoints"), "checkpoints.");
   check(ck.Optional("interval_steps", &c.interval_steps));

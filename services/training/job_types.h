@@ -69,6 +69,7 @@ struct Hyperparameters {
   std::optional<int> eval_interval_steps;
   std::optional<int> log_interval_steps;
   Precision precision = Precision::kAuto;
+  std::optional<bool> gradient_checkpointing;
 };
 
 struct CheckpointSpec {

@@ -211,7 +211,14 @@ model::DecoderInput Trainer::Input(const Batch& batch, uint64_t dropout_seed) co
   in.input_ids = batch.input_ids.to(device);
   in.segment_ids = batch.segment_ids.to(device);
   if (lora_) in.adapters.assign(batch.input_ids.size(0), adapter_id_);
-  if (device.is_cpu()) in.generator = at::detail::createCPUGenerator(dropout_seed);
+  in.recompute_layers = setup_.spec.hyperparameters.gradient_checkpointing.value_or(false);
+  if (device.is_cpu()) {
+    in.generator = at::detail::createCPUGenerator(dropout_seed);
+  } else if (in.recompute_layers) {
+    // A seeded copy of the device's generator, which recomputed layers replay.
+    in.generator = at::globalContext().defaultGenerator(device).clone();
+    in.generator.set_current_seed(dropout_seed);
+  }
   return in;
 }
 

@@ -154,6 +154,7 @@ void ToProto(const Hyperparameters& h, v1::Hyperparameters* out) {
   if (h.eval_interval_steps) out->set_eval_interval_steps(*h.eval_interval_steps);
   if (h.log_interval_steps) out->set_log_interval_steps(*h.log_interval_steps);
   out->set_precision(static_cast<v1::Precision>(h.precision));
+  if (h.gradient_checkpointing) out->set_gradient_checkpointing(*h.gradient_checkpointing);
 }
 
 absl::Status FromProto(const v1::Hyperparameters& h, Hyperparameters* out) {
@@ -184,6 +185,7 @@ absl::Status FromProto(const v1::Hyperparameters& h, Hyperparameters* out) {
   if (h.has_max_grad_norm()) out->max_grad_norm = h.max_grad_norm();
   if (h.has_max_seq_length()) out->max_seq_length = h.max_seq_length();
   if (h.has_packing()) out->packing = h.packing();
+  if (h.has_gradient_checkpointing()) out->gradient_checkpointing = h.gradient_checkpointing();
   switch (h.loss_on()) {
     case v1::LOSS_ON_UNSPECIFIED:
       out->loss_on = LossOn::kAuto;

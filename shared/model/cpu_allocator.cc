@@ -28,6 +28,17 @@ class CachingCpuAllocator final : public at::Allocator {
   }
   at::DeleterFnPtr raw_deleter() const override { return &Free; }
 
+  void release() {
+    std::multimap<size_t, void*> blocks;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      blocks.swap(free_);
+      for (const auto& [n, p] : blocks) sizes_.erase(p);
+      cached_ = 0;
+    }
+    for (const auto& [n, p] : blocks) c10::free_cpu(p);
+  }
+
   void set_budget(size_t bytes) {
     std::lock_guard<std::mutex> lock(mu_);
     budget_ = bytes;
@@ -98,5 +109,10 @@ void InstallCachingCpuAllocator(size_t cache_bytes) {
 }
 
 size_t CachedCpuBytes() { return CachingCpuAllocator::Get().cached(); }
+
+void ReleaseCachedCpuMemory() {
+  CachingCpuAllocator::Get().release();
+  malloc_trim(0);
+}
 
 }  // namespace switchyard::model

@@ -23,6 +23,11 @@ void InstallCachingCpuAllocator(size_t cache_bytes);
 // Bytes currently held for reuse (for tests and metrics).
 size_t CachedCpuBytes();
 
+// Frees every block held for reuse and gives glibc's free heap pages back to
+// the kernel. For after work whose temporaries what follows will not reuse
+// (quantising a checkpoint as it loads), so they do not add to its peak.
+void ReleaseCachedCpuMemory();
+
 }  // namespace switchyard::model
 
 #endif  // SWITCHYARD_SHARED_MODEL_CPU_ALLOCATOR_H_

@@ -4,13 +4,16 @@
 
 #include <cmath>
 #include <cstring>
+#include <memory>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "shared/core/status_macros.h"
+#include "shared/model/cpu_allocator.h"
 #include "shared/model/decode_attention.h"
 #include "shared/model/gemv.h"
+#include "shared/model/recompute.h"
 #include "shared/model/runtime.h"
 
 namespace switchyard::model {
@@ -350,6 +353,10 @@ absl::StatusOr<std::unique_ptr<CausalLm>> CausalLm::Load(const std::string& dir,
   WeightTable table = model->Table();
   SY_RETURN_IF_ERROR(LoadWeightTable(dir, table, options));
   SY_RETURN_IF_ERROR(model->TieHead(dir));
+  // Quantising left chunk-sized temporaries behind that training never reuses.
+  if (options.quantize_base != BaseQuantization::kNone && options.device.is_cpu()) {
+    ReleaseCachedCpuMemory();
+  }
   return model;
 }
 
@@ -445,6 +452,11 @@ absl::StatusOr<CausalLm::Context> CausalLm::Prepare(const DecoderInput& in,
   }
   ctx.routing.training = in.training;
   ctx.routing.generator = in.generator;
+  if (in.recompute_layers && in.training && !in.generator.defined()) {
+    return absl::InvalidArgumentError(
+        "recompute_layers in training needs a generator, so the recomputed layers draw the same "
+        "dropout masks");
+  }
 
   return TorchCall("preparing the forward pass", [&]() -> absl::StatusOr<Context> {
     ctx.segments =
@@ -585,15 +597,29 @@ absl::StatusOr<at::Tensor> CausalLm::Hidden(const DecoderInput& in, KvCache* cac
     at::Tensor ids = in.input_ids.to(at::TensorOptions().dtype(at::kLong).device(options_.device));
     at::Tensor x = at::embedding(embed_, ids);  // (B, T, hidden)
     if (IsGpt2(config_)) x = x + at::embedding(position_, ctx.positions);
+    const bool recompute = in.recompute_layers && cache == nullptr && at::GradMode::is_enabled();
+    // Gradients reach a recomputed layer only through its input.
+    if (recompute && !x.requires_grad()) x = x.detach().requires_grad_(true);
+    auto shared_ctx = recompute ? std::make_shared<const Context>(ctx) : nullptr;
     for (int64_t l = 0; l < config_.num_layers; ++l) {
-      const Block& b = blocks_[l];
-      if (IsGpt2(config_)) {
-        x = x + Attention(b, l, at::layer_norm(x, {H}, b.norm1_w, b.norm1_b, eps), ctx, cache);
-        x = x + Mlp(b, at::layer_norm(x, {H}, b.norm2_w, b.norm2_b, eps), ctx);
-      } else {
-        x = x + Attention(b, l, RmsNorm(x, b.norm1_w, eps), ctx, cache);
-        x = x + Mlp(b, RmsNorm(x, b.norm2_w, eps), ctx);
+      if (!recompute) {
+        x = Layer(l, x, ctx, cache);
+        continue;
       }
+      // The second run draws the same dropout masks from a copy of the
+      // generator as it is now; the first advances the real one.
+      at::Generator masks = ctx.routing.training && ctx.routing.generator.defined()
+                                ? ctx.routing.generator.clone()
+                                : at::Generator();
+      auto runs = std::make_shared<int>(0);
+      x = RecomputeInBackward(
+          [this, l, shared_ctx, masks, runs](const at::Tensor& input) {
+            if ((*runs)++ == 0 || !masks.defined()) return Layer(l, input, *shared_ctx, nullptr);
+            Context again = *shared_ctx;
+            again.routing.generator = masks.clone();
+            return Layer(l, input, again, nullptr);
+          },
+          x);
     }
     x = IsGpt2(config_) ? at::layer_norm(x, {H}, final_norm_w_, final_norm_b_, eps)
                         : RmsNorm(x, final_norm_w_, eps);
@@ -606,6 +632,20 @@ absl::StatusOr<at::Tensor> CausalLm::Hidden(const DecoderInput& in, KvCache* cac
     }
     return x;
   });
+}
+
+at::Tensor CausalLm::Layer(int64_t l, const at::Tensor& x, const Context& ctx,
+                           KvCache* cache) const {
+  const Block& b = blocks_[l];
+  const double eps = config_.norm_eps;
+  if (IsGpt2(config_)) {
+    const int64_t H = config_.hidden_size;
+    at::Tensor h =
+        x + Attention(b, l, at::layer_norm(x, {H}, b.norm1_w, b.norm1_b, eps), ctx, cache);
+    return h + Mlp(b, at::layer_norm(h, {H}, b.norm2_w, b.norm2_b, eps), ctx);
+  }
+  at::Tensor h = x + Attention(b, l, RmsNorm(x, b.norm1_w, eps), ctx, cache);
+  return h + Mlp(b, RmsNorm(h, b.norm2_w, eps), ctx);
 }
 
 at::Tensor CausalLm::Logits(const at::Tensor& hidden) const {

@@ -51,6 +51,12 @@ struct DecoderInput {
   bool training = false;  // LoRA dropout on
   // LoRA dropout masks come from it when defined (on the model's device).
   at::Generator generator;
+  // Activation checkpointing (when autograd is on and no KV cache is given):
+  // keep only each layer's input for backward and run the layer again there
+  // (shared/model/recompute.h). Saves most activation memory for about a
+  // third more compute. With LoRA dropout in training it needs `generator`,
+  // so the second run draws the same masks.
+  bool recompute_layers = false;
 };
 
 // Keys and values of earlier positions for incremental decoding. Rows hold
@@ -174,6 +180,8 @@ class CausalLm {
   at::Tensor Attention(const Block& block, int layer, const at::Tensor& x, const Context& ctx,
                        KvCache* cache) const;
   at::Tensor Mlp(const Block& block, const at::Tensor& x, const Context& ctx) const;
+  // One decoder layer: x + attention, then + MLP.
+  at::Tensor Layer(int64_t layer, const at::Tensor& x, const Context& ctx, KvCache* cache) const;
   absl::StatusOr<int> AttachAdapter(const std::string& name, const LoraConfig& config,
                                     const std::map<std::string, LoraWeights>& modules);
   int FindAdapter(const std::string& name) const;

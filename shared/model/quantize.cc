@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <vector>
 
+#include "shared/model/dequantize_cpu.h"
+
 namespace switchyard::model {
 namespace {
 
@@ -163,9 +165,21 @@ at::Tensor Nf4Absmax(const QuantizedTensor& w) {
 
 at::Tensor DequantizeNf4(const QuantizedTensor& w, at::ScalarType dtype) {
   const int64_t num_blocks = w.num_blocks();
-  at::Tensor absmax = Nf4Absmax(w);
-  at::Tensor pairs = Nf4PairTable(w.device());
+  at::Tensor absmax = Nf4Absmax(w).contiguous();
   at::Tensor out = at::empty({num_blocks * kNf4BlockSize}, w.codes.options().dtype(dtype));
+  if (w.codes.device().is_cpu() && w.codes.is_contiguous() &&
+      (dtype == at::kFloat || dtype == at::kBFloat16)) {
+    // Straight from the codes, no chunk temporaries (dequantize_cpu.h).
+    const uint8_t* codes = w.codes.data_ptr<uint8_t>();
+    if (dtype == at::kFloat) {
+      DecodeNf4Cpu(codes, absmax.data_ptr<float>(), num_blocks, Nf4Codes(), out.data_ptr<float>());
+    } else {
+      DecodeNf4CpuBf16(codes, absmax.data_ptr<float>(), num_blocks, Nf4Codes(),
+                       reinterpret_cast<uint16_t*>(out.data_ptr<at::BFloat16>()));
+    }
+    return out.slice(0, 0, w.numel()).view({w.rows, w.cols});
+  }
+  at::Tensor pairs = Nf4PairTable(w.device());
   for (int64_t b0 = 0; b0 < num_blocks; b0 += kChunkBlocks) {
     const int64_t b1 = std::min(num_blocks, b0 + kChunkBlocks);
     at::Tensor bytes = w.codes.slice(0, b0 * kNf4BlockSize / 2, b1 * kNf4BlockSize / 2);
@@ -181,6 +195,17 @@ at::Tensor DequantizeNf4(const QuantizedTensor& w, at::ScalarType dtype) {
 
 at::Tensor DequantizeInt8(const QuantizedTensor& w, at::ScalarType dtype) {
   at::Tensor out = at::empty({w.rows, w.cols}, w.codes.options().dtype(dtype));
+  if (w.codes.device().is_cpu() && w.codes.is_contiguous() && w.absmax.is_contiguous() &&
+      (dtype == at::kFloat || dtype == at::kBFloat16)) {
+    const int8_t* codes = w.codes.data_ptr<int8_t>();
+    if (dtype == at::kFloat) {
+      DecodeInt8Cpu(codes, w.absmax.data_ptr<float>(), w.rows, w.cols, out.data_ptr<float>());
+    } else {
+      DecodeInt8CpuBf16(codes, w.absmax.data_ptr<float>(), w.rows, w.cols,
+                        reinterpret_cast<uint16_t*>(out.data_ptr<at::BFloat16>()));
+    }
+    return out;
+  }
   const int64_t chunk_rows = std::max<int64_t>(1, kChunkWeights / std::max<int64_t>(1, w.cols));
   for (int64_t r0 = 0; r0 < w.rows; r0 += chunk_rows) {
     const int64_t r1 = std::min(w.rows, r0 + chunk_rows);

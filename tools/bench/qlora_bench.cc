@@ -9,12 +9,17 @@
 // gives the process's peak resident memory (VmHWM, model load included), the
 // same less the memory the process held before loading, the median step
 // time, tokens/s, and the loss curve's largest gap to the bf16 LoRA run.
+// A configuration name ending in "+gc" trains with gradient checkpointing
+// (layers recomputed in the backward pass); each row is compared with the
+// baseline of the same setting, and one line compares the defaults (QLoRA
+// recomputes, LoRA keeps its activations, as PEFT prepares k-bit models).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -23,6 +28,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "services/training/trainer.h"
 #include "shared/core/file_util.h"
 #include "shared/core/flags.h"
@@ -41,6 +47,7 @@ struct Config {
   training::QuantizeBase quantize = training::QuantizeBase::kNone;
   bool double_quant = false;
   at::ScalarType dtype = at::kBFloat16;  // of the unquantised parts, the adapter and compute
+  bool recompute = false;                // gradient checkpointing ("+gc")
 };
 
 const std::vector<Config>& Configs() {
@@ -83,6 +90,7 @@ training::JobSpec Spec(const FlagSet& f, const Config& c) {
   h.eval_interval_steps = 0;
   h.log_interval_steps = 1;
   h.precision = c.dtype == at::kBFloat16 ? Precision::kBf16 : Precision::kFp32;
+  h.gradient_checkpointing = c.recompute;
   s.checkpoints.interval_steps = 0;
   s.checkpoints.keep_last = 1;
   s.checkpoints.keep_best = false;
@@ -91,6 +99,18 @@ training::JobSpec Spec(const FlagSet& f, const Config& c) {
   s.seed = 3;
   s.device = "cpu";
   return s;
+}
+
+// A configuration by name, "+gc" for gradient checkpointing.
+std::optional<Config> FindConfig(absl::string_view name) {
+  const bool recompute = absl::ConsumeSuffix(&name, "+gc");
+  for (Config c : Configs()) {
+    if (c.name != name) continue;
+    c.recompute = recompute;
+    if (recompute) c.name += "+gc";
+    return c;
+  }
+  return std::nullopt;
 }
 
 // The same token rows for every configuration: a repeated pattern the
@@ -176,9 +196,12 @@ int main(int argc, char** argv) {
   f.AddInt("warmup", 1, "Untimed steps first.");
   f.AddInt("lora-r", 8, "LoRA rank (the job default).");
   f.AddInt("threads", 0, "Threads (0 = every core).");
-  f.AddString("configs", "lora-bf16,qlora-nf4-bf16,qlora-nf4-dq-bf16,qlora-int8-bf16",
+  f.AddString("configs",
+              "lora-bf16,qlora-nf4-bf16,qlora-nf4-dq-bf16,qlora-int8-bf16,lora-bf16+gc,"
+              "qlora-nf4-bf16+gc",
               "Comma-separated: lora-bf16, qlora-nf4-bf16, qlora-nf4-dq-bf16, qlora-int8-bf16, "
-              "lora-fp32, qlora-nf4-fp32. The first is the baseline.");
+              "lora-fp32, qlora-nf4-fp32, each optionally with +gc (gradient checkpointing). The "
+              "first without +gc and the first with it are the baselines.");
   f.AddString("dir", "", "Internal: the benchmark's directory (one configuration runs).");
   f.AddString("run", "", "Internal: the configuration this process runs.");
   absl::Status s = f.Parse(std::vector<std::string>(argv + 1, argv + argc));
@@ -188,25 +211,19 @@ int main(int argc, char** argv) {
   }
   const int threads = model::SetTorchThreads(static_cast<int>(f.GetInt("threads")));
   if (!f.GetString("run").empty()) {
-    for (const Config& c : Configs()) {
-      if (c.name == f.GetString("run")) return RunOne(f.GetString("dir"), f, c);
-    }
+    std::optional<Config> c = FindConfig(f.GetString("run"));
+    if (c) return RunOne(f.GetString("dir"), f, *c);
     std::cerr << "unknown configuration " << f.GetString("run") << "\n";
     return 2;
   }
   std::vector<Config> configs;
   for (absl::string_view name : absl::StrSplit(f.GetString("configs"), ',', absl::SkipEmpty())) {
-    bool found = false;
-    for (const Config& c : Configs()) {
-      if (c.name == name) {
-        configs.push_back(c);
-        found = true;
-      }
-    }
-    if (!found) {
+    std::optional<Config> c = FindConfig(name);
+    if (!c) {
       std::cerr << "--configs: unknown configuration \"" << name << "\"\n";
       return 2;
     }
+    configs.push_back(*c);
   }
   const std::string dir = absl::StrCat("/tmp/qlora_bench_", RandomHex(4));
   model::InitOptions init;
@@ -256,31 +273,60 @@ int main(int argc, char** argv) {
     }
     results.push_back(std::move(r));
   }
-  const Result& base = results.front();
-  std::printf("%-18s %9s %9s %8s %8s %9s %8s %9s %9s\n", "config", "peak MiB", "model MiB",
+  // The baseline of each row: the first configuration with its checkpointing setting.
+  std::vector<size_t> base_of(results.size());
+  for (size_t i = 0; i < results.size(); ++i) {
+    base_of[i] = i;
+    for (size_t j = 0; j < i; ++j) {
+      if (configs[j].recompute == configs[i].recompute) {
+        base_of[i] = j;
+        break;
+      }
+    }
+  }
+  auto model_bytes = [&](size_t i) { return results[i].peak - results[i].before; };
+  std::printf("%-20s %9s %9s %8s %8s %9s %8s %9s %9s\n", "config", "peak MiB", "model MiB",
               "vs base", "step s", "tokens/s", "vs base", "loss 1st", "loss last");
   for (size_t i = 0; i < results.size(); ++i) {
     const Result& r = results[i];
-    const double model = r.peak - r.before, base_model = base.peak - base.before;
-    std::printf("%-18s %9.0f %9.0f %7.2fx %8.2f %9.1f %7.2fx %9.4f %9.4f\n",
-                configs[i].name.c_str(), r.peak / 1048576.0, model / 1048576.0,
-                base_model / std::max(1.0, model), r.step, tokens / r.step, base.step / r.step,
-                r.losses.front(), r.losses.back());
+    const Result& base = results[base_of[i]];
+    std::printf("%-20s %9.0f %9.0f %7.2fx %8.2f %9.1f %7.2fx %9.4f %9.4f\n",
+                configs[i].name.c_str(), r.peak / 1048576.0, model_bytes(i) / 1048576.0,
+                model_bytes(base_of[i]) / std::max(1.0, model_bytes(i)), r.step, tokens / r.step,
+                base.step / r.step, r.losses.front(), r.losses.back());
+  }
+  // The defaults against each other: QLoRA recomputes, LoRA keeps activations.
+  for (size_t i = 0; i < results.size(); ++i) {
+    if (!configs[i].recompute || configs[i].quantize == training::QuantizeBase::kNone) continue;
+    for (size_t j = 0; j < results.size(); ++j) {
+      if (configs[j].recompute || configs[j].quantize != training::QuantizeBase::kNone ||
+          configs[j].dtype != configs[i].dtype) {
+        continue;
+      }
+      std::printf("defaults: %s against %s: %.2fx less memory, %.2fx the tokens/s\n",
+                  configs[i].name.c_str(), configs[j].name.c_str(),
+                  model_bytes(j) / std::max(1.0, model_bytes(i)),
+                  results[j].step / results[i].step);
+      break;
+    }
   }
   std::printf(
       "\npeak MiB: the process's peak resident memory (VmHWM) over load and training; model MiB: "
       "the same less what the process held before loading the model; vs base: the baseline's "
-      "model MiB / this one's (higher = less memory) and this one's tokens/s / the baseline's.\n");
+      "model MiB / this one's (higher = less memory) and this one's tokens/s / the baseline's; "
+      "the baseline is the first configuration with the same gradient checkpointing (+gc) "
+      "setting.\n");
   std::printf("loss curves (per step):\n");
   for (size_t i = 0; i < results.size(); ++i) {
     double gap = 0;
-    std::printf("  %-18s", configs[i].name.c_str());
+    const Result& base = results[base_of[i]];
+    std::printf("  %-20s", configs[i].name.c_str());
     for (size_t k = 0; k < results[i].losses.size(); ++k) {
       std::printf(" %.4f", results[i].losses[k]);
       if (k < base.losses.size())
         gap = std::max(gap, std::fabs(results[i].losses[k] - base.losses[k]));
     }
-    std::printf("   (largest gap to %s: %.4f)\n", configs[0].name.c_str(), gap);
+    std::printf("   (largest gap to %s: %.4f)\n", configs[base_of[i]].name.c_str(), gap);
   }
   (void)RemoveAll(dir);
   return 0;

@@ -288,6 +288,31 @@ TEST_F(DpoTrainerTest, RewardAccuracyRisesAndThePolicyPrefersTheChosenAnswers) {
   }
 }
 
+// DPO on a 4-bit base with its layers recomputed in the backward pass (the
+// QLoRA default): the reference is the quantised base without the adapter,
+// and the preferences are learnt as on the full base.
+TEST_F(DpoTrainerTest, QloraWithRecomputedLayersLearnsThePreferences) {
+  JobSpec spec = DpoSpec();
+  spec.adapter.lora.quantize_base = QuantizeBase::kNf4;
+  spec.hyperparameters.gradient_checkpointing = true;
+  model::LoadOptions load{at::kFloat, at::kCPU};
+  load.quantize_base = model::BaseQuantization::kNf4;
+  TrainerSetup setup = BaseSetup(spec, dir_ + "/ck", load);
+  setup.train_pairs = Pairs(12, 0);
+  setup.validation_pairs = Pairs(4, 3);
+  auto trainer = Trainer::Create(std::move(setup));
+  ASSERT_TRUE(trainer.ok()) << trainer.status();
+  Recorder rec;
+  ASSERT_TRUE((*trainer)->Run(&rec).ok());
+  ASSERT_EQ(rec.train.size(), 12u);
+  EXPECT_NEAR(rec.train.front().loss, std::log(2.0), 1e-5);
+  ASSERT_TRUE(rec.train.back().dpo);
+  EXPECT_GT(rec.train.back().dpo->reward_accuracy, 0.9);
+  EXPECT_LT(rec.train.back().loss, rec.train.front().loss);
+  ASSERT_TRUE(rec.eval.back().dpo);
+  EXPECT_GT(rec.eval.back().dpo->reward_accuracy, 0.9);
+}
+
 TEST_F(DpoTrainerTest, PrecomputedReferenceGivesTheSameTrainingAsOnTheFly) {
   JobSpec spec = DpoSpec();
   spec.hyperparameters.epochs = 1;

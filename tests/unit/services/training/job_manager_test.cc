@@ -513,10 +513,22 @@ TEST_F(JobManagerTest, ValidateOnlyResolvesAutoSettingsFromTheData) {
   EXPECT_EQ(job->resolved_spec->adapter.lora.target_modules.size(), 7u);
   EXPECT_EQ(job->resolved_spec->device, "cpu");
   EXPECT_EQ(h.precision, model::CpuSupportsBf16() ? Precision::kBf16 : Precision::kFp32);
+  EXPECT_FALSE(*h.gradient_checkpointing);
   EXPECT_EQ(job->total_steps, 7 * 16);
   EXPECT_TRUE(job->resolved_spec->seed.has_value());
   auto listed = jobs_->ListJobs(0, "", {});
   EXPECT_EQ(listed->total_size, 0);  // nothing queued
+
+  // QLoRA recomputes activations unless told not to (as PEFT prepares k-bit models).
+  JobSpec quantized = s;
+  quantized.adapter.lora.quantize_base = QuantizeBase::kNf4;
+  job = jobs_->CreateJob(quantized, o);
+  ASSERT_TRUE(job.ok() && job->resolved_spec) << job.status();
+  EXPECT_TRUE(*job->resolved_spec->hyperparameters.gradient_checkpointing);
+  quantized.hyperparameters.gradient_checkpointing = false;
+  job = jobs_->CreateJob(quantized, o);
+  ASSERT_TRUE(job.ok() && job->resolved_spec) << job.status();
+  EXPECT_FALSE(*job->resolved_spec->hyperparameters.gradient_checkpointing);
 
   s.hyperparameters.max_seq_length = 20;  // shorter than every example
   job = jobs_->CreateJob(s, o);

@@ -276,6 +276,32 @@ TEST_F(TrainerTest, GradientAccumulationMatchesOneLargeBatch) {
   EXPECT_LT((x - y).abs().max().item<double>(), 1e-4);
 }
 
+// Recomputing layers in the backward pass changes memory, not the result:
+// the same losses and adapter, LoRA dropout included.
+TEST_F(TrainerTest, GradientCheckpointingGivesTheSameRun) {
+  JobSpec plain = TestSpec();
+  plain.adapter.lora.dropout = 0.1;
+  plain.hyperparameters.epochs = 2;
+  plain.hyperparameters.gradient_checkpointing = false;
+  JobSpec recompute = plain;
+  recompute.hyperparameters.gradient_checkpointing = true;
+  Recorder ra, rb;
+  auto a = Trainer::Create(Setup(plain, dir_ + "/a"));
+  auto b = Trainer::Create(Setup(recompute, dir_ + "/b"));
+  ASSERT_TRUE(a.ok() && b.ok());
+  ASSERT_TRUE((*a)->Run(&ra).ok());
+  ASSERT_TRUE((*b)->Run(&rb).ok());
+  ASSERT_EQ(ra.train.size(), rb.train.size());
+  for (size_t i = 0; i < ra.train.size(); ++i) {
+    EXPECT_NEAR(ra.train[i].loss, rb.train[i].loss, 1e-5) << "step " << i + 1;
+  }
+  for (const char* name : {kQProjB, kDownA}) {
+    at::Tensor x = AdapterTensor(dir_ + "/a/final", name);
+    at::Tensor y = AdapterTensor(dir_ + "/b/final", name);
+    EXPECT_LT((x - y).abs().max().item<double>(), 1e-5) << name;
+  }
+}
+
 TEST_F(TrainerTest, FullFineTuningLeavesFrozenLayersAndEmbeddingsUnchanged) {
   JobSpec spec = TestSpec();
   spec.adapter.kind = AdapterKind::kFull;

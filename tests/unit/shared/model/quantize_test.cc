@@ -8,6 +8,8 @@
 #include <limits>
 #include <vector>
 
+#include "shared/model/dequantize_cpu.h"
+
 namespace switchyard::model {
 namespace {
 
@@ -148,6 +150,54 @@ TEST(Nf4Test, PartialLastBlockIsPaddedAndAnyFloatDtypeWorks) {
       at::Tensor bound = Blocks(w).abs().amax(1, true) * (Nf4HalfMaxGap() + out_rounding);
       EXPECT_TRUE((err <= bound).all().item<bool>()) << shape[0] << "x" << shape[1];
     }
+  }
+}
+
+// The CPU decoder (vector and scalar) against a plain LibTorch decoding of
+// the same codes: the same fp32 values, and bf16 rounded as LibTorch rounds.
+TEST(Nf4Test, CpuDecoderMatchesLibTorchInBothKernelsAndDtypes) {
+  at::manual_seed(12);
+  at::Tensor w = at::randn({300, 1001}) * 0.05;  // 4,692 blocks, the last partial
+  w.slice(0, 7, 8).zero_();
+  for (bool double_quant : {false, true}) {
+    QuantizedTensor q = Quantize(w, BaseQuantization::kNf4, double_quant);
+    const std::array<float, 16>& codes = Nf4Codes();
+    at::Tensor table = at::tensor(std::vector<float>(codes.begin(), codes.end()));
+    at::Tensor bytes = q.codes.to(at::kLong);
+    at::Tensor index = at::stack({bytes.div(16, "floor"), bytes.remainder(16)}, 1).view({-1});
+    at::Tensor absmax = double_quant ? DecodedAbsmax(q).to(at::kFloat) : q.absmax;
+    at::Tensor expected =
+        (table.index_select(0, index).view({-1, kNf4BlockSize}) * absmax.unsqueeze(1))
+            .view({-1})
+            .slice(0, 0, w.numel())
+            .view(w.sizes());
+    for (bool vector : {true, false}) {
+      SetDequantizeVectorKernelsEnabled(vector);
+      at::Tensor f32 = Dequantize(q, at::kFloat);
+      at::Tensor bf16 = Dequantize(q, at::kBFloat16);
+      SetDequantizeVectorKernelsEnabled(true);
+      ASSERT_EQ(f32.sizes(), w.sizes());
+      EXPECT_LT((f32 - expected).abs().max().item<double>(), 1e-7 * w.abs().max().item<double>())
+          << "vector " << vector << " double_quant " << double_quant;
+      EXPECT_TRUE(at::equal(bf16, f32.to(at::kBFloat16)))
+          << "vector " << vector << " double_quant " << double_quant;
+    }
+  }
+}
+
+TEST(Int8Test, CpuDecoderMatchesLibTorchInBothKernelsAndDtypes) {
+  at::manual_seed(13);
+  at::Tensor w = at::randn({37, 1001}) * 0.05;  // rows not a multiple of 16 lanes
+  w.slice(0, 3, 4).zero_();
+  QuantizedTensor q = Quantize(w, BaseQuantization::kInt8);
+  at::Tensor expected = q.codes.to(at::kFloat) * q.absmax.div(127.0).unsqueeze(1);
+  for (bool vector : {true, false}) {
+    SetDequantizeVectorKernelsEnabled(vector);
+    at::Tensor f32 = Dequantize(q, at::kFloat);
+    at::Tensor bf16 = Dequantize(q, at::kBFloat16);
+    SetDequantizeVectorKernelsEnabled(true);
+    EXPECT_TRUE(at::equal(f32, expected)) << "vector " << vector;
+    EXPECT_TRUE(at::equal(bf16, expected.to(at::kBFloat16))) << "vector " << vector;
   }
 }
 

@@ -1,0 +1,194 @@
+#include "shared/model/dequantize_cpu.h"
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+
+#include "shared/model/avx512_bf16.h"
+
+namespace switchyard::model {
+namespace {
+
+constexpr int64_t kBlock = 64;    // weights per block
+constexpr int64_t kGrain = 2048;  // blocks per parallel task (128 Ki weights)
+
+std::atomic<bool> g_vector_enabled{true};
+
+bool UseVector() { return g_vector_enabled.load() && avx512::CpuHasBwVl(); }
+
+// Round-to-nearest-even fp32 -> bf16 bits, as LibTorch rounds (NaN stays NaN).
+inline uint16_t RoundToBf16(float v) {
+  uint32_t bits;
+  std::memcpy(&bits, &v, sizeof(bits));
+  if ((bits & 0x7FFFFFFFu) > 0x7F800000u) return static_cast<uint16_t>((bits >> 16) | 0x40);
+  bits += 0x7FFFu + ((bits >> 16) & 1u);
+  return static_cast<uint16_t>(bits >> 16);
+}
+
+template <typename Out>
+void DecodeScalar(const uint8_t* codes, const float* absmax, int64_t b0, int64_t b1,
+                  const std::array<float, 16>& levels, Out* out) {
+  for (int64_t b = b0; b < b1; ++b) {
+    const float scale = absmax[b];
+    const uint8_t* in = codes + b * (kBlock / 2);
+    Out* o = out + b * kBlock;
+    for (int64_t k = 0; k < kBlock / 2; ++k) {
+      const float hi = levels[in[k] >> 4] * scale, lo = levels[in[k] & 15] * scale;
+      if constexpr (sizeof(Out) == 4) {
+        o[2 * k] = hi;
+        o[2 * k + 1] = lo;
+      } else {
+        o[2 * k] = RoundToBf16(hi);
+        o[2 * k + 1] = RoundToBf16(lo);
+      }
+    }
+  }
+}
+
+// 16 code bytes -> the 32 weights they hold, as two vectors of 16 fp32.
+__attribute__((target("avx512f,avx512bw,avx512vl"))) inline void Decode16(const uint8_t* in,
+                                                                          __m512 lut, __m512 scale,
+                                                                          __m512* first,
+                                                                          __m512* second) {
+  const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(in));
+  const __m128i hi = _mm_and_si128(_mm_srli_epi16(bytes, 4), _mm_set1_epi8(15));
+  const __m128i lo = _mm_and_si128(bytes, _mm_set1_epi8(15));
+  // Weight 2k is byte k's high nibble, 2k + 1 its low one.
+  const __m512i idx0 = _mm512_cvtepu8_epi32(_mm_unpacklo_epi8(hi, lo));
+  const __m512i idx1 = _mm512_cvtepu8_epi32(_mm_unpackhi_epi8(hi, lo));
+  *first = _mm512_mul_ps(_mm512_permutexvar_ps(idx0, lut), scale);
+  *second = _mm512_mul_ps(_mm512_permutexvar_ps(idx1, lut), scale);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl"))) void DecodeAvx512(
+    const uint8_t* codes, const float* absmax, int64_t b0, int64_t b1,
+    const std::array<float, 16>& levels, float* out) {
+  const __m512 lut = _mm512_loadu_ps(levels.data());
+  for (int64_t b = b0; b < b1; ++b) {
+    const __m512 scale = _mm512_set1_ps(absmax[b]);
+    const uint8_t* in = codes + b * (kBlock / 2);
+    float* o = out + b * kBlock;
+    for (int h = 0; h < 2; ++h) {
+      __m512 v0, v1;
+      Decode16(in + 16 * h, lut, scale, &v0, &v1);
+      _mm512_storeu_ps(o + 32 * h, v0);
+      _mm512_storeu_ps(o + 32 * h + 16, v1);
+    }
+  }
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl"))) void DecodeAvx512Bf16(
+    const uint8_t* codes, const float* absmax, int64_t b0, int64_t b1,
+    const std::array<float, 16>& levels, uint16_t* out) {
+  const __m512 lut = _mm512_loadu_ps(levels.data());
+  const __mmask16 all = avx512::TailMask(16);
+  for (int64_t b = b0; b < b1; ++b) {
+    const __m512 scale = _mm512_set1_ps(absmax[b]);
+    const uint8_t* in = codes + b * (kBlock / 2);
+    uint16_t* o = out + b * kBlock;
+    for (int h = 0; h < 2; ++h) {
+      __m512 v0, v1;
+      Decode16(in + 16 * h, lut, scale, &v0, &v1);
+      avx512::StoreBf16(o + 32 * h, v0, all);
+      avx512::StoreBf16(o + 32 * h + 16, v1, all);
+    }
+  }
+}
+
+template <typename Out>
+void DecodeInt8Scalar(const int8_t* codes, const float* absmax, int64_t r0, int64_t r1,
+                      int64_t cols, Out* out) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const float scale = absmax[r] / 127.0f;
+    const int8_t* in = codes + r * cols;
+    Out* o = out + r * cols;
+    for (int64_t c = 0; c < cols; ++c) {
+      const float v = static_cast<float>(in[c]) * scale;
+      if constexpr (sizeof(Out) == 4) {
+        o[c] = v;
+      } else {
+        o[c] = RoundToBf16(v);
+      }
+    }
+  }
+}
+
+template <bool kBf16>
+__attribute__((target("avx512f,avx512bw,avx512vl"))) void DecodeInt8Avx512(
+    const int8_t* codes, const float* absmax, int64_t r0, int64_t r1, int64_t cols, void* out) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const __m512 scale = _mm512_set1_ps(absmax[r] / 127.0f);
+    const int8_t* in = codes + r * cols;
+    for (int64_t c = 0; c < cols; c += 16) {
+      const __mmask16 m = avx512::TailMask(cols - c);
+      const __m512 v = _mm512_mul_ps(
+          _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, in + c))), scale);
+      if constexpr (kBf16) {
+        avx512::StoreBf16(static_cast<uint16_t*>(out) + r * cols + c, v, m);
+      } else {
+        _mm512_mask_storeu_ps(static_cast<float*>(out) + r * cols + c, m, v);
+      }
+    }
+  }
+}
+
+// Rows per parallel task: about kGrain blocks' worth of weights.
+int64_t RowGrain(int64_t cols) {
+  return std::max<int64_t>(1, kGrain * kBlock / std::max<int64_t>(1, cols));
+}
+
+}  // namespace
+
+void DecodeInt8Cpu(const int8_t* codes, const float* absmax, int64_t rows, int64_t cols,
+                   float* out) {
+  const bool vector = UseVector();
+  at::parallel_for(0, rows, RowGrain(cols), [&](int64_t r0, int64_t r1) {
+    if (vector) {
+      DecodeInt8Avx512<false>(codes, absmax, r0, r1, cols, out);
+    } else {
+      DecodeInt8Scalar(codes, absmax, r0, r1, cols, out);
+    }
+  });
+}
+
+void DecodeInt8CpuBf16(const int8_t* codes, const float* absmax, int64_t rows, int64_t cols,
+                       uint16_t* out) {
+  const bool vector = UseVector();
+  at::parallel_for(0, rows, RowGrain(cols), [&](int64_t r0, int64_t r1) {
+    if (vector) {
+      DecodeInt8Avx512<true>(codes, absmax, r0, r1, cols, out);
+    } else {
+      DecodeInt8Scalar(codes, absmax, r0, r1, cols, out);
+    }
+  });
+}
+
+void DecodeNf4Cpu(const uint8_t* codes, const float* absmax, int64_t num_blocks,
+                  const std::array<float, 16>& levels, float* out) {
+  const bool vector = UseVector();
+  at::parallel_for(0, num_blocks, kGrain, [&](int64_t b0, int64_t b1) {
+    if (vector) {
+      DecodeAvx512(codes, absmax, b0, b1, levels, out);
+    } else {
+      DecodeScalar(codes, absmax, b0, b1, levels, out);
+    }
+  });
+}
+
+void DecodeNf4CpuBf16(const uint8_t* codes, const float* absmax, int64_t num_blocks,
+                      const std::array<float, 16>& levels, uint16_t* out) {
+  const bool vector = UseVector();
+  at::parallel_for(0, num_blocks, kGrain, [&](int64_t b0, int64_t b1) {
+    if (vector) {
+      DecodeAvx512Bf16(codes, absmax, b0, b1, levels, out);
+    } else {
+      DecodeScalar(codes, absmax, b0, b1, levels, out);
+    }
+  });
+}
+
+void SetDequantizeVectorKernelsEnabled(bool enabled) { g_vector_enabled = enabled; }
+
+}  // namespace switchyard::model
