@@ -33,9 +33,14 @@ at::Tensor LoraLinear::DenseWeight(at::ScalarType dtype) const {
 }
 
 at::Tensor LoraLinear::Forward(const at::Tensor& x, const AdapterRouting& routing) const {
-  at::Tensor y = quantized()                              ? QuantizedLinear(x, quantized_, bias_)
-                 : UseSmallBatchLinear(x, weight_, bias_) ? SmallBatchLinear(x, weight_, bias_)
-                                                          : at::linear(x, weight_, bias_);
+  // Training takes LibTorch's GEMM even where nothing needs a gradient (the
+  // first layer's input, a layer run again for gradient checkpointing): it is
+  // faster at training's row counts, and a recomputed layer then matches its
+  // first run exactly.
+  const bool small = !quantized() && !routing.training && UseSmallBatchLinear(x, weight_, bias_);
+  at::Tensor y = quantized() ? QuantizedLinear(x, quantized_, bias_)
+                 : small     ? SmallBatchLinear(x, weight_, bias_)
+                             : at::linear(x, weight_, bias_);
   if (!routing.groups.empty() && UseRowKernel(x, y, routing)) {
     // Serving many adapters: one small kernel call per adapter instead of
     // five tensor operations, and each row computed alone.
