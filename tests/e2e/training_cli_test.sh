@@ -84,6 +84,13 @@ expect_exit 0 "$SY" train create --base tiny --dataset echo@1 --validate-only "$
 expect_in "$TMP/out" "VALID"
 expect_in "$TMP/out" "resolved settings"
 
+check "a quantised base recomputes layers unless the job says otherwise"
+expect_exit 0 "$SY" train create --base tiny --dataset echo@1 --quantize-base nf4 --validate-only "$SERVER"
+expect_in "$TMP/out" "gradient checkpointing (layers recomputed)"
+expect_exit 0 "$SY" train create --base tiny --dataset echo@1 --quantize-base nf4 \
+  --no-gradient-checkpointing --validate-only "$SERVER"
+expect_in "$TMP/out" "activations kept"
+
 check "train create --base accepts a model directory (registered linked under its name)"
 (cd "$TMP" && "$SY" train create --base ./tiny/ --dataset echo@1 --validate-only --json \
   "$SERVER" >"$TMP/out" 2>"$TMP/err") || fail "exit $?: $(cat "$TMP/err")"
