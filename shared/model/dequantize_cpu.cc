@@ -27,22 +27,19 @@ inline uint16_t RoundToBf16(float v) {
   return static_cast<uint16_t>(bits >> 16);
 }
 
+inline void Put(float* o, float v) { *o = v; }
+inline void Put(uint16_t* o, float v) { *o = RoundToBf16(v); }
+
 template <typename Out>
-void DecodeScalar(const uint8_t* codes, const float* absmax, int64_t b0, int64_t b1,
-                  const std::array<float, 16>& levels, Out* out) {
+void DecodeNf4Scalar(const uint8_t* codes, const float* absmax, int64_t b0, int64_t b1,
+                     const std::array<float, 16>& levels, Out* out) {
   for (int64_t b = b0; b < b1; ++b) {
     const float scale = absmax[b];
     const uint8_t* in = codes + b * (kBlock / 2);
     Out* o = out + b * kBlock;
     for (int64_t k = 0; k < kBlock / 2; ++k) {
-      const float hi = levels[in[k] >> 4] * scale, lo = levels[in[k] & 15] * scale;
-      if constexpr (sizeof(Out) == 4) {
-        o[2 * k] = hi;
-        o[2 * k + 1] = lo;
-      } else {
-        o[2 * k] = RoundToBf16(hi);
-        o[2 * k + 1] = RoundToBf16(lo);
-      }
+      Put(o + 2 * k, levels[in[k] >> 4] * scale);
+      Put(o + 2 * k + 1, levels[in[k] & 15] * scale);
     }
   }
 }
@@ -62,37 +59,26 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) inline void Decode16(const 
   *second = _mm512_mul_ps(_mm512_permutexvar_ps(idx1, lut), scale);
 }
 
-__attribute__((target("avx512f,avx512bw,avx512vl"))) void DecodeAvx512(
+template <bool kBf16>
+__attribute__((target("avx512f,avx512bw,avx512vl"))) void DecodeNf4Avx512(
     const uint8_t* codes, const float* absmax, int64_t b0, int64_t b1,
-    const std::array<float, 16>& levels, float* out) {
-  const __m512 lut = _mm512_loadu_ps(levels.data());
-  for (int64_t b = b0; b < b1; ++b) {
-    const __m512 scale = _mm512_set1_ps(absmax[b]);
-    const uint8_t* in = codes + b * (kBlock / 2);
-    float* o = out + b * kBlock;
-    for (int h = 0; h < 2; ++h) {
-      __m512 v0, v1;
-      Decode16(in + 16 * h, lut, scale, &v0, &v1);
-      _mm512_storeu_ps(o + 32 * h, v0);
-      _mm512_storeu_ps(o + 32 * h + 16, v1);
-    }
-  }
-}
-
-__attribute__((target("avx512f,avx512bw,avx512vl"))) void DecodeAvx512Bf16(
-    const uint8_t* codes, const float* absmax, int64_t b0, int64_t b1,
-    const std::array<float, 16>& levels, uint16_t* out) {
+    const std::array<float, 16>& levels, void* out) {
   const __m512 lut = _mm512_loadu_ps(levels.data());
   const __mmask16 all = avx512::TailMask(16);
   for (int64_t b = b0; b < b1; ++b) {
     const __m512 scale = _mm512_set1_ps(absmax[b]);
     const uint8_t* in = codes + b * (kBlock / 2);
-    uint16_t* o = out + b * kBlock;
     for (int h = 0; h < 2; ++h) {
-      __m512 v0, v1;
-      Decode16(in + 16 * h, lut, scale, &v0, &v1);
-      avx512::StoreBf16(o + 32 * h, v0, all);
-      avx512::StoreBf16(o + 32 * h + 16, v1, all);
+      __m512 v[2];
+      Decode16(in + 16 * h, lut, scale, &v[0], &v[1]);
+      for (int i = 0; i < 2; ++i) {
+        const int64_t at = b * kBlock + 32 * h + 16 * i;
+        if constexpr (kBf16) {
+          avx512::StoreBf16(static_cast<uint16_t*>(out) + at, v[i], all);
+        } else {
+          _mm512_storeu_ps(static_cast<float*>(out) + at, v[i]);
+        }
+      }
     }
   }
 }
@@ -104,14 +90,7 @@ void DecodeInt8Scalar(const int8_t* codes, const float* absmax, int64_t r0, int6
     const float scale = absmax[r] / 127.0f;
     const int8_t* in = codes + r * cols;
     Out* o = out + r * cols;
-    for (int64_t c = 0; c < cols; ++c) {
-      const float v = static_cast<float>(in[c]) * scale;
-      if constexpr (sizeof(Out) == 4) {
-        o[c] = v;
-      } else {
-        o[c] = RoundToBf16(v);
-      }
-    }
+    for (int64_t c = 0; c < cols; ++c) Put(o + c, static_cast<float>(in[c]) * scale);
   }
 }
 
@@ -139,53 +118,44 @@ int64_t RowGrain(int64_t cols) {
   return std::max<int64_t>(1, kGrain * kBlock / std::max<int64_t>(1, cols));
 }
 
+// Runs fn(vector, begin, end) over [0, n) on LibTorch's intra-op threads.
+template <typename Fn>
+void SplitOver(int64_t n, int64_t grain, const Fn& fn) {
+  const bool vector = UseVector();
+  at::parallel_for(0, n, grain, [&](int64_t begin, int64_t end) { fn(vector, begin, end); });
+}
+
 }  // namespace
 
 void DecodeInt8Cpu(const int8_t* codes, const float* absmax, int64_t rows, int64_t cols,
                    float* out) {
-  const bool vector = UseVector();
-  at::parallel_for(0, rows, RowGrain(cols), [&](int64_t r0, int64_t r1) {
-    if (vector) {
-      DecodeInt8Avx512<false>(codes, absmax, r0, r1, cols, out);
-    } else {
-      DecodeInt8Scalar(codes, absmax, r0, r1, cols, out);
-    }
+  SplitOver(rows, RowGrain(cols), [&](bool vector, int64_t r0, int64_t r1) {
+    vector ? DecodeInt8Avx512<false>(codes, absmax, r0, r1, cols, out)
+           : DecodeInt8Scalar(codes, absmax, r0, r1, cols, out);
   });
 }
 
 void DecodeInt8CpuBf16(const int8_t* codes, const float* absmax, int64_t rows, int64_t cols,
                        uint16_t* out) {
-  const bool vector = UseVector();
-  at::parallel_for(0, rows, RowGrain(cols), [&](int64_t r0, int64_t r1) {
-    if (vector) {
-      DecodeInt8Avx512<true>(codes, absmax, r0, r1, cols, out);
-    } else {
-      DecodeInt8Scalar(codes, absmax, r0, r1, cols, out);
-    }
+  SplitOver(rows, RowGrain(cols), [&](bool vector, int64_t r0, int64_t r1) {
+    vector ? DecodeInt8Avx512<true>(codes, absmax, r0, r1, cols, out)
+           : DecodeInt8Scalar(codes, absmax, r0, r1, cols, out);
   });
 }
 
 void DecodeNf4Cpu(const uint8_t* codes, const float* absmax, int64_t num_blocks,
                   const std::array<float, 16>& levels, float* out) {
-  const bool vector = UseVector();
-  at::parallel_for(0, num_blocks, kGrain, [&](int64_t b0, int64_t b1) {
-    if (vector) {
-      DecodeAvx512(codes, absmax, b0, b1, levels, out);
-    } else {
-      DecodeScalar(codes, absmax, b0, b1, levels, out);
-    }
+  SplitOver(num_blocks, kGrain, [&](bool vector, int64_t b0, int64_t b1) {
+    vector ? DecodeNf4Avx512<false>(codes, absmax, b0, b1, levels, out)
+           : DecodeNf4Scalar(codes, absmax, b0, b1, levels, out);
   });
 }
 
 void DecodeNf4CpuBf16(const uint8_t* codes, const float* absmax, int64_t num_blocks,
                       const std::array<float, 16>& levels, uint16_t* out) {
-  const bool vector = UseVector();
-  at::parallel_for(0, num_blocks, kGrain, [&](int64_t b0, int64_t b1) {
-    if (vector) {
-      DecodeAvx512Bf16(codes, absmax, b0, b1, levels, out);
-    } else {
-      DecodeScalar(codes, absmax, b0, b1, levels, out);
-    }
+  SplitOver(num_blocks, kGrain, [&](bool vector, int64_t b0, int64_t b1) {
+    vector ? DecodeNf4Avx512<true>(codes, absmax, b0, b1, levels, out)
+           : DecodeNf4Scalar(codes, absmax, b0, b1, levels, out);
   });
 }
 

@@ -24,6 +24,14 @@ using testing::ChatJsonl;
 using testing::Recorder;
 using testing::TestSpec;
 
+at::Tensor AdapterTensor(const std::string& dir, const std::string& name) {
+  auto file = tensors::SafetensorsFile::Open(dir + "/adapter_model.safetensors");
+  EXPECT_TRUE(file.ok()) << file.status();
+  const tensors::TensorInfo* info = (*file)->header().Find(name);
+  EXPECT_NE(info, nullptr) << name;
+  return tensors::LoadTensor(*file, *info)->clone();
+}
+
 class TrainerTest : public testing::TinyModelTest {
  protected:
   std::vector<SftExample> Examples(int n, int offset = 0, LossOn loss_on = LossOn::kAssistant) {
@@ -47,15 +55,28 @@ class TrainerTest : public testing::TinyModelTest {
     s.validation = Examples(4, 5);
     return s;
   }
-};
 
-at::Tensor AdapterTensor(const std::string& dir, const std::string& name) {
-  auto file = tensors::SafetensorsFile::Open(dir + "/adapter_model.safetensors");
-  EXPECT_TRUE(file.ok()) << file.status();
-  const tensors::TensorInfo* info = (*file)->header().Find(name);
-  EXPECT_NE(info, nullptr) << name;
-  return tensors::LoadTensor(*file, *info)->clone();
-}
+  // Trains `a` and `b` on the same data: the losses agree within 1e-5 at
+  // every step and the final adapters' tensors `names` within `tolerance`.
+  void ExpectSameRun(const JobSpec& a, const JobSpec& b, const std::vector<const char*>& names,
+                     double tolerance) {
+    Recorder ra, rb;
+    auto ta = Trainer::Create(Setup(a, dir_ + "/a"));
+    auto tb = Trainer::Create(Setup(b, dir_ + "/b"));
+    ASSERT_TRUE(ta.ok() && tb.ok());
+    ASSERT_TRUE((*ta)->Run(&ra).ok());
+    ASSERT_TRUE((*tb)->Run(&rb).ok());
+    ASSERT_EQ(ra.train.size(), rb.train.size());
+    for (size_t i = 0; i < ra.train.size(); ++i) {
+      EXPECT_NEAR(ra.train[i].loss, rb.train[i].loss, 1e-5) << "step " << i + 1;
+    }
+    for (const char* name : names) {
+      at::Tensor x = AdapterTensor(dir_ + "/a/final", name);
+      at::Tensor y = AdapterTensor(dir_ + "/b/final", name);
+      EXPECT_LT((x - y).abs().max().item<double>(), tolerance) << name;
+    }
+  }
+};
 
 const char kQProjB[] = "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight";
 const char kDownA[] = "base_model.model.model.layers.1.mlp.down_proj.lora_A.weight";
@@ -261,19 +282,7 @@ TEST_F(TrainerTest, GradientAccumulationMatchesOneLargeBatch) {
   one.hyperparameters.epochs = 1;
   JobSpec two = one;
   two.hyperparameters.gradient_accumulation_steps = 2;
-  Recorder ra, rb;
-  auto a = Trainer::Create(Setup(one, dir_ + "/a"));
-  auto b = Trainer::Create(Setup(two, dir_ + "/b"));
-  ASSERT_TRUE(a.ok() && b.ok());
-  ASSERT_TRUE((*a)->Run(&ra).ok());
-  ASSERT_TRUE((*b)->Run(&rb).ok());
-  ASSERT_EQ(ra.train.size(), rb.train.size());
-  for (size_t i = 0; i < ra.train.size(); ++i) {
-    EXPECT_NEAR(ra.train[i].loss, rb.train[i].loss, 1e-5) << "step " << i + 1;
-  }
-  at::Tensor x = AdapterTensor(dir_ + "/a/final", kQProjB);
-  at::Tensor y = AdapterTensor(dir_ + "/b/final", kQProjB);
-  EXPECT_LT((x - y).abs().max().item<double>(), 1e-4);
+  ExpectSameRun(one, two, {kQProjB}, 1e-4);
 }
 
 // Recomputing layers in the backward pass changes memory, not the result:
@@ -285,21 +294,7 @@ TEST_F(TrainerTest, GradientCheckpointingGivesTheSameRun) {
   plain.hyperparameters.gradient_checkpointing = false;
   JobSpec recompute = plain;
   recompute.hyperparameters.gradient_checkpointing = true;
-  Recorder ra, rb;
-  auto a = Trainer::Create(Setup(plain, dir_ + "/a"));
-  auto b = Trainer::Create(Setup(recompute, dir_ + "/b"));
-  ASSERT_TRUE(a.ok() && b.ok());
-  ASSERT_TRUE((*a)->Run(&ra).ok());
-  ASSERT_TRUE((*b)->Run(&rb).ok());
-  ASSERT_EQ(ra.train.size(), rb.train.size());
-  for (size_t i = 0; i < ra.train.size(); ++i) {
-    EXPECT_NEAR(ra.train[i].loss, rb.train[i].loss, 1e-5) << "step " << i + 1;
-  }
-  for (const char* name : {kQProjB, kDownA}) {
-    at::Tensor x = AdapterTensor(dir_ + "/a/final", name);
-    at::Tensor y = AdapterTensor(dir_ + "/b/final", name);
-    EXPECT_LT((x - y).abs().max().item<double>(), 1e-5) << name;
-  }
+  ExpectSameRun(plain, recompute, {kQProjB, kDownA}, 1e-5);
 }
 
 TEST_F(TrainerTest, FullFineTuningLeavesFrozenLayersAndEmbeddingsUnchanged) {
