@@ -183,6 +183,32 @@ TEST_F(GrpoTest, MeanRewardRisesOnATaskTheGraderChecksExactly) {
   EXPECT_DOUBLE_EQ(rec.eval.back().validation_loss, -rec.eval.back().reinforcement->reward_mean);
 }
 
+// The same task on a 4-bit base with its layers recomputed in the backward
+// pass (the QLoRA default): the sampled answers' reward rises as well.
+TEST_F(GrpoTest, QloraWithRecomputedLayersRaisesTheMeanReward) {
+  JobSpec spec = RlSpec();
+  spec.adapter.lora.quantize_base = QuantizeBase::kNf4;
+  spec.hyperparameters.gradient_checkpointing = true;
+  model::LoadOptions load{at::kFloat, at::kCPU};
+  load.quantize_base = model::BaseQuantization::kNf4;
+  TrainerSetup setup = BaseSetup(spec, dir_ + "/ck", load);
+  setup.train_prompts = Prompts(8, 0);
+  setup.validation_prompts = Prompts(8, 100);
+  auto trainer = Trainer::Create(std::move(setup));
+  ASSERT_TRUE(trainer.ok()) << trainer.status();
+  Recorder rec;
+  ASSERT_TRUE((*trainer)->Run(&rec).ok());
+  ASSERT_EQ(rec.train.size(), 60u);
+  auto mean_reward = [&](size_t first, size_t last) {
+    double sum = 0;
+    for (size_t i = first; i < last; ++i) sum += rec.train[i].reinforcement->reward_mean;
+    return sum / static_cast<double>(last - first);
+  };
+  const double start = mean_reward(0, 10), end = mean_reward(50, 60);
+  std::cout << "NF4 base: mean reward steps 1-10 " << start << ", steps 51-60 " << end << "\n";
+  EXPECT_GT(end, start + 0.25);
+}
+
 TEST_F(GrpoTest, ResumedRunMatchesTheUninterruptedOne) {
   JobSpec spec = RlSpec();
   spec.hyperparameters.epochs = 3;
