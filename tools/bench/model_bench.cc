@@ -216,8 +216,8 @@ DecodeResult Decode(const model::CausalLm& lm, int64_t streams, int64_t new_toke
   return r;
 }
 
-// y = x W^T for 1, 16 and 64 rows of x with weights from memory, as in
-// decoding one, 16 or 64 streams: the product cycles through enough matrices
+// y = x W^T for 1, 16, 64 and 512 rows of x with weights from memory, as in
+// decoding one, 16 or 64 streams or a batched prefill: the product cycles through enough matrices
 // (>= 512 MiB) that none is still in cache. Weight bytes per second and
 // GFLOP/s of our kernel (gemv.h) against LibTorch's at::linear.
 void MatrixVector(double copy_gbs) {
@@ -231,7 +231,7 @@ void MatrixVector(double copy_gbs) {
       const int64_t count = std::max<int64_t>(2, (512ll << 20) / bytes_each);
       std::vector<at::Tensor> ws;
       for (int64_t i = 0; i < count; ++i) ws.push_back(at::randn({out, in}).to(dtype));
-      for (int64_t rows : {1, 16, 64}) {
+      for (int64_t rows : {1, 16, 64, 512}) {
         if (rows > model::SmallBatchLinearMaxRows(dtype)) continue;
         at::Tensor x = at::randn({rows, in}).to(dtype);
         double ours = 0, theirs = 0;
