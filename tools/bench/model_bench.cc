@@ -217,8 +217,8 @@ DecodeResult Decode(const model::CausalLm& lm, int64_t streams, int64_t new_toke
 }
 
 // y = x W^T for 1, 16, 64 and 512 rows of x with weights from memory, as in
-// decoding one, 16 or 64 streams or a batched prefill: the product cycles through enough matrices
-// (>= 512 MiB) that none is still in cache. Weight bytes per second and
+// decoding one, 16 or 64 streams or a batched prefill: the product cycles
+// through enough matrices (>= 512 MiB) that none is still in cache. Weight bytes per second and
 // GFLOP/s of our kernel (gemv.h) against LibTorch's at::linear.
 void MatrixVector(double copy_gbs) {
   c10::InferenceMode guard;
