@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <future>
+#include <optional>
+#include <tuple>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -357,6 +359,7 @@ EngineStats Engine::Stats() const {
   s.decode_tokens = decode_tokens_.load();
   s.decode_seconds = static_cast<double>(decode_nanos_.load()) * 1e-9;
   s.prefills = prefills_.load();
+  s.prefills_with_decode = prefills_with_decode_.load();
   s.prefill_tokens = prefill_tokens_.load();
   s.prefill_seconds = static_cast<double>(prefill_nanos_.load()) * 1e-9;
   return s;
@@ -374,8 +377,26 @@ void Engine::Loop() {
     }
     RunTasks();
     ExpireWaiting();
-    Admit();
-    if (!running_.empty()) DecodeStep();
+    std::vector<std::vector<std::unique_ptr<Sequence>>> groups = Admit();
+    // The last group rides along with the decode step when its rows and the
+    // batch's fit the small-batch kernels together; the others prefill first.
+    std::vector<std::unique_ptr<Sequence>> along;
+    if (!groups.empty()) {
+      along = std::move(groups.back());
+      groups.pop_back();
+    }
+    for (auto& group : groups) Prefill(std::move(group));
+    const int64_t prompt_rows =
+        along.empty()
+            ? 0
+            : static_cast<int64_t>(along.size() * along[0]->request->input.prompt_ids.size());
+    if (!along.empty() &&
+        (running_.empty() || static_cast<int64_t>(running_.size()) + prompt_rows >
+                                 model::SmallBatchLinearMaxRows(model_->dtype()))) {
+      Prefill(std::move(along));
+      along.clear();
+    }
+    if (!running_.empty()) DecodeStep(std::move(along));
     int64_t used = 0;
     for (const auto& seq : running_) used += seq->positions;
     kv_used_positions_ = used;
@@ -427,7 +448,7 @@ void Engine::ExpireWaiting() {
   for (size_t i = 0; i < gone.size(); ++i) gone[i]->sink->OnDone(why[i]);
 }
 
-void Engine::Admit() {
+std::vector<std::vector<std::unique_ptr<Engine::Sequence>>> Engine::Admit() {
   // Prefill stalls the running sequences: past a budget of prompt tokens per
   // turn the rest wait for the next turn (one decode step later).
   int64_t prefilled = 0;
@@ -457,6 +478,7 @@ void Engine::Admit() {
     running_count_ = static_cast<int>(admitted);  // no longer waiting
     groups[tokens].push_back(std::move(seq));
   }
+  std::vector<std::vector<std::unique_ptr<Sequence>>> parts;
   for (auto& [length, group] : groups) {
     // A group's rows stay within the tiled kernels' reach, so a prompt's keys
     // and values do not depend on which prompts came with it.
@@ -466,15 +488,16 @@ void Engine::Admit() {
       std::vector<std::unique_ptr<Sequence>> part;
       for (size_t j = i; j < std::min(group.size(), i + most); ++j)
         part.push_back(std::move(group[j]));
-      Prefill(std::move(part));
+      parts.push_back(std::move(part));
     }
   }
-  if (deferred.empty()) return;
+  if (deferred.empty()) return parts;
   std::lock_guard<std::mutex> lock(mu_);
   while (!deferred.empty()) {
     waiting_.push_front(std::move(deferred.back()));
     deferred.pop_back();
   }
+  return parts;
 }
 
 bool Engine::StartSequence(std::unique_ptr<Request>& request, std::unique_ptr<Sequence>* out) {
@@ -500,49 +523,61 @@ bool Engine::StartSequence(std::unique_ptr<Request>& request, std::unique_ptr<Se
   return true;
 }
 
-void Engine::Prefill(std::vector<std::unique_ptr<Sequence>> group) {
+absl::StatusOr<model::KvCache> Engine::PrefillInput(
+    const std::vector<std::unique_ptr<Sequence>>& group, model::DecoderInput* in) {
   const int64_t n = static_cast<int64_t>(group.size());
   const int64_t P = static_cast<int64_t>(group[0]->request->input.prompt_ids.size());
   std::vector<int64_t> ids;
   ids.reserve(n * P);
-  model::DecoderInput in;
   bool any_adapter = false;
   for (const auto& seq : group) {
     const std::vector<int64_t>& prompt = seq->request->input.prompt_ids;
     ids.insert(ids.end(), prompt.begin(), prompt.end());
-    in.adapters.push_back(seq->adapter);
+    in->adapters.push_back(seq->adapter);
     any_adapter = any_adapter || seq->adapter != model::kNoAdapter;
     if (observer_.prompt_tokens) observer_.prompt_tokens(seq->request->input.adapter, P);
   }
-  if (!any_adapter) in.adapters.clear();
+  if (!any_adapter) in->adapters.clear();
+  in->input_ids = at::tensor(ids, at::kLong).view({n, P});
+  return model::KvCache::Create(config(), n, P, model_->dtype(), model_->device());
+}
+
+void Engine::Prefill(std::vector<std::unique_ptr<Sequence>> group) {
   const absl::Time prefill_start = absl::Now();
-  absl::StatusOr<model::KvCache> prompts =
-      model::KvCache::Create(config(), n, P, model_->dtype(), model_->device());
-  std::vector<absl::Status> status(n, prompts.status());
-  if (prompts.ok()) {
-    in.input_ids = at::tensor(ids, at::kLong).view({n, P});
+  model::DecoderInput in;
+  absl::StatusOr<model::KvCache> prompts = PrefillInput(group, &in);
+  absl::Status forward = prompts.status();
+  at::Tensor logits, logprobs;
+  if (forward.ok()) {
     absl::StatusOr<at::Tensor> hidden = model_->Hidden(in, &*prompts);
-    at::Tensor logits, logprobs;
-    absl::Status forward = hidden.status();
+    forward = hidden.status();
     if (forward.ok()) {
       forward = model::TorchCall("LM head", [&] {
+        const int64_t P = hidden->size(1);
         logits = model_->Logits(hidden->select(1, P - 1)).to(at::kCPU, at::kFloat).contiguous();
         logprobs = at::log_softmax(logits, -1);
       });
     }
-    const absl::Time now = absl::Now();
-    prefills_ += n;
-    prefill_tokens_ += n * P;
-    prefill_nanos_ += absl::ToInt64Nanoseconds(now - prefill_start);
-    for (int64_t i = 0; i < n; ++i) {
-      status[i] = forward;
-      if (!forward.ok()) continue;
-      Sequence& seq = *group[i];
-      absl::StatusOr<model::StreamedToken> token =
-          seq.request->decoder->Step(logits[i], logprobs[i]);
-      status[i] = token.status();
-      if (token.ok()) EmitToken(seq, *token, now);
-    }
+  }
+  const absl::Time now = absl::Now();
+  prefill_nanos_ += absl::ToInt64Nanoseconds(now - prefill_start);
+  FinishPrefill(std::move(group), prompts.ok() ? &*prompts : nullptr, forward, logits, logprobs,
+                now);
+}
+
+void Engine::FinishPrefill(std::vector<std::unique_ptr<Sequence>> group,
+                           const model::KvCache* prompts, absl::Status forward,
+                           const at::Tensor& logits, const at::Tensor& logprobs, absl::Time now) {
+  const int64_t n = static_cast<int64_t>(group.size());
+  const int64_t P = static_cast<int64_t>(group[0]->request->input.prompt_ids.size());
+  prefills_ += n;
+  prefill_tokens_ += n * P;
+  std::vector<absl::Status> status(n, forward);
+  for (int64_t i = 0; i < n && forward.ok(); ++i) {
+    Sequence& seq = *group[i];
+    absl::StatusOr<model::StreamedToken> token = seq.request->decoder->Step(logits[i], logprobs[i]);
+    status[i] = token.status();
+    if (token.ok()) EmitToken(seq, *token, now);
   }
   for (int64_t i = 0; i < n; ++i) {
     std::unique_ptr<Sequence>& seq = group[i];
@@ -588,10 +623,24 @@ void Engine::EmitToken(Sequence& seq, const model::StreamedToken& token, absl::T
   seq.request->sink->OnToken(token);
 }
 
-void Engine::DecodeStep() {
+void Engine::DecodeStep(std::vector<std::unique_ptr<Sequence>> group) {
   const int64_t B = static_cast<int64_t>(running_.size());
   const absl::Time start = absl::Now();
   absl::Status status;
+  // The group's prompts, prefilled in this step's forward pass.
+  model::DecoderInput prompt_in;
+  std::optional<model::KvCache> prompts;
+  absl::Status prompt_status;
+  at::Tensor prompt_logits, prompt_logprobs;
+  int64_t prompt_rows = 0;
+  if (!group.empty()) {
+    absl::StatusOr<model::KvCache> created = PrefillInput(group, &prompt_in);
+    prompt_status = created.status();
+    if (created.ok()) {
+      prompts = *std::move(created);
+      prompt_rows = prompt_in.input_ids.numel();
+    }
+  }
   // Every step attends over the cache's whole length, so positions no row
   // uses any more (left behind by sequences that left) are dropped once they
   // are a quarter of it, and whenever the cache is full.
@@ -614,24 +663,50 @@ void Engine::DecodeStep() {
     }
     if (!any_adapter) in.adapters.clear();
     in.input_ids = at::tensor(ids, at::kLong).view({B, 1});
-    absl::StatusOr<at::Tensor> hidden = model_->Hidden(in, cache_.get());
-    status = hidden.status();
+    at::Tensor hidden, prompt_hidden;
+    if (prompts) {
+      absl::StatusOr<std::pair<at::Tensor, at::Tensor>> both =
+          model_->HiddenPair(in, cache_.get(), prompt_in, &*prompts);
+      status = both.status();
+      prompt_status = both.status();
+      if (both.ok()) std::tie(hidden, prompt_hidden) = *std::move(both);
+    } else {
+      absl::StatusOr<at::Tensor> alone = model_->Hidden(in, cache_.get());
+      status = alone.status();
+      if (alone.ok()) hidden = *std::move(alone);
+    }
     if (status.ok()) {
       status = model::TorchCall("LM head", [&] {
-        logits = model_->Logits(hidden->select(1, 0)).to(at::kCPU, at::kFloat).contiguous();
+        logits = model_->Logits(hidden.select(1, 0)).to(at::kCPU, at::kFloat).contiguous();
         logprobs = at::log_softmax(logits, -1);
+        if (prompt_hidden.defined()) {
+          prompt_logits = model_->Logits(prompt_hidden.select(1, prompt_hidden.size(1) - 1))
+                              .to(at::kCPU, at::kFloat)
+                              .contiguous();
+          prompt_logprobs = at::log_softmax(prompt_logits, -1);
+        }
       });
+      if (prompts) prompt_status = status;
     }
   }
+  const absl::Time now = absl::Now();
   if (!status.ok()) {
     SY_LOG(kError, "inference") << "models/" << name_ << ": decode step failed: " << status;
     for (int64_t r = B - 1; r >= 0; --r) Leave(r, status);
+    if (!group.empty()) {
+      FinishPrefill(std::move(group), nullptr, prompt_status.ok() ? status : prompt_status,
+                    prompt_logits, prompt_logprobs, now);
+    }
     return;
   }
-  const absl::Time now = absl::Now();
+  // A shared pass's time is split between decode and prefill by their rows.
+  const int64_t nanos = absl::ToInt64Nanoseconds(now - start);
+  const int64_t prefill_share = nanos * prompt_rows / (prompt_rows + B);
   ++decode_steps_;
   decode_tokens_ += B;
-  decode_nanos_ += absl::ToInt64Nanoseconds(now - start);
+  decode_nanos_ += nanos - prefill_share;
+  prefill_nanos_ += prefill_share;
+  if (prompts) prefills_with_decode_ += static_cast<int64_t>(group.size());
   std::vector<absl::Status> failed(B);
   for (int64_t r = 0; r < B; ++r) {
     Sequence& seq = *running_[r];
@@ -663,6 +738,10 @@ void Engine::DecodeStep() {
       Leave(r, absl::DeadlineExceededError(
                    absl::StrCat("the deadline passed after ", seq.generated, " tokens")));
     }
+  }
+  if (!group.empty()) {
+    FinishPrefill(std::move(group), prompts ? &*prompts : nullptr, prompt_status, prompt_logits,
+                  prompt_logprobs, now);
   }
 }
 

@@ -13,7 +13,9 @@
 //      KV cache in a row of their own;
 //   3. decodes one token for every running sequence in one forward pass,
 //      each row with its own adapter (the LoRA delta applied per row) and
-//      its own sampler;
+//      its own sampler; one group of new prompts rides along in that pass
+//      (CausalLm::HiddenPair: the weights are read once for both) when the
+//      rows fit the small-batch kernels, and joins the batch after it;
 //   4. lets finished, cancelled and expired sequences leave: their row is
 //      freed at once and the last row moves into it, so the rows in use stay
 //      packed and the batch is only as wide as the running sequences.
@@ -113,13 +115,16 @@ struct EngineStats {
   int64_t parameter_count = 0;
   int64_t max_context_tokens = 0;
   // Since load: decode steps, the tokens they produced (one per running
-  // sequence) and their wall time; prompts prefilled, their tokens and time.
+  // sequence) and their wall time; prompts prefilled, their tokens and time
+  // (a pass shared by a decode step and prompts is split by their rows), and
+  // how many of the prompts were prefilled in a decode step's pass.
   int64_t decode_steps = 0;
   int64_t decode_tokens = 0;
   double decode_seconds = 0;
   int64_t prefills = 0;
   int64_t prefill_tokens = 0;
   double prefill_seconds = 0;
+  int64_t prefills_with_decode = 0;
 };
 
 // Per-adapter observations, for metrics. Called on the engine's thread.
@@ -205,7 +210,9 @@ class Engine {
   absl::Status RunOnEngine(std::function<absl::Status()> task);
   void RunTasks();
   void ExpireWaiting();
-  void Admit();
+  // Takes waiting requests into groups of prompts of one length, each
+  // group within the small-batch kernels' rows; nothing is run yet.
+  std::vector<std::vector<std::unique_ptr<Sequence>>> Admit();
   // Acquires the request's adapter. False (the request untouched) when the
   // adapter has no free slot while others run; else *seq is the new sequence,
   // or null when the request was answered (its adapter failed).
@@ -214,7 +221,18 @@ class Engine {
   // first token and moves each into a free row of the batch (or lets it
   // leave when it is already done or failed).
   void Prefill(std::vector<std::unique_ptr<Sequence>> group);
-  void DecodeStep();
+  // One token for every running sequence, with `group` (may be empty)
+  // prefilled in the same forward pass; the group joins the batch after it.
+  void DecodeStep(std::vector<std::unique_ptr<Sequence>> group);
+  // A prefill group's forward input, and its prompts' own KV cache.
+  absl::StatusOr<model::KvCache> PrefillInput(const std::vector<std::unique_ptr<Sequence>>& group,
+                                              model::DecoderInput* in);
+  // After a prefill's forward pass (`forward` its outcome): samples each
+  // first token, then moves each sequence into a free row of the batch (or
+  // lets it leave when it is already done or failed).
+  void FinishPrefill(std::vector<std::unique_ptr<Sequence>> group, const model::KvCache* prompts,
+                     absl::Status forward, const at::Tensor& logits, const at::Tensor& logprobs,
+                     absl::Time now);
   // Removes the sequence in `row` (finished or stopped) and packs the rows.
   void Leave(size_t row, absl::StatusOr<GenerateResult> result);
   void EmitToken(Sequence& seq, const model::StreamedToken& token, absl::Time now);
@@ -248,6 +266,7 @@ class Engine {
   std::atomic<int64_t> kv_used_positions_{0};
   std::atomic<int64_t> decode_steps_{0}, decode_tokens_{0}, decode_nanos_{0};
   std::atomic<int64_t> prefills_{0}, prefill_tokens_{0}, prefill_nanos_{0};
+  std::atomic<int64_t> prefills_with_decode_{0};
 
   std::thread thread_;  // last
 };

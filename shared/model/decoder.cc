@@ -525,20 +525,23 @@ absl::StatusOr<CausalLm::Context> CausalLm::Prepare(const DecoderInput& in,
   });
 }
 
-at::Tensor CausalLm::Attention(const Block& b, int layer, const at::Tensor& x, const Context& ctx,
-                               KvCache* cache) const {
+std::array<at::Tensor, 3> CausalLm::Qkv(const Block& b, const at::Tensor& x,
+                                        const AdapterRouting& routing) const {
+  if (IsGpt2(config_)) {
+    std::vector<at::Tensor> qkv = b.qkv.Forward(x, routing).split(config_.hidden_size, -1);
+    return {qkv[0], qkv[1], qkv[2]};
+  }
+  return {b.q.Forward(x, routing), b.k.Forward(x, routing), b.v.Forward(x, routing)};
+}
+
+at::Tensor CausalLm::Attend(int layer, const std::array<at::Tensor, 3>& qkv, const Context& ctx,
+                            KvCache* cache) const {
   const int64_t B = ctx.batch, T = ctx.length, D = config_.head_dim;
   const int64_t H = config_.num_heads, KV = config_.num_kv_heads, G = H / KV;
-  at::Tensor q, k, v;
-  if (IsGpt2(config_)) {
-    std::vector<at::Tensor> qkv = b.qkv.Forward(x, ctx.routing).split(config_.hidden_size, -1);
-    q = qkv[0].view({B, T, H, D});
-    k = qkv[1].view({B, T, KV, D});
-    v = qkv[2].view({B, T, KV, D});
-  } else {
-    q = b.q.Forward(x, ctx.routing).view({B, T, H, D});
-    k = b.k.Forward(x, ctx.routing).view({B, T, KV, D});
-    v = b.v.Forward(x, ctx.routing).view({B, T, KV, D});
+  at::Tensor q = qkv[0].view({B, T, H, D});
+  at::Tensor k = qkv[1].view({B, T, KV, D});
+  at::Tensor v = qkv[2].view({B, T, KV, D});
+  if (!IsGpt2(config_)) {
     q = q * ctx.cos + RotateHalf(q) * ctx.sin;
     k = k * ctx.cos + RotateHalf(k) * ctx.sin;
   }
@@ -557,9 +560,8 @@ at::Tensor CausalLm::Attention(const Block& b, int layer, const at::Tensor& x, c
   if (cache != nullptr && T == 1) q = q.contiguous();  // GPT-2's q is a view of qkv
   if (cache != nullptr && T == 1 &&
       UseDecodeAttention(q, cache->keys_[layer], cache->values_[layer])) {
-    return b.o.Forward(DecodeAttention(q, cache->keys_[layer], cache->values_[layer], S, ctx.mask,
-                                       1.0 / std::sqrt(static_cast<double>(D))),
-                       ctx.routing);
+    return DecodeAttention(q, cache->keys_[layer], cache->values_[layer], S, ctx.mask,
+                           1.0 / std::sqrt(static_cast<double>(D)));
   }
   // Query heads grouped under the key/value head they share (head h uses
   // kv head h / G, as transformers' repeat_kv): (B, KV, G*T, D).
@@ -577,26 +579,26 @@ at::Tensor CausalLm::Attention(const Block& b, int layer, const at::Tensor& x, c
     probs = at::softmax(scores, -1);
   }
   at::Tensor out = at::matmul(probs, v);  // (B, KV, G*T, D)
-  out = out.view({B, KV, G, T, D}).permute({0, 3, 1, 2, 4}).reshape({B, T, H * D});
-  return b.o.Forward(out, ctx.routing);
+  return out.view({B, KV, G, T, D}).permute({0, 3, 1, 2, 4}).reshape({B, T, H * D});
 }
 
-at::Tensor CausalLm::Mlp(const Block& b, const at::Tensor& x, const Context& ctx) const {
+at::Tensor CausalLm::Attention(const Block& b, int layer, const at::Tensor& x, const Context& ctx,
+                               KvCache* cache) const {
+  return b.o.Forward(Attend(layer, Qkv(b, x, ctx.routing), ctx, cache), ctx.routing);
+}
+
+at::Tensor CausalLm::Mlp(const Block& b, const at::Tensor& x, const AdapterRouting& routing) const {
   if (IsGpt2(config_)) {
-    return b.down.Forward(Activate(b.up.Forward(x, ctx.routing), config_.activation), ctx.routing);
+    return b.down.Forward(Activate(b.up.Forward(x, routing), config_.activation), routing);
   }
-  at::Tensor gated = Activate(b.gate.Forward(x, ctx.routing), config_.activation);
-  return b.down.Forward(gated * b.up.Forward(x, ctx.routing), ctx.routing);
+  at::Tensor gated = Activate(b.gate.Forward(x, routing), config_.activation);
+  return b.down.Forward(gated * b.up.Forward(x, routing), routing);
 }
 
 absl::StatusOr<at::Tensor> CausalLm::Hidden(const DecoderInput& in, KvCache* cache) const {
   SY_ASSIGN_OR_RETURN(Context ctx, Prepare(in, cache));
   return TorchCall("forward pass", [&] {
-    const double eps = config_.norm_eps;
-    const int64_t H = config_.hidden_size;
-    at::Tensor ids = in.input_ids.to(at::TensorOptions().dtype(at::kLong).device(options_.device));
-    at::Tensor x = at::embedding(embed_, ids);  // (B, T, hidden)
-    if (IsGpt2(config_)) x = x + at::embedding(position_, ctx.positions);
+    at::Tensor x = Embed(in.input_ids, ctx);  // (B, T, hidden)
     const bool recompute = in.recompute_layers && cache == nullptr && at::GradMode::is_enabled();
     // Gradients reach a recomputed layer only through its input.
     if (recompute && !x.requires_grad()) x = x.detach().requires_grad_(true);
@@ -621,31 +623,106 @@ absl::StatusOr<at::Tensor> CausalLm::Hidden(const DecoderInput& in, KvCache* cac
           },
           x);
     }
-    x = IsGpt2(config_) ? at::layer_norm(x, {H}, final_norm_w_, final_norm_b_, eps)
-                        : RmsNorm(x, final_norm_w_, eps);
-    if (cache != nullptr) {
-      const int64_t B = ctx.batch;
-      cache->segments_.narrow(0, 0, B).narrow(1, ctx.past, ctx.length).copy_(ctx.segments);
-      cache->next_position_.narrow(0, 0, B).add_(ctx.segments.ge(0).sum(1));
-      cache->has_padding_ = cache->has_padding_ || ctx.has_padding || cache->batch() > B;
-      cache->length_ += ctx.length;
-    }
+    x = Norm(x, final_norm_w_, final_norm_b_);
+    if (cache != nullptr) Commit(ctx, cache);
     return x;
   });
+}
+
+void CausalLm::Commit(const Context& ctx, KvCache* cache) const {
+  const int64_t B = ctx.batch;
+  cache->segments_.narrow(0, 0, B).narrow(1, ctx.past, ctx.length).copy_(ctx.segments);
+  cache->next_position_.narrow(0, 0, B).add_(ctx.segments.ge(0).sum(1));
+  cache->has_padding_ = cache->has_padding_ || ctx.has_padding || cache->batch() > B;
+  cache->length_ += ctx.length;
+}
+
+at::Tensor CausalLm::Norm(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) const {
+  return IsGpt2(config_) ? at::layer_norm(x, {config_.hidden_size}, w, b, config_.norm_eps)
+                         : RmsNorm(x, w, config_.norm_eps);
+}
+
+at::Tensor CausalLm::Embed(const at::Tensor& input_ids, const Context& ctx) const {
+  at::Tensor ids = input_ids.to(at::TensorOptions().dtype(at::kLong).device(options_.device));
+  at::Tensor x = at::embedding(embed_, ids);  // (B, T, hidden)
+  if (IsGpt2(config_)) x = x + at::embedding(position_, ctx.positions);
+  return x;
+}
+
+absl::StatusOr<std::pair<at::Tensor, at::Tensor>> CausalLm::HiddenPair(const DecoderInput& a,
+                                                                       KvCache* cache_a,
+                                                                       const DecoderInput& b,
+                                                                       KvCache* cache_b) const {
+  if (cache_a == cache_b && cache_a != nullptr) {
+    return absl::InvalidArgumentError("the two calls of a paired forward need their own caches");
+  }
+  SY_ASSIGN_OR_RETURN(Context ca, Prepare(a, cache_a));
+  SY_ASSIGN_OR_RETURN(Context cb, Prepare(b, cache_b));
+  return TorchCall("paired forward pass", [&]() -> std::pair<at::Tensor, at::Tensor> {
+    const int64_t H = config_.hidden_size;
+    const int64_t ra = ca.batch * ca.length, rb = cb.batch * cb.length;
+    // Both calls' tokens as rows of one matrix: the linear layers (and
+    // their adapters, routed per row) run once for both.
+    AdapterRouting routing = JoinRouting(ca, cb);
+    at::Tensor x =
+        at::cat({Embed(a.input_ids, ca).reshape({ra, H}), Embed(b.input_ids, cb).reshape({rb, H})});
+    for (int64_t l = 0; l < config_.num_layers; ++l) {
+      const Block& blk = blocks_[l];
+      const std::array<at::Tensor, 3> qkv = Qkv(blk, Norm(x, blk.norm1_w, blk.norm1_b), routing);
+      std::array<at::Tensor, 3> qkv_a, qkv_b;
+      for (int i = 0; i < 3; ++i) {
+        qkv_a[i] = qkv[i].narrow(0, 0, ra);
+        qkv_b[i] = qkv[i].narrow(0, ra, rb);
+      }
+      at::Tensor attended =
+          at::cat({Attend(static_cast<int>(l), qkv_a, ca, cache_a).reshape({ra, -1}),
+                   Attend(static_cast<int>(l), qkv_b, cb, cache_b).reshape({rb, -1})});
+      x = x + blk.o.Forward(attended, routing);
+      x = x + Mlp(blk, Norm(x, blk.norm2_w, blk.norm2_b), routing);
+    }
+    x = Norm(x, final_norm_w_, final_norm_b_);
+    if (cache_a != nullptr) Commit(ca, cache_a);
+    if (cache_b != nullptr) Commit(cb, cache_b);
+    return {x.narrow(0, 0, ra).view({ca.batch, ca.length, H}),
+            x.narrow(0, ra, rb).view({cb.batch, cb.length, H})};
+  });
+}
+
+AdapterRouting CausalLm::JoinRouting(const Context& a, const Context& b) const {
+  // Each call's groups, their batch rows turned into rows of the joined
+  // (tokens, hidden) matrix: a's tokens first, then b's.
+  std::map<int, std::vector<int64_t>> rows_by_adapter;
+  int64_t offset = 0;
+  for (const Context* ctx : {&a, &b}) {
+    for (const AdapterRouting::Group& g : ctx->routing.groups) {
+      std::vector<int64_t>& rows = rows_by_adapter[g.adapter];
+      const int64_t batches = g.all_rows ? ctx->batch : static_cast<int64_t>(g.row_list.size());
+      for (int64_t i = 0; i < batches; ++i) {
+        const int64_t row = g.all_rows ? i : g.row_list[i];
+        for (int64_t t = 0; t < ctx->length; ++t) rows.push_back(offset + row * ctx->length + t);
+      }
+    }
+    offset += ctx->batch * ctx->length;
+  }
+  AdapterRouting joined;
+  for (auto& [id, rows] : rows_by_adapter) {
+    AdapterRouting::Group g;
+    g.adapter = id;
+    g.all_rows = static_cast<int64_t>(rows.size()) == offset;
+    if (!g.all_rows) {
+      g.rows = at::tensor(rows, at::kLong).to(options_.device);
+      g.row_list = std::move(rows);
+    }
+    joined.groups.push_back(std::move(g));
+  }
+  return joined;
 }
 
 at::Tensor CausalLm::Layer(int64_t l, const at::Tensor& x, const Context& ctx,
                            KvCache* cache) const {
   const Block& b = blocks_[l];
-  const double eps = config_.norm_eps;
-  if (IsGpt2(config_)) {
-    const int64_t H = config_.hidden_size;
-    at::Tensor h =
-        x + Attention(b, l, at::layer_norm(x, {H}, b.norm1_w, b.norm1_b, eps), ctx, cache);
-    return h + Mlp(b, at::layer_norm(h, {H}, b.norm2_w, b.norm2_b, eps), ctx);
-  }
-  at::Tensor h = x + Attention(b, l, RmsNorm(x, b.norm1_w, eps), ctx, cache);
-  return h + Mlp(b, RmsNorm(h, b.norm2_w, eps), ctx);
+  at::Tensor h = x + Attention(b, static_cast<int>(l), Norm(x, b.norm1_w, b.norm1_b), ctx, cache);
+  return h + Mlp(b, Norm(h, b.norm2_w, b.norm2_b), ctx.routing);
 }
 
 at::Tensor CausalLm::Logits(const at::Tensor& hidden) const {

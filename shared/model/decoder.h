@@ -20,10 +20,12 @@
 
 #include <ATen/ATen.h>
 
+#include <array>
 #include <map>
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -129,6 +131,17 @@ class CausalLm {
   // hidden (..., hidden) -> logits (..., vocab).
   at::Tensor Logits(const at::Tensor& hidden) const;
   absl::StatusOr<at::Tensor> Forward(const DecoderInput& input, KvCache* cache = nullptr) const;
+  // Two calls in one pass, as Hidden(a, cache_a) and Hidden(b, cache_b) would
+  // give them (each with its own cache, or none): their tokens go through the
+  // linear layers together, so the weights are read once for both, and
+  // attention runs per call. For serving: a prompt's prefill rides along with
+  // a decode step. Results are those of the separate calls where the linear
+  // layers' rows do not depend on each other (the small-batch kernels, up to
+  // SmallBatchLinearMaxRows rows in all).
+  absl::StatusOr<std::pair<at::Tensor, at::Tensor>> HiddenPair(const DecoderInput& a,
+                                                               KvCache* cache_a,
+                                                               const DecoderInput& b,
+                                                               KvCache* cache_b) const;
 
   // Base weights in Hugging Face names and layouts (GPT-2 Conv1D weights
   // transposed back); the tied LM head appears once, as the embedding.
@@ -177,9 +190,21 @@ class CausalLm {
   absl::Status TieHead(const std::string& where);
   std::vector<LoraLinear*> Linears();
   absl::StatusOr<Context> Prepare(const DecoderInput& input, const KvCache* cache) const;
+  at::Tensor Embed(const at::Tensor& input_ids, const Context& ctx) const;
+  at::Tensor Norm(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) const;
+  // The q, k and v projections of x's rows (..., hidden).
+  std::array<at::Tensor, 3> Qkv(const Block& block, const at::Tensor& x,
+                                const AdapterRouting& routing) const;
+  // One call's attention over its projections (RoPE, cache) -> (B, T, heads x head_dim).
+  at::Tensor Attend(int layer, const std::array<at::Tensor, 3>& qkv, const Context& ctx,
+                    KvCache* cache) const;
   at::Tensor Attention(const Block& block, int layer, const at::Tensor& x, const Context& ctx,
                        KvCache* cache) const;
-  at::Tensor Mlp(const Block& block, const at::Tensor& x, const Context& ctx) const;
+  at::Tensor Mlp(const Block& block, const at::Tensor& x, const AdapterRouting& routing) const;
+  // Records a call's positions in its cache once every layer has run.
+  void Commit(const Context& ctx, KvCache* cache) const;
+  // HiddenPair: both calls' adapter groups over the rows of one token matrix.
+  AdapterRouting JoinRouting(const Context& a, const Context& b) const;
   // One decoder layer: x + attention, then + MLP.
   at::Tensor Layer(int64_t layer, const at::Tensor& x, const Context& ctx, KvCache* cache) const;
   absl::StatusOr<int> AttachAdapter(const std::string& name, const LoraConfig& config,

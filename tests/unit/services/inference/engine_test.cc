@@ -179,6 +179,8 @@ TEST_F(EngineTest, BatchedMixedAdaptersEqualEachAlone) {
   EXPECT_NE(Alone(p, "", 12), Alone(p, "a1", 12));
   EXPECT_NE(Alone(p, "a1", 12), Alone(p, "a2", 12));
   EXPECT_EQ(engine->Stats().running, 0);
+  // Requests that joined running ones were prefilled in a decode step's pass.
+  EXPECT_GT(engine->Stats().prefills_with_decode, 0);
 }
 
 TEST_F(EngineTest, FinishReasonsAndStopStrings) {

@@ -163,6 +163,69 @@ TEST_P(DecoderInvariantTest, KvCacheDecodingEqualsFullForward) {
   EXPECT_LT(RelativeError(at::cat(pieces, 1), expected, mask), 1e-5);
 }
 
+// A prompt's prefill riding along with a decode step (HiddenPair) gives both
+// calls exactly what they get alone, caches included, with adapters per row.
+TEST_P(DecoderInvariantTest, PairedCallsEqualSeparateCalls) {
+  const std::string fixture = GetParam();
+  auto lm = LoadOrDie(fixture);
+  ASSERT_NE(lm, nullptr);
+  std::vector<int> decode_adapters, prompt_adapters;
+  if (fixture == "llama") {
+    auto qv = LoadPeftAdapter(FixtureDir("adapters/llama-qv"), at::kFloat, at::kCPU);
+    auto all = LoadPeftAdapter(FixtureDir("adapters/llama-all-rslora"), at::kFloat, at::kCPU);
+    ASSERT_TRUE(qv.ok() && all.ok());
+    const int q = *lm->AddAdapter("qv", *qv), a = *lm->AddAdapter("all", *all);
+    decode_adapters = {q, kNoAdapter, a};
+    prompt_adapters = {a, q};
+  }
+  c10::InferenceMode guard;
+  const int64_t vocab = lm->config().vocab_size;
+  at::manual_seed(5);
+  // Three running sequences with 6 cached positions, then a decode step; two
+  // new prompts of 5 tokens.
+  DecoderInput prefix;
+  prefix.input_ids = at::randint(vocab, {3, 6}, at::kLong);
+  prefix.adapters = decode_adapters;
+  DecoderInput step;
+  step.input_ids = at::randint(vocab, {3, 1}, at::kLong);
+  step.adapters = decode_adapters;
+  DecoderInput prompt;
+  prompt.input_ids = at::randint(vocab, {2, 5}, at::kLong);
+  prompt.adapters = prompt_adapters;
+  auto caches = [&] {
+    auto running = KvCache::Create(lm->config(), 4, 16, lm->dtype(), lm->device());
+    auto prompts = KvCache::Create(lm->config(), 2, 8, lm->dtype(), lm->device());
+    EXPECT_TRUE(running.ok() && prompts.ok());
+    EXPECT_TRUE(lm->Hidden(prefix, &*running).ok());
+    return std::make_pair(*std::move(running), *std::move(prompts));
+  };
+  auto [alone_running, alone_prompts] = caches();
+  auto [paired_running, paired_prompts] = caches();
+  auto decode_alone = lm->Hidden(step, &alone_running);
+  auto prompt_alone = lm->Hidden(prompt, &alone_prompts);
+  auto paired = lm->HiddenPair(step, &paired_running, prompt, &paired_prompts);
+  ASSERT_TRUE(decode_alone.ok() && prompt_alone.ok());
+  ASSERT_TRUE(paired.ok()) << paired.status();
+  EXPECT_TRUE(at::equal(paired->first, *decode_alone)) << fixture;
+  EXPECT_TRUE(at::equal(paired->second, *prompt_alone)) << fixture;
+  EXPECT_EQ(paired_running.length(), alone_running.length());
+  EXPECT_EQ(paired_prompts.length(), alone_prompts.length());
+  // The caches hold the same keys and values: the next step agrees too.
+  auto next_alone = lm->Hidden(step, &alone_running);
+  auto next_paired = lm->Hidden(step, &paired_running);
+  ASSERT_TRUE(next_alone.ok() && next_paired.ok());
+  EXPECT_TRUE(at::equal(*next_alone, *next_paired)) << fixture;
+  DecoderInput more = step;
+  more.input_ids = more.input_ids.narrow(0, 0, 2);
+  more.adapters = prompt_adapters;
+  auto after_alone = lm->Hidden(more, &alone_prompts);
+  auto after_paired = lm->Hidden(more, &paired_prompts);
+  ASSERT_TRUE(after_alone.ok() && after_paired.ok());
+  EXPECT_TRUE(at::equal(*after_alone, *after_paired)) << fixture;
+  // One cache cannot serve both calls.
+  EXPECT_FALSE(lm->HiddenPair(step, &paired_running, prompt, &paired_running).ok());
+}
+
 // Sequences joining and leaving the rows of one cache at token boundaries
 // (continuous batching) decode exactly as each does alone.
 TEST_P(DecoderInvariantTest, RowsJoiningAndLeavingDecodeAsAlone) {
