@@ -214,8 +214,9 @@ class DpoTrainerTest : public testing::TinyModelTest {
     return s;
   }
 
-  TrainerSetup Setup(const JobSpec& spec, const std::string& checkpoints) {
-    TrainerSetup s = BaseSetup(spec, checkpoints);
+  TrainerSetup Setup(const JobSpec& spec, const std::string& checkpoints,
+                     model::LoadOptions load = {}) {
+    TrainerSetup s = BaseSetup(spec, checkpoints, load);
     s.train_pairs = Pairs(12, 0);
     s.validation_pairs = Pairs(4, 3);
     return s;
@@ -293,14 +294,8 @@ TEST_F(DpoTrainerTest, RewardAccuracyRisesAndThePolicyPrefersTheChosenAnswers) {
 // and the preferences are learnt as on the full base.
 TEST_F(DpoTrainerTest, QloraWithRecomputedLayersLearnsThePreferences) {
   JobSpec spec = DpoSpec();
-  spec.adapter.lora.quantize_base = QuantizeBase::kNf4;
-  spec.hyperparameters.gradient_checkpointing = true;
-  model::LoadOptions load{at::kFloat, at::kCPU};
-  load.quantize_base = model::BaseQuantization::kNf4;
-  TrainerSetup setup = BaseSetup(spec, dir_ + "/ck", load);
-  setup.train_pairs = Pairs(12, 0);
-  setup.validation_pairs = Pairs(4, 3);
-  auto trainer = Trainer::Create(std::move(setup));
+  const model::LoadOptions load = testing::UseQlora(&spec);
+  auto trainer = Trainer::Create(Setup(spec, dir_ + "/ck", load));
   ASSERT_TRUE(trainer.ok()) << trainer.status();
   Recorder rec;
   ASSERT_TRUE((*trainer)->Run(&rec).ok());

@@ -120,8 +120,9 @@ class GrpoTest : public testing::TinyModelTest {
     return s;
   }
 
-  TrainerSetup Setup(const JobSpec& spec, const std::string& checkpoints) {
-    TrainerSetup s = BaseSetup(spec, checkpoints);
+  TrainerSetup Setup(const JobSpec& spec, const std::string& checkpoints,
+                     model::LoadOptions load = {}) {
+    TrainerSetup s = BaseSetup(spec, checkpoints, load);
     s.train_prompts = Prompts(8, 0);
     s.validation_prompts = Prompts(8, 100);
     return s;
@@ -154,6 +155,13 @@ TEST_F(GrpoTest, PromptsDropTheAnswerAndCarryTheirFields) {
   EXPECT_NE(no_messages.status().message().find("messages"), std::string::npos);
 }
 
+// The mean sampled reward of train steps [first, last).
+double MeanReward(const Recorder& rec, size_t first, size_t last) {
+  double sum = 0;
+  for (size_t i = first; i < last; ++i) sum += rec.train[i].reinforcement->reward_mean;
+  return sum / static_cast<double>(last - first);
+}
+
 TEST_F(GrpoTest, MeanRewardRisesOnATaskTheGraderChecksExactly) {
   auto trainer = Trainer::Create(Setup(RlSpec(), dir_ + "/ck"));
   ASSERT_TRUE(trainer.ok()) << trainer.status();
@@ -162,12 +170,7 @@ TEST_F(GrpoTest, MeanRewardRisesOnATaskTheGraderChecksExactly) {
   auto result = (*trainer)->Run(&rec);
   ASSERT_TRUE(result.ok()) << result.status();
   ASSERT_EQ(rec.train.size(), 60u);
-  auto mean_reward = [&](size_t first, size_t last) {
-    double sum = 0;
-    for (size_t i = first; i < last; ++i) sum += rec.train[i].reinforcement->reward_mean;
-    return sum / static_cast<double>(last - first);
-  };
-  const double start = mean_reward(0, 10), end = mean_reward(50, 60);
+  const double start = MeanReward(rec, 0, 10), end = MeanReward(rec, 50, 60);
   std::cout << "mean reward of sampled answers: steps 1-10 " << start << ", steps 51-60 " << end
             << "\n";
   EXPECT_GT(end, start + 0.25);
@@ -187,24 +190,13 @@ TEST_F(GrpoTest, MeanRewardRisesOnATaskTheGraderChecksExactly) {
 // pass (the QLoRA default): the sampled answers' reward rises as well.
 TEST_F(GrpoTest, QloraWithRecomputedLayersRaisesTheMeanReward) {
   JobSpec spec = RlSpec();
-  spec.adapter.lora.quantize_base = QuantizeBase::kNf4;
-  spec.hyperparameters.gradient_checkpointing = true;
-  model::LoadOptions load{at::kFloat, at::kCPU};
-  load.quantize_base = model::BaseQuantization::kNf4;
-  TrainerSetup setup = BaseSetup(spec, dir_ + "/ck", load);
-  setup.train_prompts = Prompts(8, 0);
-  setup.validation_prompts = Prompts(8, 100);
-  auto trainer = Trainer::Create(std::move(setup));
+  const model::LoadOptions load = testing::UseQlora(&spec);
+  auto trainer = Trainer::Create(Setup(spec, dir_ + "/ck", load));
   ASSERT_TRUE(trainer.ok()) << trainer.status();
   Recorder rec;
   ASSERT_TRUE((*trainer)->Run(&rec).ok());
   ASSERT_EQ(rec.train.size(), 60u);
-  auto mean_reward = [&](size_t first, size_t last) {
-    double sum = 0;
-    for (size_t i = first; i < last; ++i) sum += rec.train[i].reinforcement->reward_mean;
-    return sum / static_cast<double>(last - first);
-  };
-  const double start = mean_reward(0, 10), end = mean_reward(50, 60);
+  const double start = MeanReward(rec, 0, 10), end = MeanReward(rec, 50, 60);
   std::cout << "NF4 base: mean reward steps 1-10 " << start << ", steps 51-60 " << end << "\n";
   EXPECT_GT(end, start + 0.25);
 }

@@ -107,6 +107,16 @@ inline JobSpec TestSpec() {
   return s;
 }
 
+// QLoRA as jobs run it by default: an NF4 base and gradient checkpointing.
+// Returns the matching load options.
+inline model::LoadOptions UseQlora(JobSpec* spec) {
+  spec->adapter.lora.quantize_base = QuantizeBase::kNf4;
+  spec->hyperparameters.gradient_checkpointing = true;
+  model::LoadOptions load{at::kFloat, at::kCPU};
+  load.quantize_base = model::BaseQuantization::kNf4;
+  return load;
+}
+
 // A temporary directory holding the tiny model (dir_/tiny) with its text side
 // loaded, and LibTorch on one thread.
 class TinyModelTest : public switchyard::testing::TempDirTest {
