@@ -551,18 +551,21 @@ void Engine::Prefill(std::vector<std::unique_ptr<Sequence>> group) {
   if (forward.ok()) {
     absl::StatusOr<at::Tensor> hidden = model_->Hidden(in, &*prompts);
     forward = hidden.status();
-    if (forward.ok()) {
-      forward = model::TorchCall("LM head", [&] {
-        const int64_t P = hidden->size(1);
-        logits = model_->Logits(hidden->select(1, P - 1)).to(at::kCPU, at::kFloat).contiguous();
-        logprobs = at::log_softmax(logits, -1);
-      });
-    }
+    if (forward.ok()) forward = LastLogits(*hidden, &logits, &logprobs);
   }
   const absl::Time now = absl::Now();
   prefill_nanos_ += absl::ToInt64Nanoseconds(now - prefill_start);
   FinishPrefill(std::move(group), prompts.ok() ? &*prompts : nullptr, forward, logits, logprobs,
                 now);
+}
+
+absl::Status Engine::LastLogits(const at::Tensor& hidden, at::Tensor* logits,
+                                at::Tensor* logprobs) const {
+  return model::TorchCall("LM head", [&] {
+    *logits = model_->Logits(hidden.select(1, hidden.size(1) - 1)).to(at::kCPU, at::kFloat);
+    *logits = logits->contiguous();
+    *logprobs = at::log_softmax(*logits, -1);
+  });
 }
 
 void Engine::FinishPrefill(std::vector<std::unique_ptr<Sequence>> group,
@@ -668,34 +671,25 @@ void Engine::DecodeStep(std::vector<std::unique_ptr<Sequence>> group) {
       absl::StatusOr<std::pair<at::Tensor, at::Tensor>> both =
           model_->HiddenPair(in, cache_.get(), prompt_in, &*prompts);
       status = both.status();
-      prompt_status = both.status();
       if (both.ok()) std::tie(hidden, prompt_hidden) = *std::move(both);
     } else {
       absl::StatusOr<at::Tensor> alone = model_->Hidden(in, cache_.get());
       status = alone.status();
       if (alone.ok()) hidden = *std::move(alone);
     }
-    if (status.ok()) {
-      status = model::TorchCall("LM head", [&] {
-        logits = model_->Logits(hidden.select(1, 0)).to(at::kCPU, at::kFloat).contiguous();
-        logprobs = at::log_softmax(logits, -1);
-        if (prompt_hidden.defined()) {
-          prompt_logits = model_->Logits(prompt_hidden.select(1, prompt_hidden.size(1) - 1))
-                              .to(at::kCPU, at::kFloat)
-                              .contiguous();
-          prompt_logprobs = at::log_softmax(prompt_logits, -1);
-        }
-      });
-      if (prompts) prompt_status = status;
+    if (status.ok()) status = LastLogits(hidden, &logits, &logprobs);
+    if (status.ok() && prompt_hidden.defined()) {
+      status = LastLogits(prompt_hidden, &prompt_logits, &prompt_logprobs);
     }
   }
   const absl::Time now = absl::Now();
+  // The prompts share this step's outcome unless they failed before it.
+  if (prompt_status.ok()) prompt_status = status;
   if (!status.ok()) {
     SY_LOG(kError, "inference") << "models/" << name_ << ": decode step failed: " << status;
     for (int64_t r = B - 1; r >= 0; --r) Leave(r, status);
     if (!group.empty()) {
-      FinishPrefill(std::move(group), nullptr, prompt_status.ok() ? status : prompt_status,
-                    prompt_logits, prompt_logprobs, now);
+      FinishPrefill(std::move(group), nullptr, prompt_status, prompt_logits, prompt_logprobs, now);
     }
     return;
   }

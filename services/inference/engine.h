@@ -224,6 +224,9 @@ class Engine {
   // One token for every running sequence, with `group` (may be empty)
   // prefilled in the same forward pass; the group joins the batch after it.
   void DecodeStep(std::vector<std::unique_ptr<Sequence>> group);
+  // Logits (on the CPU, fp32) and log-probabilities of each row's last
+  // position of `hidden` (B, T, hidden).
+  absl::Status LastLogits(const at::Tensor& hidden, at::Tensor* logits, at::Tensor* logprobs) const;
   // A prefill group's forward input, and its prompts' own KV cache.
   absl::StatusOr<model::KvCache> PrefillInput(const std::vector<std::unique_ptr<Sequence>>& group,
                                               model::DecoderInput* in);

@@ -441,14 +441,7 @@ absl::StatusOr<CausalLm::Context> CausalLm::Prepare(const DecoderInput& in,
     if (id < 0 || id >= static_cast<int>(adapters_.size()) || !adapters_[id]) {
       return absl::InvalidArgumentError(absl::StrCat("no adapter with id ", id));
     }
-    AdapterRouting::Group g;
-    g.adapter = id;
-    g.all_rows = static_cast<int64_t>(rows.size()) == B;
-    if (!g.all_rows) {
-      g.rows = at::tensor(rows, at::kLong).to(options_.device);
-      g.row_list = rows;
-    }
-    ctx.routing.groups.push_back(std::move(g));
+    ctx.routing.groups.push_back(RoutingGroup(id, std::move(rows), B));
   }
   ctx.routing.training = in.training;
   ctx.routing.generator = in.generator;
@@ -706,16 +699,21 @@ AdapterRouting CausalLm::JoinRouting(const Context& a, const Context& b) const {
   }
   AdapterRouting joined;
   for (auto& [id, rows] : rows_by_adapter) {
-    AdapterRouting::Group g;
-    g.adapter = id;
-    g.all_rows = static_cast<int64_t>(rows.size()) == offset;
-    if (!g.all_rows) {
-      g.rows = at::tensor(rows, at::kLong).to(options_.device);
-      g.row_list = std::move(rows);
-    }
-    joined.groups.push_back(std::move(g));
+    joined.groups.push_back(RoutingGroup(id, std::move(rows), offset));
   }
   return joined;
+}
+
+AdapterRouting::Group CausalLm::RoutingGroup(int adapter, std::vector<int64_t> rows,
+                                             int64_t total) const {
+  AdapterRouting::Group g;
+  g.adapter = adapter;
+  g.all_rows = static_cast<int64_t>(rows.size()) == total;
+  if (!g.all_rows) {
+    g.rows = at::tensor(rows, at::kLong).to(options_.device);
+    g.row_list = std::move(rows);
+  }
+  return g;
 }
 
 at::Tensor CausalLm::Layer(int64_t l, const at::Tensor& x, const Context& ctx,

@@ -205,6 +205,8 @@ class CausalLm {
   void Commit(const Context& ctx, KvCache* cache) const;
   // HiddenPair: both calls' adapter groups over the rows of one token matrix.
   AdapterRouting JoinRouting(const Context& a, const Context& b) const;
+  // The rows (of `total`) that use `adapter`, on the device and the host.
+  AdapterRouting::Group RoutingGroup(int adapter, std::vector<int64_t> rows, int64_t total) const;
   // One decoder layer: x + attention, then + MLP.
   at::Tensor Layer(int64_t layer, const at::Tensor& x, const Context& ctx, KvCache* cache) const;
   absl::StatusOr<int> AttachAdapter(const std::string& name, const LoraConfig& config,

@@ -1,10 +1,10 @@
 #include "shared/model/dequantize_cpu.h"
 
 #include <ATen/Parallel.h>
+#include <c10/util/BFloat16.h>
 
 #include <algorithm>
 #include <atomic>
-#include <cstring>
 
 #include "shared/model/avx512_bf16.h"
 
@@ -18,17 +18,8 @@ std::atomic<bool> g_vector_enabled{true};
 
 bool UseVector() { return g_vector_enabled.load() && avx512::CpuHasBwVl(); }
 
-// Round-to-nearest-even fp32 -> bf16 bits, as LibTorch rounds (NaN stays NaN).
-inline uint16_t RoundToBf16(float v) {
-  uint32_t bits;
-  std::memcpy(&bits, &v, sizeof(bits));
-  if ((bits & 0x7FFFFFFFu) > 0x7F800000u) return static_cast<uint16_t>((bits >> 16) | 0x40);
-  bits += 0x7FFFu + ((bits >> 16) & 1u);
-  return static_cast<uint16_t>(bits >> 16);
-}
-
 inline void Put(float* o, float v) { *o = v; }
-inline void Put(uint16_t* o, float v) { *o = RoundToBf16(v); }
+inline void Put(uint16_t* o, float v) { *o = c10::BFloat16(v).x; }  // rounded to nearest even
 
 template <typename Out>
 void DecodeNf4Scalar(const uint8_t* codes, const float* absmax, int64_t b0, int64_t b1,
@@ -118,44 +109,33 @@ int64_t RowGrain(int64_t cols) {
   return std::max<int64_t>(1, kGrain * kBlock / std::max<int64_t>(1, cols));
 }
 
-// Runs fn(vector, begin, end) over [0, n) on LibTorch's intra-op threads.
-template <typename Fn>
-void SplitOver(int64_t n, int64_t grain, const Fn& fn) {
-  const bool vector = UseVector();
-  at::parallel_for(0, n, grain, [&](int64_t begin, int64_t end) { fn(vector, begin, end); });
-}
-
 }  // namespace
 
-void DecodeInt8Cpu(const int8_t* codes, const float* absmax, int64_t rows, int64_t cols,
-                   float* out) {
-  SplitOver(rows, RowGrain(cols), [&](bool vector, int64_t r0, int64_t r1) {
-    vector ? DecodeInt8Avx512<false>(codes, absmax, r0, r1, cols, out)
-           : DecodeInt8Scalar(codes, absmax, r0, r1, cols, out);
-  });
-}
-
-void DecodeInt8CpuBf16(const int8_t* codes, const float* absmax, int64_t rows, int64_t cols,
-                       uint16_t* out) {
-  SplitOver(rows, RowGrain(cols), [&](bool vector, int64_t r0, int64_t r1) {
-    vector ? DecodeInt8Avx512<true>(codes, absmax, r0, r1, cols, out)
-           : DecodeInt8Scalar(codes, absmax, r0, r1, cols, out);
+void DecodeInt8Cpu(const int8_t* codes, const float* absmax, int64_t rows, int64_t cols, bool bf16,
+                   void* out) {
+  const bool vector = UseVector();
+  at::parallel_for(0, rows, RowGrain(cols), [&](int64_t r0, int64_t r1) {
+    if (vector) {
+      bf16 ? DecodeInt8Avx512<true>(codes, absmax, r0, r1, cols, out)
+           : DecodeInt8Avx512<false>(codes, absmax, r0, r1, cols, out);
+    } else {
+      bf16 ? DecodeInt8Scalar(codes, absmax, r0, r1, cols, static_cast<uint16_t*>(out))
+           : DecodeInt8Scalar(codes, absmax, r0, r1, cols, static_cast<float*>(out));
+    }
   });
 }
 
 void DecodeNf4Cpu(const uint8_t* codes, const float* absmax, int64_t num_blocks,
-                  const std::array<float, 16>& levels, float* out) {
-  SplitOver(num_blocks, kGrain, [&](bool vector, int64_t b0, int64_t b1) {
-    vector ? DecodeNf4Avx512<false>(codes, absmax, b0, b1, levels, out)
-           : DecodeNf4Scalar(codes, absmax, b0, b1, levels, out);
-  });
-}
-
-void DecodeNf4CpuBf16(const uint8_t* codes, const float* absmax, int64_t num_blocks,
-                      const std::array<float, 16>& levels, uint16_t* out) {
-  SplitOver(num_blocks, kGrain, [&](bool vector, int64_t b0, int64_t b1) {
-    vector ? DecodeNf4Avx512<true>(codes, absmax, b0, b1, levels, out)
-           : DecodeNf4Scalar(codes, absmax, b0, b1, levels, out);
+                  const std::array<float, 16>& levels, bool bf16, void* out) {
+  const bool vector = UseVector();
+  at::parallel_for(0, num_blocks, kGrain, [&](int64_t b0, int64_t b1) {
+    if (vector) {
+      bf16 ? DecodeNf4Avx512<true>(codes, absmax, b0, b1, levels, out)
+           : DecodeNf4Avx512<false>(codes, absmax, b0, b1, levels, out);
+    } else {
+      bf16 ? DecodeNf4Scalar(codes, absmax, b0, b1, levels, static_cast<uint16_t*>(out))
+           : DecodeNf4Scalar(codes, absmax, b0, b1, levels, static_cast<float*>(out));
+    }
   });
 }
 

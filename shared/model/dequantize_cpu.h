@@ -16,18 +16,15 @@ namespace switchyard::model {
 
 // `codes`: num_blocks * 32 bytes, weight 2k in the high nibble of byte k and
 // 2k + 1 in the low one; `absmax`: num_blocks values; `levels`: the 16 NF4
-// code values. `out` holds num_blocks * 64 values.
+// code values. `out` holds num_blocks * 64 values: bf16 bits (uint16_t)
+// when `bf16`, else float.
 void DecodeNf4Cpu(const uint8_t* codes, const float* absmax, int64_t num_blocks,
-                  const std::array<float, 16>& levels, float* out);
-void DecodeNf4CpuBf16(const uint8_t* codes, const float* absmax, int64_t num_blocks,
-                      const std::array<float, 16>& levels, uint16_t* out);
+                  const std::array<float, 16>& levels, bool bf16, void* out);
 
 // Int8 rows the same way: out[r][c] = codes[r][c] * (absmax[r] / 127), for
 // `rows` rows of `cols` weights.
-void DecodeInt8Cpu(const int8_t* codes, const float* absmax, int64_t rows, int64_t cols,
-                   float* out);
-void DecodeInt8CpuBf16(const int8_t* codes, const float* absmax, int64_t rows, int64_t cols,
-                       uint16_t* out);
+void DecodeInt8Cpu(const int8_t* codes, const float* absmax, int64_t rows, int64_t cols, bool bf16,
+                   void* out);
 
 // For tests: false makes the scalar loop run on an AVX-512 CPU too.
 void SetDequantizeVectorKernelsEnabled(bool enabled);

@@ -170,13 +170,8 @@ at::Tensor DequantizeNf4(const QuantizedTensor& w, at::ScalarType dtype) {
   if (w.codes.device().is_cpu() && w.codes.is_contiguous() &&
       (dtype == at::kFloat || dtype == at::kBFloat16)) {
     // Straight from the codes, no chunk temporaries (dequantize_cpu.h).
-    const uint8_t* codes = w.codes.data_ptr<uint8_t>();
-    if (dtype == at::kFloat) {
-      DecodeNf4Cpu(codes, absmax.data_ptr<float>(), num_blocks, Nf4Codes(), out.data_ptr<float>());
-    } else {
-      DecodeNf4CpuBf16(codes, absmax.data_ptr<float>(), num_blocks, Nf4Codes(),
-                       reinterpret_cast<uint16_t*>(out.data_ptr<at::BFloat16>()));
-    }
+    DecodeNf4Cpu(w.codes.data_ptr<uint8_t>(), absmax.data_ptr<float>(), num_blocks, Nf4Codes(),
+                 dtype == at::kBFloat16, out.data_ptr());
     return out.slice(0, 0, w.numel()).view({w.rows, w.cols});
   }
   at::Tensor pairs = Nf4PairTable(w.device());
@@ -197,13 +192,8 @@ at::Tensor DequantizeInt8(const QuantizedTensor& w, at::ScalarType dtype) {
   at::Tensor out = at::empty({w.rows, w.cols}, w.codes.options().dtype(dtype));
   if (w.codes.device().is_cpu() && w.codes.is_contiguous() && w.absmax.is_contiguous() &&
       (dtype == at::kFloat || dtype == at::kBFloat16)) {
-    const int8_t* codes = w.codes.data_ptr<int8_t>();
-    if (dtype == at::kFloat) {
-      DecodeInt8Cpu(codes, w.absmax.data_ptr<float>(), w.rows, w.cols, out.data_ptr<float>());
-    } else {
-      DecodeInt8CpuBf16(codes, w.absmax.data_ptr<float>(), w.rows, w.cols,
-                        reinterpret_cast<uint16_t*>(out.data_ptr<at::BFloat16>()));
-    }
+    DecodeInt8Cpu(w.codes.data_ptr<int8_t>(), w.absmax.data_ptr<float>(), w.rows, w.cols,
+                  dtype == at::kBFloat16, out.data_ptr());
     return out;
   }
   const int64_t chunk_rows = std::max<int64_t>(1, kChunkWeights / std::max<int64_t>(1, w.cols));
