@@ -49,6 +49,7 @@ absl::StatusOr<model::LoadOptions> RuntimeFromFlags(const FlagSet& flags) {
 absl::StatusOr<std::unique_ptr<model::CausalLm>> LoadModelAndAdapter(const FlagSet& flags,
                                                                      int* adapter_id) {
   SY_ASSIGN_OR_RETURN(model::LoadOptions options, RuntimeFromFlags(flags));
+  options.serving = true;  // the inference engine's kernels, so greedy text matches it
   SY_ASSIGN_OR_RETURN(std::unique_ptr<model::CausalLm> lm,
                       model::CausalLm::Load(flags.GetString("model"), options));
   *adapter_id = model::kNoAdapter;

@@ -102,16 +102,15 @@ absl::Status Engine::LoadOnThread() {
   } else {
     SY_ASSIGN_OR_RETURN(load.dtype, model::ParseDtype(o.dtype));
   }
+  load.serving = true;
   SY_ASSIGN_OR_RETURN(model_, model::CausalLm::Load(dir_, load));
   SY_ASSIGN_OR_RETURN(text_, text::LoadModelText(dir_));
   SY_ASSIGN_OR_RETURN(defaults_, model::LoadGenerationDefaults(dir_, model_->config()));
   const model::ModelConfig& config = model_->config();
   max_context_ = config.max_position_embeddings;
   if (o.max_context_tokens > 0) max_context_ = std::min(max_context_, o.max_context_tokens);
-  for (const auto& [weight_name, t] : model_->NamedWeights()) {
-    parameter_count_ += t.numel();
-    weights_bytes_ += t.numel() * t.element_size();
-  }
+  parameter_count_ = model_->ParameterCount();
+  weights_bytes_ = model_->WeightBytes();
   const int64_t capacity = max_context_ + Slack(max_context_);
   const int64_t per_position =
       2 * config.num_layers * config.num_kv_heads * config.head_dim * c10::elementSize(load.dtype);

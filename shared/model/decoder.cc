@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 #include <memory>
+#include <set>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -353,6 +354,7 @@ absl::StatusOr<std::unique_ptr<CausalLm>> CausalLm::Load(const std::string& dir,
   WeightTable table = model->Table();
   SY_RETURN_IF_ERROR(LoadWeightTable(dir, table, options));
   SY_RETURN_IF_ERROR(model->TieHead(dir));
+  if (options.serving) model->PackForServing();
   // Quantising left chunk-sized temporaries behind that training never reuses.
   if (options.quantize_base != BaseQuantization::kNone && options.device.is_cpu()) {
     ReleaseCachedCpuMemory();
@@ -370,7 +372,19 @@ absl::StatusOr<std::unique_ptr<CausalLm>> CausalLm::FromTensors(
   WeightTable table = model->Table();
   SY_RETURN_IF_ERROR(FillWeightTable(tensors, table, options));
   SY_RETURN_IF_ERROR(model->TieHead("tensors"));
+  if (options.serving) model->PackForServing();
   return model;
+}
+
+void CausalLm::PackForServing() {
+  c10::InferenceMode guard;
+  for (LoraLinear* l : Linears()) {
+    if (CanPackWeight(l->weight())) l->SetPackedWeight(PackWeight(l->weight()));
+  }
+  if (!lm_head_.is_same(embed_) && CanPackWeight(lm_head_)) {
+    head_packed_ = PackWeight(lm_head_);
+    lm_head_ = at::Tensor();
+  }
 }
 
 absl::Status CausalLm::TieHead(const std::string& where) {
@@ -724,6 +738,7 @@ at::Tensor CausalLm::Layer(int64_t l, const at::Tensor& x, const Context& ctx,
 }
 
 at::Tensor CausalLm::Logits(const at::Tensor& hidden) const {
+  if (head_packed_.defined()) return PackedLinear(hidden, head_packed_, at::Tensor());
   return UseSmallBatchLinear(hidden, lm_head_, at::Tensor())
              ? SmallBatchLinear(hidden, lm_head_, at::Tensor())
              : at::linear(hidden, lm_head_);
@@ -741,18 +756,51 @@ std::vector<std::pair<std::string, at::Tensor>> CausalLm::NamedWeights() const {
   std::vector<std::pair<std::string, at::Tensor>> out;
   WeightTable table = const_cast<CausalLm*>(this)->Table();
   const bool tied = lm_head_.is_same(embed_);
-  std::map<const at::Tensor*, const LoraLinear*> quantized;
+  // Linear weights stored quantised or packed, by their (undefined) slot.
+  std::map<const at::Tensor*, const LoraLinear*> stored_otherwise;
   for (const LoraLinear* l : const_cast<CausalLm*>(this)->Linears()) {
-    if (l->quantized()) quantized[&l->weight()] = l;
+    if (l->quantized() || l->packed()) stored_otherwise[&l->weight()] = l;
   }
   for (const WeightSlot& s : table.slots) {
     if (s.name == "lm_head.weight" && tied) continue;
-    auto q = quantized.find(s.target);
-    at::Tensor t =
-        q != quantized.end() ? q->second->DenseWeight(options_.dtype) : s.target->detach();
+    auto q = stored_otherwise.find(s.target);
+    at::Tensor t = q != stored_otherwise.end() ? q->second->DenseWeight(options_.dtype)
+                   : s.target == &lm_head_ && head_packed_.defined() ? UnpackWeight(head_packed_)
+                                                                     : s.target->detach();
     out.emplace_back(s.name, s.transposed ? t.t() : t);
   }
   return out;
+}
+
+int64_t CausalLm::ParameterCount() const {
+  int64_t n = head_packed_.defined() ? head_packed_.out * head_packed_.in : 0;
+  for (const LoraLinear* l : const_cast<CausalLm*>(this)->Linears()) {
+    if (!l->weight().defined()) n += l->in_features() * l->out_features();
+  }
+  WeightTable table = const_cast<CausalLm*>(this)->Table();
+  for (const WeightSlot& s : table.slots) {
+    if (s.name == "lm_head.weight" && lm_head_.is_same(embed_)) continue;
+    if (s.target->defined()) n += s.target->numel();
+  }
+  return n;
+}
+
+int64_t CausalLm::WeightBytes() const {
+  int64_t n = head_packed_.defined() ? static_cast<int64_t>(head_packed_.data.nbytes()) : 0;
+  std::set<const at::Tensor*> counted;
+  for (const LoraLinear* l : const_cast<CausalLm*>(this)->Linears()) {
+    n += l->StoredBytes();
+    counted.insert(&l->weight());
+    counted.insert(&l->bias());
+  }
+  WeightTable table = const_cast<CausalLm*>(this)->Table();
+  for (const WeightSlot& s : table.slots) {
+    if (s.name == "lm_head.weight" && lm_head_.is_same(embed_)) continue;
+    if (counted.count(s.target) == 0 && s.target->defined()) {
+      n += static_cast<int64_t>(s.target->nbytes());
+    }
+  }
+  return n;
 }
 
 std::vector<std::pair<std::string, at::Tensor>> CausalLm::NamedParameters() const {

@@ -152,6 +152,10 @@ class CausalLm {
   // as the embedding. For full fine-tuning: set requires_grad on the ones to train.
   // Quantised weights are frozen and left out.
   std::vector<std::pair<std::string, at::Tensor>> NamedParameters() const;
+  // Parameters of the base model and the bytes they take as stored (packed,
+  // quantised or plain; the tied LM head counted once).
+  int64_t ParameterCount() const;
+  int64_t WeightBytes() const;
   // Writes config.json + model.safetensors (sharded past 5 GB) in `dir`.
   absl::Status Save(const std::string& dir) const;
 
@@ -189,6 +193,9 @@ class CausalLm {
   // After loading: the LM head becomes the embedding when tied, else must exist.
   absl::Status TieHead(const std::string& where);
   std::vector<LoraLinear*> Linears();
+  // LoadOptions::serving: linear weights (and an untied LM head) into the
+  // packed kernel's layout, one at a time.
+  void PackForServing();
   absl::StatusOr<Context> Prepare(const DecoderInput& input, const KvCache* cache) const;
   at::Tensor Embed(const at::Tensor& input_ids, const Context& ctx) const;
   at::Tensor Norm(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) const;
@@ -219,8 +226,9 @@ class CausalLm {
   at::Tensor position_;  // (max_positions, hidden): GPT-2 wpe
   std::vector<Block> blocks_;
   at::Tensor final_norm_w_, final_norm_b_;
-  at::Tensor lm_head_;   // (vocab, hidden); the same tensor as embed_ when tied
-  at::Tensor inv_freq_;  // (head_dim / 2,) float32 RoPE frequencies, scaled
+  at::Tensor lm_head_;        // (vocab, hidden); the same tensor as embed_ when tied
+  PackedWeight head_packed_;  // serving: the untied LM head, packed (lm_head_ undefined)
+  at::Tensor inv_freq_;       // (head_dim / 2,) float32 RoPE frequencies, scaled
   std::vector<std::optional<AdapterState>> adapters_;  // index = adapter id
 };
 

@@ -341,6 +341,152 @@ __attribute__((target("avx512f,avx512bw,avx512vl"))) void FloatToBf16(const floa
   }
 }
 
+// Packed panels (gemv.h). One tile: MR input rows x one panel of 32
+// outputs, k steps [k0, k1) (fp32: one k; bf16: one pair of k), added to y's
+// tile or, on the first pass over k, starting from zero. x points at the
+// tile's first row (row stride `ldx` elements), y at its first output (row
+// stride `ldy`). 2 x MR accumulators and the 2 weight vectors of a step stay
+// in registers; each output's sum runs over k in order whatever MR is.
+// `prefetch`, when set, walks on at two cache lines per step: the weights
+// the next tile will need are on their way from memory while this one
+// computes (the weights are streamed once per decode step, so without it the
+// first tile over a slice waits for memory).
+constexpr int kPanelVectors = kPackedPanel / 16;
+constexpr int64_t kPanelTileRows = 8;
+constexpr int64_t kPanelDepth = 256;    // k steps per slice (32 KiB of fp32 weights, in L1/L2)
+constexpr int64_t kPanelRowChunk = 96;  // rows per pass over the panels (x's slice stays in L2)
+
+template <int MR>
+__attribute__((target("avx512f"))) inline void PanelTileF32(const float* panel, const float* x,
+                                                            int64_t ldx, float* y, int64_t ldy,
+                                                            int64_t k0, int64_t k1, bool first,
+                                                            const char* prefetch) {
+  __m512 acc[MR][kPanelVectors];
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i) {
+#pragma GCC unroll 2
+    for (int v = 0; v < kPanelVectors; ++v) {
+      acc[i][v] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(y + i * ldy + 16 * v);
+    }
+  }
+  for (int64_t k = k0; k < k1; ++k) {
+    if (prefetch != nullptr) {
+      _mm_prefetch(prefetch, _MM_HINT_T1);
+      _mm_prefetch(prefetch + 64, _MM_HINT_T1);
+      prefetch += 128;
+    }
+    __m512 wv[kPanelVectors];
+#pragma GCC unroll 2
+    for (int v = 0; v < kPanelVectors; ++v) {
+      wv[v] = _mm512_loadu_ps(panel + k * kPackedPanel + 16 * v);
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) {
+      const __m512 xv = _mm512_set1_ps(x[i * ldx + k]);
+#pragma GCC unroll 2
+      for (int v = 0; v < kPanelVectors; ++v) acc[i][v] = _mm512_fmadd_ps(wv[v], xv, acc[i][v]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i) {
+#pragma GCC unroll 2
+    for (int v = 0; v < kPanelVectors; ++v) _mm512_storeu_ps(y + i * ldy + 16 * v, acc[i][v]);
+  }
+}
+
+// bf16: step k is the pair (2k, 2k + 1); one instruction multiplies a pair of
+// inputs by the pair of weights of each of 16 outputs and adds both to fp32.
+template <int MR>
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) inline void PanelTileBf16(
+    const uint16_t* panel, const uint16_t* x, int64_t ldx, float* y, int64_t ldy, int64_t k0,
+    int64_t k1, bool first, const char* prefetch) {
+  __m512 acc[MR][kPanelVectors];
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i) {
+#pragma GCC unroll 2
+    for (int v = 0; v < kPanelVectors; ++v) {
+      acc[i][v] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(y + i * ldy + 16 * v);
+    }
+  }
+  for (int64_t k = k0; k < k1; ++k) {
+    if (prefetch != nullptr) {
+      _mm_prefetch(prefetch, _MM_HINT_T1);
+      _mm_prefetch(prefetch + 64, _MM_HINT_T1);
+      prefetch += 128;
+    }
+    __m512bh wv[kPanelVectors];
+#pragma GCC unroll 2
+    for (int v = 0; v < kPanelVectors; ++v) {
+      wv[v] = (__m512bh)_mm512_loadu_si512(panel + (k * kPackedPanel + 16 * v) * 2);
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; ++i) {
+      int32_t pair;
+      std::memcpy(&pair, x + i * ldx + 2 * k, sizeof(pair));
+      const __m512bh xv = (__m512bh)_mm512_set1_epi32(pair);
+#pragma GCC unroll 2
+      for (int v = 0; v < kPanelVectors; ++v) acc[i][v] = _mm512_dpbf16_ps(acc[i][v], wv[v], xv);
+    }
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i) {
+#pragma GCC unroll 2
+    for (int v = 0; v < kPanelVectors; ++v) _mm512_storeu_ps(y + i * ldy + 16 * v, acc[i][v]);
+  }
+}
+
+template <bool kBf16, int MR>
+inline void PanelTile(const void* panel, const void* x, int64_t ldx, float* y, int64_t ldy,
+                      int64_t k0, int64_t k1, bool first, const char* prefetch) {
+  if constexpr (kBf16) {
+    PanelTileBf16<MR>(static_cast<const uint16_t*>(panel), static_cast<const uint16_t*>(x), ldx, y,
+                      ldy, k0, k1, first, prefetch);
+  } else {
+    PanelTileF32<MR>(static_cast<const float*>(panel), static_cast<const float*>(x), ldx, y, ldy,
+                     k0, k1, first, prefetch);
+  }
+}
+
+template <bool kBf16, int MR = kPanelTileRows>
+inline void PanelTileUpTo(int64_t rows, const void* panel, const void* x, int64_t ldx, float* y,
+                          int64_t ldy, int64_t k0, int64_t k1, bool first, const char* prefetch) {
+  if constexpr (MR > 1) {
+    if (rows < MR) {
+      return PanelTileUpTo<kBf16, MR - 1>(rows, panel, x, ldx, y, ldy, k0, k1, first, prefetch);
+    }
+  }
+  PanelTile<kBf16, MR>(panel, x, ldx, y, ldy, k0, k1, first, prefetch);
+}
+
+// Panels [p0, p1) of `panels` (each `steps` k steps of 128 bytes) against all
+// m rows of x (m, ldx) into y (m, ldy = panels x 32). A slice (a panel's k
+// steps [k0, k1)) is read from memory by its first tile and from cache by the
+// others; that first tile prefetches the next slice of the range.
+template <bool kBf16>
+void PackedPanels(const void* packed, const void* x, float* y, int64_t m, int64_t ldx, int64_t ldy,
+                  int64_t steps, int64_t p0, int64_t p1) {
+  constexpr int64_t kStepBytes = kPackedPanel * 4;  // fp32: 32 weights; bf16: 32 pairs
+  const int64_t x_bytes = kBf16 ? 2 : 4;
+  const char* panels = static_cast<const char*>(packed);
+  const char* xs = static_cast<const char*>(x);
+  for (int64_t c0 = 0; c0 < m; c0 += kPanelRowChunk) {
+    const int64_t c1 = std::min(m, c0 + kPanelRowChunk);
+    for (int64_t p = p0; p < p1; ++p) {
+      const char* panel = panels + p * steps * kStepBytes;
+      for (int64_t k0 = 0; k0 < steps; k0 += kPanelDepth) {
+        const int64_t k1 = std::min(steps, k0 + kPanelDepth);
+        const bool last = k1 == steps && p + 1 == p1;
+        const char* prefetch = last ? nullptr : panel + k1 * kStepBytes;  // the next slice
+        for (int64_t m0 = c0; m0 < c1; m0 += kPanelTileRows) {
+          PanelTileUpTo<kBf16>(c1 - m0, panel, xs + m0 * ldx * x_bytes, ldx,
+                               y + m0 * ldy + p * kPackedPanel, ldy, k0, k1, k0 == 0, prefetch);
+          prefetch = nullptr;
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 
 bool LoraRowsKernelAvailable() { return g_enabled && avx512::CpuHasBwVl(); }
@@ -420,6 +566,70 @@ at::Tensor SmallBatchLinear(const at::Tensor& x, const at::Tensor& weight, const
       Dispatch<false>(m, w, xs.data_ptr<float>(), yp, in, out, r0, r1);
     }
   });
+  if (bias.defined()) yf.add_(bias.to(at::kFloat));
+  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
+  shape.back() = out;
+  return yf.to(x.scalar_type()).view(shape);
+}
+
+bool CanPackWeight(const at::Tensor& weight) {
+  if (!g_enabled || !weight.defined() || !weight.device().is_cpu() || weight.dim() != 2 ||
+      weight.requires_grad() || weight.numel() == 0) {
+    return false;
+  }
+  const at::ScalarType t = weight.scalar_type();
+  return (t == at::kFloat && CpuHasAvx512()) || (t == at::kBFloat16 && CpuHasAvx512Bf16());
+}
+
+PackedWeight PackWeight(const at::Tensor& weight) {
+  TORCH_CHECK(CanPackWeight(weight), "PackWeight: not a packable weight");
+  at::NoGradGuard no_grad;
+  const int64_t out = weight.size(0), in = weight.size(1);
+  const int64_t panels = (out + kPackedPanel - 1) / kPackedPanel;
+  const bool bf16 = weight.scalar_type() == at::kBFloat16;
+  const int64_t in_padded = bf16 ? in + in % 2 : in;
+  at::Tensor padded =
+      at::constant_pad_nd(weight, {0, in_padded - in, 0, panels * kPackedPanel - out});
+  at::Tensor data =
+      bf16 ? padded.view({panels, kPackedPanel, in_padded / 2, 2}).permute({0, 2, 1, 3})
+           : padded.view({panels, kPackedPanel, in}).permute({0, 2, 1});
+  return PackedWeight{data.contiguous(), out, in};
+}
+
+at::Tensor UnpackWeight(const PackedWeight& packed) {
+  const int64_t panels = packed.data.size(0);
+  at::Tensor rows = packed.dtype() == at::kBFloat16
+                        ? packed.data.permute({0, 2, 1, 3}).reshape({panels * kPackedPanel, -1})
+                        : packed.data.permute({0, 2, 1}).reshape({panels * kPackedPanel, -1});
+  return rows.narrow(0, 0, packed.out).narrow(1, 0, packed.in).contiguous();
+}
+
+at::Tensor PackedLinear(const at::Tensor& x, const PackedWeight& weight, const at::Tensor& bias) {
+  TORCH_CHECK(x.size(-1) == weight.in, "PackedLinear: input of ", x.size(-1),
+              " features for a weight of ", weight.in);
+  TORCH_CHECK(!(at::GradMode::is_enabled() && x.requires_grad()),
+              "PackedLinear: packed (serving) weights have no autograd");
+  const bool bf16 = weight.dtype() == at::kBFloat16;
+  const int64_t in = weight.in, out = weight.out, m = x.numel() / std::max<int64_t>(1, in);
+  const int64_t panels = weight.data.size(0), ldy = panels * kPackedPanel;
+  // x as the kernel reads it: fp32, or bf16 with an even row length.
+  at::Tensor xs = x.reshape({m, in}).to(bf16 ? at::kBFloat16 : at::kFloat).contiguous();
+  if (bf16 && in % 2 != 0) xs = at::constant_pad_nd(xs, {0, 1});
+  const int64_t ldx = xs.size(1), steps = bf16 ? ldx / 2 : ldx;
+  at::Tensor yf = at::empty({m, ldy}, at::kFloat);
+  if (m > 0) {
+    const void* w = weight.data.data_ptr();
+    const void* xp = xs.data_ptr();
+    float* yp = yf.data_ptr<float>();
+    at::parallel_for(0, panels, 1, [&](int64_t p0, int64_t p1) {
+      if (bf16) {
+        PackedPanels<true>(w, xp, yp, m, ldx, ldy, steps, p0, p1);
+      } else {
+        PackedPanels<false>(w, xp, yp, m, ldx, ldy, steps, p0, p1);
+      }
+    });
+  }
+  if (ldy != out) yf = yf.narrow(1, 0, out).contiguous();
   if (bias.defined()) yf.add_(bias.to(at::kFloat));
   std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
   shape.back() = out;

@@ -47,6 +47,37 @@ bool LoraRowsKernelAvailable();
 void LoraRowsAdd(const at::Tensor& x, at::Tensor& y, const at::Tensor& a, const at::Tensor& bt,
                  double scale, const std::vector<int64_t>& rows);
 
+// Weights packed for serving: y = x W^T with W stored in panels of
+// kPackedPanel output rows, each panel k-major (fp32: (panels, in, 32); bf16:
+// (panels, ceil(in / 2), 32, 2), pairs of k next to each other). A kernel
+// then keeps tiles of up to 8 input rows x 32 outputs in registers and adds
+// one k at a time (one pair for bf16): no horizontal sums, each weight load
+// feeds eight FMAs, and the next weights are prefetched while a tile
+// computes. About twice the dot-product kernel's FLOP/s at 16 rows and more
+// at 64 and up. Each output is one fp32 sum over k in order, so a
+// row's result does not depend on the number of rows, the tiling or the
+// threads: a sequence decodes bit-identically batched or alone, and any row
+// count goes through it (prefills too). Zero rows pad the last panel.
+// Inference only: no autograd, and no (out, in) tensor for at::linear.
+constexpr int64_t kPackedPanel = 32;
+
+struct PackedWeight {
+  at::Tensor data;  // the panels (see above), on the CPU
+  int64_t out = 0, in = 0;
+  bool defined() const { return data.defined(); }
+  at::ScalarType dtype() const { return data.scalar_type(); }
+};
+
+// Whether PackWeight takes `weight`: a CPU (out, in) fp32 tensor on an
+// AVX-512 CPU, or bf16 on an AVX-512 BF16 one, not requiring grad.
+bool CanPackWeight(const at::Tensor& weight);
+PackedWeight PackWeight(const at::Tensor& weight);
+// The (out, in) weight back, bit-identical.
+at::Tensor UnpackWeight(const PackedWeight& packed);
+// x (..., in) of the weight's dtype -> (..., out) in x's dtype; accumulates in
+// fp32 and adds the bias (absent or (out,)) there. No autograd on x.
+at::Tensor PackedLinear(const at::Tensor& x, const PackedWeight& weight, const at::Tensor& bias);
+
 // Turns the kernels off (tests compare them with at::linear).
 void SetSmallBatchLinearEnabled(bool enabled);
 

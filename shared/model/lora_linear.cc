@@ -28,8 +28,31 @@ void LoraLinear::SetQuantizedWeight(QuantizedTensor q) {
   weight_ = at::Tensor();
 }
 
+void LoraLinear::SetPackedWeight(PackedWeight p) {
+  packed_ = std::move(p);
+  weight_ = at::Tensor();
+}
+
+int64_t LoraLinear::in_features() const {
+  return quantized() ? quantized_.cols : packed() ? packed_.in : weight_.size(1);
+}
+
+int64_t LoraLinear::out_features() const {
+  return quantized() ? quantized_.rows : packed() ? packed_.out : weight_.size(0);
+}
+
+int64_t LoraLinear::StoredBytes() const {
+  const auto bytes = [](const at::Tensor& t) {
+    return t.defined() ? static_cast<int64_t>(t.nbytes()) : int64_t{0};
+  };
+  return bytes(weight_) + bytes(bias_) + bytes(packed_.data) +
+         (quantized() ? quantized_.bytes() : int64_t{0});
+}
+
 at::Tensor LoraLinear::DenseWeight(at::ScalarType dtype) const {
-  return quantized() ? Dequantize(quantized_, dtype) : weight_.to(dtype);
+  return quantized() ? Dequantize(quantized_, dtype)
+         : packed()  ? UnpackWeight(packed_).to(dtype)
+                     : weight_.to(dtype);
 }
 
 at::Tensor LoraLinear::Forward(const at::Tensor& x, const AdapterRouting& routing) const {
@@ -37,8 +60,12 @@ at::Tensor LoraLinear::Forward(const at::Tensor& x, const AdapterRouting& routin
   // first layer's input, a layer run again for gradient checkpointing): it is
   // faster at training's row counts, and a recomputed layer then matches its
   // first run exactly.
-  const bool small = !quantized() && !routing.training && UseSmallBatchLinear(x, weight_, bias_);
+  TORCH_CHECK(!(packed() && routing.training), path_,
+              ": a model loaded for serving (packed weights) cannot train");
+  const bool small =
+      weight_.defined() && !routing.training && UseSmallBatchLinear(x, weight_, bias_);
   at::Tensor y = quantized() ? QuantizedLinear(x, quantized_, bias_)
+                 : packed()  ? PackedLinear(x, packed_, bias_)
                  : small     ? SmallBatchLinear(x, weight_, bias_)
                              : at::linear(x, weight_, bias_);
   if (!routing.groups.empty() && UseRowKernel(x, y, routing)) {
@@ -131,6 +158,8 @@ void LoraLinear::ApplyDelta(int id, double sign) {
   const Slot* s = FindSlot(id);
   if (s == nullptr) return;
   TORCH_CHECK(!quantized(), path_, ": cannot merge an adapter into a quantised weight");
+  TORCH_CHECK(!packed(), path_,
+              ": cannot merge an adapter into a model loaded for serving (packed weights)");
   at::NoGradGuard no_grad;
   // (out, r) x (r, in) in fp32, then rounded once into the weight's dtype.
   at::Tensor delta = at::matmul(s->b.to(at::kFloat), s->a.to(at::kFloat)) * (sign * s->scale);

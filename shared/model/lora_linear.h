@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "shared/model/gemv.h"
 #include "shared/model/quantize.h"
 
 namespace switchyard::model {
@@ -41,12 +42,12 @@ class LoraLinear {
   const std::string& path() const {
     return path_;
   }                                         // module path, e.g. model.layers.0.self_attn.q_proj
-  at::Tensor& weight() { return weight_; }  // (out, in); undefined when quantized
+  at::Tensor& weight() { return weight_; }  // (out, in); undefined when quantized or packed
   at::Tensor& bias() { return bias_; }      // (out,) or undefined
   const at::Tensor& weight() const { return weight_; }
   const at::Tensor& bias() const { return bias_; }
-  int64_t in_features() const { return quantized() ? quantized_.cols : weight_.size(1); }
-  int64_t out_features() const { return quantized() ? quantized_.rows : weight_.size(0); }
+  int64_t in_features() const;
+  int64_t out_features() const;
 
   // QLoRA: keeps the frozen weight only in quantised form (weight() becomes
   // undefined) and dequantises it on the fly in Forward. Merging adapters
@@ -54,7 +55,14 @@ class LoraLinear {
   void SetQuantizedWeight(QuantizedTensor q);
   bool quantized() const { return quantized_.codes.defined(); }
   const QuantizedTensor& quantized_weight() const { return quantized_; }
-  // The weight in `dtype`, dequantised when stored quantised.
+  // Serving: keeps the frozen weight only in the packed kernel's layout
+  // (gemv.h; weight() becomes undefined). Forward then takes any number of
+  // rows through that kernel; training and merging adapters are refused.
+  void SetPackedWeight(PackedWeight p);
+  bool packed() const { return packed_.defined(); }
+  // Bytes the base weight (and bias) take as stored.
+  int64_t StoredBytes() const;
+  // The weight in `dtype`, dequantised or unpacked when stored so.
   at::Tensor DenseWeight(at::ScalarType dtype) const;
 
   // x (..., in) -> (..., out). Rows are x's first dimension.
@@ -89,6 +97,7 @@ class LoraLinear {
   std::string path_;
   at::Tensor weight_, bias_;
   QuantizedTensor quantized_;
+  PackedWeight packed_;
   std::vector<Slot> slots_;
 };
 

@@ -26,6 +26,11 @@ struct LoadOptions {
   // `dtype`. Such a model trains LoRA adapters only.
   BaseQuantization quantize_base = BaseQuantization::kNone;
   bool double_quant = false;  // with kNf4
+  // Serving only (the inference engine, `model generate`): on CPUs with the
+  // kernel, linear weights are kept in the packed layout of gemv.h's
+  // PackedLinear, about twice as fast for batched decoding. Such a model
+  // cannot train or merge adapters; NamedWeights and Save unpack.
+  bool serving = false;
 };
 
 // Where each checkpoint tensor goes.

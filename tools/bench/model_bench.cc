@@ -219,36 +219,48 @@ DecodeResult Decode(const model::CausalLm& lm, int64_t streams, int64_t new_toke
 // y = x W^T for 1, 16, 64 and 512 rows of x with weights from memory, as in
 // decoding one, 16 or 64 streams or a batched prefill: the product cycles
 // through enough matrices (>= 512 MiB) that none is still in cache. Weight bytes per second and
-// GFLOP/s of our kernel (gemv.h) against LibTorch's at::linear.
+// GFLOP/s of our kernels (gemv.h: the dot-product kernel on (out, in) weights
+// and the serving kernel on packed ones) against LibTorch's at::linear.
 void MatrixVector(double copy_gbs) {
   c10::InferenceMode guard;
   std::printf("\nsmall-batch linear, cold weights (weight bytes / time, best of 3 passes)\n");
-  std::printf("%-6s %-14s %5s %10s %8s %9s %10s %10s\n", "dtype", "W (out x in)", "rows",
-              "ours GB/s", "of copy", "GFLOP/s", "at::linear", "GFLOP/s");
+  std::printf("%-6s %-14s %5s %10s %8s %9s %10s %10s %10s\n", "dtype", "W (out x in)", "rows",
+              "ours GB/s", "of copy", "GFLOP/s", "packed", "at::linear", "GFLOP/s");
   for (at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
     for (auto [out, in] : {std::pair<int64_t, int64_t>{2048, 768}, {32000, 768}}) {
       const int64_t bytes_each = out * in * (dtype == at::kFloat ? 4 : 2);
       const int64_t count = std::max<int64_t>(2, (512ll << 20) / bytes_each);
       std::vector<at::Tensor> ws;
       for (int64_t i = 0; i < count; ++i) ws.push_back(at::randn({out, in}).to(dtype));
+      std::vector<model::PackedWeight> packed;
+      if (model::CanPackWeight(ws[0])) {
+        for (const at::Tensor& w : ws) packed.push_back(model::PackWeight(w));
+      }
       for (int64_t rows : {1, 16, 64, 512}) {
         if (rows > model::SmallBatchLinearMaxRows(dtype)) continue;
         at::Tensor x = at::randn({rows, in}).to(dtype);
-        double ours = 0, theirs = 0;
+        double ours = 0, theirs = 0, serving = 0;
         for (int pass = 0; pass < 3; ++pass) {
           auto t0 = Clock::now();
           for (const at::Tensor& w : ws) model::SmallBatchLinear(x, w, at::Tensor());
           ours = std::max(ours, static_cast<double>(count) / Seconds(t0, Clock::now()));
+          if (!packed.empty()) {
+            t0 = Clock::now();
+            for (const model::PackedWeight& w : packed) model::PackedLinear(x, w, at::Tensor());
+            serving = std::max(serving, static_cast<double>(count) / Seconds(t0, Clock::now()));
+          }
           t0 = Clock::now();
           for (const at::Tensor& w : ws) at::linear(x, w);
           theirs = std::max(theirs, static_cast<double>(count) / Seconds(t0, Clock::now()));
         }
         const double flop = 2.0 * static_cast<double>(rows * out * in);  // per product
-        std::printf("%-6s %-14s %5lld %10.1f %7.0f%% %9.1f %10.1f %10.1f\n",
+        std::printf("%-6s %-14s %5lld %10.1f %7.0f%% %9.1f %10s %10.1f %10.1f\n",
                     dtype == at::kFloat ? "fp32" : "bf16",
                     absl::StrFormat("%d x %d", out, in).c_str(), static_cast<long long>(rows),
                     ours * bytes_each / 1e9, 100 * ours * bytes_each / 1e9 / copy_gbs,
-                    ours * flop / 1e9, theirs * bytes_each / 1e9, theirs * flop / 1e9);
+                    ours * flop / 1e9,
+                    packed.empty() ? "-" : absl::StrFormat("%.1f", serving * flop / 1e9).c_str(),
+                    theirs * bytes_each / 1e9, theirs * flop / 1e9);
       }
     }
   }
@@ -393,7 +405,9 @@ int main(int argc, char** argv) {
   std::printf("%-12s %8s %10s %14s %9s %12s\n", "mode", "streams", "tokens/s", "bound tokens/s",
               "of bound", "eager tok/s");
   for (at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
-    auto lm = model::CausalLm::FromTensors(config, weights, {dtype, at::kCPU});
+    model::LoadOptions serving{dtype, at::kCPU};
+    serving.serving = true;  // packed weights, as the inference engine loads them
+    auto lm = model::CausalLm::FromTensors(config, weights, serving);
     if (!lm.ok()) return 1;
     for (absl::string_view streams :
          absl::StrSplit(f.GetString("streams"), ',', absl::SkipEmpty())) {

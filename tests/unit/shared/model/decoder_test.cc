@@ -54,13 +54,20 @@ at::Tensor LogitsOrDie(const CausalLm& lm, const DecoderInput& in, KvCache* cach
 struct ParityCase {
   std::string fixture;
   std::vector<std::string> adapters;
+  bool serving = false;  // loaded with LoadOptions::serving (packed weights)
 };
+
+LoadOptions Serving(bool serving) {
+  LoadOptions o;
+  o.serving = serving;
+  return o;
+}
 
 class DecoderParityTest : public ::testing::TestWithParam<ParityCase> {};
 
 TEST_P(DecoderParityTest, LogitsMatchTheReference) {
   const ParityCase& c = GetParam();
-  auto lm = LoadOrDie(c.fixture);
+  auto lm = LoadOrDie(c.fixture, Serving(c.serving));
   ASSERT_NE(lm, nullptr);
   c10::InferenceMode guard;
   DecoderInput in = ReferenceInput(c.fixture);
@@ -72,7 +79,7 @@ TEST_P(DecoderParityTest, LogitsMatchTheReference) {
 
 TEST_P(DecoderParityTest, AdapterLogitsMatchTheReference) {
   const ParityCase& c = GetParam();
-  auto lm = LoadOrDie(c.fixture);
+  auto lm = LoadOrDie(c.fixture, Serving(c.serving));
   ASSERT_NE(lm, nullptr);
   c10::InferenceMode guard;
   DecoderInput in = ReferenceInput(c.fixture);
@@ -91,7 +98,7 @@ TEST_P(DecoderParityTest, AdapterLogitsMatchTheReference) {
 
 TEST_P(DecoderParityTest, GreedyDecodingMatchesTheReference) {
   const ParityCase& c = GetParam();
-  auto lm = LoadOrDie(c.fixture);
+  auto lm = LoadOrDie(c.fixture, Serving(c.serving));
   ASSERT_NE(lm, nullptr);
   at::Tensor prompt = Reference(c.fixture, "input_ids")[0];
   std::vector<std::string> variants = {""};
@@ -122,28 +129,38 @@ TEST_P(DecoderParityTest, GreedyDecodingMatchesTheReference) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Fixtures, DecoderParityTest,
-                         ::testing::Values(ParityCase{"gpt2", {"gpt2-attn"}},
-                                           ParityCase{"llama", {"llama-qv", "llama-all-rslora"}},
-                                           ParityCase{"llama-sharded", {"llama-qv"}},
-                                           ParityCase{"llama-untied", {}},
-                                           ParityCase{"mistral", {}},
-                                           ParityCase{"qwen2", {"qwen2-qv"}}),
-                         [](const ::testing::TestParamInfo<ParityCase>& info) {
-                           std::string name = info.param.fixture;
-                           for (char& ch : name) {
-                             if (ch == '-') ch = '_';
-                           }
-                           return name;
-                         });
+INSTANTIATE_TEST_SUITE_P(
+    Fixtures, DecoderParityTest,
+    ::testing::Values(ParityCase{"gpt2", {"gpt2-attn"}},
+                      ParityCase{"llama", {"llama-qv", "llama-all-rslora"}},
+                      ParityCase{"llama-sharded", {"llama-qv"}}, ParityCase{"llama-untied", {}},
+                      ParityCase{"mistral", {}}, ParityCase{"qwen2", {"qwen2-qv"}},
+                      ParityCase{"gpt2", {"gpt2-attn"}, true},
+                      ParityCase{"llama", {"llama-qv", "llama-all-rslora"}, true},
+                      ParityCase{"llama-untied", {}, true},
+                      ParityCase{"qwen2", {"qwen2-qv"}, true}),
+    [](const ::testing::TestParamInfo<ParityCase>& info) {
+      std::string name = info.param.fixture + (info.param.serving ? "_serving" : "");
+      for (char& ch : name) {
+        if (ch == '-') ch = '_';
+      }
+      return name;
+    });
 
-class DecoderInvariantTest : public ::testing::TestWithParam<std::string> {};
+// Parameters: a fixture, or "fixture/serving" for it loaded as a serving
+// model (packed weights), whose rows must be independent in the same way.
+class DecoderInvariantTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  std::string Fixture() const { return GetParam().substr(0, GetParam().find('/')); }
+  bool ServingModel() const { return GetParam().find("/serving") != std::string::npos; }
+  std::unique_ptr<CausalLm> Load() const { return LoadOrDie(Fixture(), Serving(ServingModel())); }
+};
 
 TEST_P(DecoderInvariantTest, KvCacheDecodingEqualsFullForward) {
-  auto lm = LoadOrDie(GetParam());
+  auto lm = Load();
   ASSERT_NE(lm, nullptr);
   c10::InferenceMode guard;
-  DecoderInput full = ReferenceInput(GetParam());
+  DecoderInput full = ReferenceInput(Fixture());
   full.position_ids = at::Tensor();  // counted from the segments
   at::Tensor expected = LogitsOrDie(*lm, full);
   // Prefill 4 positions, then one token at a time.
@@ -166,8 +183,8 @@ TEST_P(DecoderInvariantTest, KvCacheDecodingEqualsFullForward) {
 // A prompt's prefill riding along with a decode step (HiddenPair) gives both
 // calls exactly what they get alone, caches included, with adapters per row.
 TEST_P(DecoderInvariantTest, PairedCallsEqualSeparateCalls) {
-  const std::string fixture = GetParam();
-  auto lm = LoadOrDie(fixture);
+  const std::string fixture = Fixture();
+  auto lm = Load();
   ASSERT_NE(lm, nullptr);
   std::vector<int> decode_adapters, prompt_adapters;
   if (fixture == "llama") {
@@ -229,7 +246,7 @@ TEST_P(DecoderInvariantTest, PairedCallsEqualSeparateCalls) {
 // Sequences joining and leaving the rows of one cache at token boundaries
 // (continuous batching) decode exactly as each does alone.
 TEST_P(DecoderInvariantTest, RowsJoiningAndLeavingDecodeAsAlone) {
-  auto lm = LoadOrDie(GetParam());
+  auto lm = Load();
   ASSERT_NE(lm, nullptr);
   c10::InferenceMode guard;
   const int64_t V = lm->config().vocab_size;
@@ -317,7 +334,7 @@ TEST_P(DecoderInvariantTest, RowsJoiningAndLeavingDecodeAsAlone) {
 // the batch only as wide as them; a longer prompt joining shifts the others;
 // a row leaving is filled by the last one (MoveRow).
 TEST_P(DecoderInvariantTest, PackedRowsOfALargerCacheDecodeAsAlone) {
-  auto lm = LoadOrDie(GetParam());
+  auto lm = Load();
   ASSERT_NE(lm, nullptr);
   c10::InferenceMode guard;
   const int64_t V = lm->config().vocab_size;
@@ -396,10 +413,10 @@ TEST_P(DecoderInvariantTest, PackedRowsOfALargerCacheDecodeAsAlone) {
 }
 
 TEST_P(DecoderInvariantTest, PackedRowEqualsSeparateRows) {
-  auto lm = LoadOrDie(GetParam());
+  auto lm = Load();
   ASSERT_NE(lm, nullptr);
   c10::InferenceMode guard;
-  at::Tensor ids = Reference(GetParam(), "input_ids")[0];  // 9 tokens
+  at::Tensor ids = Reference(Fixture(), "input_ids")[0];  // 9 tokens
   at::Tensor first = ids.narrow(0, 0, 5), second = ids.narrow(0, 5, 4);
   DecoderInput packed;
   packed.input_ids = ids.view({1, 9});
@@ -413,10 +430,10 @@ TEST_P(DecoderInvariantTest, PackedRowEqualsSeparateRows) {
 }
 
 TEST_P(DecoderInvariantTest, BatchedRowsEqualSingleRows) {
-  auto lm = LoadOrDie(GetParam());
+  auto lm = Load();
   ASSERT_NE(lm, nullptr);
   c10::InferenceMode guard;
-  DecoderInput both = ReferenceInput(GetParam());
+  DecoderInput both = ReferenceInput(Fixture());
   both.position_ids = at::Tensor();
   at::Tensor batched = LogitsOrDie(*lm, both);
   // Row 1 without its padding.
@@ -430,9 +447,20 @@ TEST_P(DecoderInvariantTest, BatchedRowsEqualSingleRows) {
 // the loss and gradients of the plain pass, for LoRA (with dropout drawn from
 // the generator) and for full fine-tuning, and changes nothing without autograd.
 TEST_P(DecoderInvariantTest, RecomputedLayersGiveTheSameGradients) {
-  const std::string fixture = GetParam();
-  auto lm = LoadOrDie(fixture);
+  const std::string fixture = Fixture();
+  auto lm = Load();
   ASSERT_NE(lm, nullptr);
+  if (ServingModel()) {  // packed weights have no autograd: training is refused
+    LoraConfig config;
+    if (fixture == "gpt2") config.target_modules = {"c_attn"};
+    auto id = lm->CreateAdapter("train", config, 3);
+    ASSERT_TRUE(id.ok()) << id.status();
+    DecoderInput in = ReferenceInput(fixture);
+    in.adapters = {*id, *id};
+    in.training = true;
+    EXPECT_THAT(lm->Forward(in).status().message(), HasSubstr("serving"));
+    return;
+  }
   LoraConfig config;
   config.r = 4;
   config.alpha = 8;
@@ -495,7 +523,51 @@ TEST_P(DecoderInvariantTest, RecomputedLayersGiveTheSameGradients) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, DecoderInvariantTest,
-                         ::testing::Values("gpt2", "llama", "mistral", "qwen2"));
+                         ::testing::Values("gpt2", "llama", "mistral", "qwen2", "gpt2/serving",
+                                           "llama/serving", "qwen2/serving"),
+                         [](const ::testing::TestParamInfo<std::string>& info) {
+                           std::string name = info.param;
+                           for (char& ch : name) {
+                             if (ch == '/') ch = '_';
+                           }
+                           return name;
+                         });
+
+// A serving model keeps its linear weights (and an untied LM head) packed:
+// NamedWeights gives back the checkpoint's weights bit for bit, the counts
+// are the plain model's, and what needs an (out, in) weight is refused.
+TEST(DecoderServingTest, PackedWeightsComeBackExactlyAndMergingIsRefused) {
+  if (!CanPackWeight(at::zeros({2, 2}))) GTEST_SKIP() << "no AVX-512";
+  for (const std::string fixture : {"llama-untied", "gpt2"}) {
+    auto plain = LoadOrDie(fixture);
+    auto serving = LoadOrDie(fixture, Serving(true));
+    ASSERT_TRUE(plain != nullptr && serving != nullptr);
+    std::map<std::string, at::Tensor> want;
+    for (const auto& [name, w] : plain->NamedWeights()) want[name] = w;
+    size_t seen = 0;
+    for (const auto& [name, w] : serving->NamedWeights()) {
+      ASSERT_EQ(want.count(name), 1u) << name;
+      EXPECT_TRUE(at::equal(w, want[name])) << fixture << " " << name;
+      ++seen;
+    }
+    EXPECT_EQ(seen, want.size());
+    EXPECT_EQ(serving->ParameterCount(), plain->ParameterCount());
+    EXPECT_GT(serving->ParameterCount(), 0);
+    // Packed panels pad the last 64 outputs; never less than the plain bytes.
+    EXPECT_GE(serving->WeightBytes(), plain->WeightBytes());
+    EXPECT_LT(serving->WeightBytes(), plain->WeightBytes() * 2);
+    // Frozen: the packed weights are not parameters.
+    std::set<std::string> params;
+    for (const auto& [name, w] : serving->NamedParameters()) params.insert(name);
+    EXPECT_EQ(params.count(fixture == "gpt2" ? "transformer.h.0.attn.c_attn.weight"
+                                             : "model.layers.0.self_attn.q_proj.weight"),
+              0u);
+    LoraConfig config;
+    config.target_modules = {fixture == "gpt2" ? "c_attn" : "q_proj"};
+    ASSERT_TRUE(serving->CreateAdapter("a", config, 1).ok());
+    EXPECT_THAT(serving->MergeAdapter("a").message(), HasSubstr("serving"));
+  }
+}
 
 class DecoderAdapterTest : public ::testing::Test {
  protected:

@@ -1,4 +1,5 @@
 // Configs, adapter configs and PEFT files, the loss, and `model init`.
+#include <ATen/Parallel.h>
 #include <c10/core/InferenceMode.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -311,6 +312,54 @@ TEST(SmallBatchLinearTest, RowResultsDoNotDependOnTheRowCount) {
     }
   }
   if (tested == 0) GTEST_SKIP() << "no AVX-512";
+}
+
+// Packed serving weights: any row count (past the dot-product kernel's 512
+// too), odd widths and a last panel of fewer than 64 outputs; the weight
+// unpacks bit for bit; each row's result is the same whatever rows come with
+// it and however many threads run.
+TEST(PackedLinearTest, MatchesAtLinearAndRowsAreIndependent) {
+  c10::InferenceMode guard;
+  int tested = 0;
+  for (at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
+    if (!CanPackWeight(at::zeros({2, 2}, dtype))) continue;
+    ++tested;
+    for (auto [out, in] : {std::pair<int64_t, int64_t>{37, 7}, {64, 64}, {150, 203}, {130, 600}}) {
+      at::Tensor w = at::randn({out, in}).to(dtype);
+      at::Tensor b = at::randn({out}).to(dtype);
+      const PackedWeight packed = PackWeight(w);
+      EXPECT_EQ(packed.out, out);
+      EXPECT_EQ(packed.in, in);
+      EXPECT_TRUE(at::equal(UnpackWeight(packed), w)) << out << "x" << in;
+      at::Tensor x = at::randn({530, in}).to(dtype);
+      at::Tensor all = PackedLinear(x, packed, b);
+      at::Tensor ref = at::linear(x.to(at::kFloat), w.to(at::kFloat), b.to(at::kFloat));
+      EXPECT_EQ(all.scalar_type(), dtype);
+      // One running sum per output in k order: fp32 rounding grows like
+      // sqrt(in) (~1e-6 at 600), where a blocked product stays nearer 1e-7.
+      EXPECT_LT(RelativeError(all, ref), dtype == at::kFloat ? 5e-6 : 1e-2) << out << "x" << in;
+      for (int64_t m : {1, 2, 5, 6, 7, 16, 97}) {
+        at::Tensor some = PackedLinear(x.narrow(0, 0, m).view({m, 1, in}), packed, b);
+        EXPECT_EQ(some.sizes(), (std::vector<int64_t>{m, 1, out}));
+        EXPECT_TRUE(at::equal(some.view({m, out}), all.narrow(0, 0, m))) << m << " " << dtype;
+      }
+      const int threads = at::get_num_threads();
+      at::set_num_threads(1);
+      at::Tensor one_thread = PackedLinear(x, packed, b);
+      at::set_num_threads(threads);
+      EXPECT_TRUE(at::equal(one_thread, all)) << dtype;
+    }
+  }
+  if (tested == 0) GTEST_SKIP() << "no AVX-512";
+}
+
+TEST(PackedLinearTest, RefusesAutogradAndWrongWidths) {
+  if (!CanPackWeight(at::zeros({2, 2}))) GTEST_SKIP() << "no AVX-512";
+  const PackedWeight packed = PackWeight(at::randn({8, 16}));
+  EXPECT_FALSE(CanPackWeight(at::randn({8, 16}).requires_grad_()));
+  EXPECT_FALSE(CanPackWeight(at::randn({8, 16}).to(at::kDouble)));
+  EXPECT_THROW(PackedLinear(at::randn({2, 16}).requires_grad_(), packed, at::Tensor()), c10::Error);
+  EXPECT_THROW(PackedLinear(at::randn({2, 15}), packed, at::Tensor()), c10::Error);
 }
 
 TEST(SmallBatchLinearTest, LoraRowsAddMatchesTheLinearProducts) {
