@@ -82,22 +82,32 @@ SY_AVX512 inline __m128 Sum4(__m512 a, __m512 b, __m512 c, __m512 d) {
   return _mm512_castps512_ps128(_mm512_permutexvar_ps(first, t));
 }
 
+// Asks for the cache lines of `positions` positions of D elements from `p`.
+template <typename T>
+inline void PrefetchPositions(const T* base, int64_t p, int64_t positions, int64_t D) {
+  const char* from = reinterpret_cast<const char*>(base + p * D);
+  const int64_t bytes = positions * D * static_cast<int64_t>(sizeof(T));
+  for (int64_t off = 0; off < bytes; off += 64) _mm_prefetch(from + off, _MM_HINT_T0);
+}
+
 // One row's heads that share a key/value head; NC chunks of 16 per head.
+// The row's positions are [first, length): those before `first` are masked.
 // Every position's score and every weighted sum is computed the same way
 // wherever the row's positions start in the cache, so a sequence gets the
-// same result batched (after other rows' padding) or alone.
+// same result batched (after other rows' padding) or alone. Reading the
+// keys and values is what a decode step's attention waits on: the keys a few
+// positions ahead and the values (read next) are prefetched as scores go, so
+// more of both are on their way from memory than the hardware's stream
+// prefetcher asks for on its own.
 template <typename T, int NC>
-SY_AVX512 void HeadGroup(const T* q, const T* keys, const T* values, const float* mask, T* out,
-                         const Shape& s, float scale, std::vector<float>& buf) {
+SY_AVX512 void HeadGroup(const T* q, const T* keys, const T* values, const float* mask,
+                         int64_t first, T* out, const Shape& s, float scale,
+                         std::vector<float>& buf) {
   const int64_t D = s.dim, S = s.length, G = s.heads / s.kv_heads;
   constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+  constexpr int64_t kAhead = 8;  // key positions prefetched ahead
   __mmask16 tail[NC];
   for (int c = 0; c < NC; ++c) tail[c] = TailMask(D - 16 * c);
-  // The row's positions start at the first one its mask keeps.
-  int64_t first = 0;
-  if (mask != nullptr) {
-    while (first < S && mask[first] <= kSkipBelow) ++first;
-  }
   buf.resize(static_cast<size_t>(S + 4));
   float* scores = buf.data();
   for (int64_t g = 0; g < G; ++g) {  // q and out point at this group's first head
@@ -112,6 +122,11 @@ SY_AVX512 void HeadGroup(const T* q, const T* keys, const T* values, const float
     }
     // Scores, four positions at a time.
     for (int64_t p = first; p < S; p += 4) {
+      if (g == 0) {
+        if (p + kAhead < S)
+          PrefetchPositions(keys, p + kAhead, std::min<int64_t>(4, S - p - kAhead), D);
+        PrefetchPositions(values, p, std::min<int64_t>(4, S - p), D);
+      }
       __m512 dot[4];
       for (int j = 0; j < 4; ++j) {
         const T* k = keys + std::min(p + j, S - 1) * D;  // past the end: recomputed, dropped
@@ -150,14 +165,15 @@ SY_AVX512 void HeadGroup(const T* q, const T* keys, const T* values, const float
   }
 }
 
-using HeadGroupFn = void (*)(const void*, const void*, const void*, const float*, void*,
+using HeadGroupFn = void (*)(const void*, const void*, const void*, const float*, int64_t, void*,
                              const Shape&, float, std::vector<float>&);
 
 template <typename T, int NC>
 void HeadGroupErased(const void* q, const void* keys, const void* values, const float* mask,
-                     void* out, const Shape& s, float scale, std::vector<float>& buf) {
+                     int64_t first, void* out, const Shape& s, float scale,
+                     std::vector<float>& buf) {
   HeadGroup<T, NC>(static_cast<const T*>(q), static_cast<const T*>(keys),
-                   static_cast<const T*>(values), mask, static_cast<T*>(out), s, scale, buf);
+                   static_cast<const T*>(values), mask, first, static_cast<T*>(out), s, scale, buf);
 }
 
 // HeadGroup for head dimensions up to 16 x kMaxChunks.
@@ -176,14 +192,28 @@ void Run(const T* q, const T* keys, const T* values, const float* mask, T* out, 
   const int64_t D = s.dim, G = s.heads / s.kv_heads;
   const HeadGroupFn head_group =
       PickHeadGroup<T>((D + 15) / 16, std::make_integer_sequence<int, kMaxChunks>());
-  at::parallel_for(0, batch * s.kv_heads, 1, [&](int64_t i0, int64_t i1) {
+  // Each row's first position its mask keeps.
+  std::vector<int64_t> first(batch, 0);
+  if (mask != nullptr) {
+    for (int64_t b = 0; b < batch; ++b) {
+      const float* row = mask + b * s.length;
+      while (first[b] < s.length && row[first[b]] <= kSkipBelow) ++first[b];
+    }
+  }
+  // Rows hold different numbers of positions, so (row, key/value head) items
+  // are handed out one at a time rather than split in equal ranges: a thread
+  // with the short rows would otherwise wait for the other at the end.
+  const int64_t items = batch * s.kv_heads;
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, std::min<int64_t>(items, at::get_num_threads()), 1, [&](int64_t, int64_t) {
     thread_local std::vector<float> buf;
-    for (int64_t i = i0; i < i1; ++i) {
+    for (int64_t i = next++; i < items; i = next++) {
       const int64_t b = i / s.kv_heads, kvh = i % s.kv_heads;
       const int64_t kv_offset = (b * s.kv_heads + kvh) * s.capacity * D;
       const int64_t q_offset = (b * s.heads + kvh * G) * D;
       head_group(q + q_offset, keys + kv_offset, values + kv_offset,
-                 mask == nullptr ? nullptr : mask + b * s.length, out + q_offset, s, scale, buf);
+                 mask == nullptr ? nullptr : mask + b * s.length, first[b], out + q_offset, s,
+                 scale, buf);
     }
   });
 }

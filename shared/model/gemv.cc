@@ -371,8 +371,8 @@ __attribute__((target("avx512f"))) inline void PanelTileF32(const float* panel, 
   }
   for (int64_t k = k0; k < k1; ++k) {
     if (prefetch != nullptr) {
-      _mm_prefetch(prefetch, _MM_HINT_T1);
-      _mm_prefetch(prefetch + 64, _MM_HINT_T1);
+      _mm_prefetch(prefetch, _MM_HINT_T0);
+      _mm_prefetch(prefetch + 64, _MM_HINT_T0);
       prefetch += 128;
     }
     __m512 wv[kPanelVectors];
@@ -410,8 +410,8 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) inline void PanelTileBf16
   }
   for (int64_t k = k0; k < k1; ++k) {
     if (prefetch != nullptr) {
-      _mm_prefetch(prefetch, _MM_HINT_T1);
-      _mm_prefetch(prefetch + 64, _MM_HINT_T1);
+      _mm_prefetch(prefetch, _MM_HINT_T0);
+      _mm_prefetch(prefetch + 64, _MM_HINT_T0);
       prefetch += 128;
     }
     __m512bh wv[kPanelVectors];
