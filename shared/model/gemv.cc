@@ -356,12 +356,10 @@ constexpr int64_t kPanelTileRows = 8;
 constexpr int64_t kPanelDepth = 256;    // k steps per slice (32 KiB of fp32 weights, in L1/L2)
 constexpr int64_t kPanelRowChunk = 96;  // rows per pass over the panels (x's slice stays in L2)
 
+// A tile's accumulators: y's values, or zero on the first pass over k.
 template <int MR>
-__attribute__((target("avx512f"))) inline void PanelTileF32(const float* panel, const float* x,
-                                                            int64_t ldx, float* y, int64_t ldy,
-                                                            int64_t k0, int64_t k1, bool first,
-                                                            const char* prefetch) {
-  __m512 acc[MR][kPanelVectors];
+__attribute__((target("avx512f"))) inline void LoadTile(__m512 (&acc)[MR][kPanelVectors],
+                                                        const float* y, int64_t ldy, bool first) {
 #pragma GCC unroll 8
   for (int i = 0; i < MR; ++i) {
 #pragma GCC unroll 2
@@ -369,12 +367,35 @@ __attribute__((target("avx512f"))) inline void PanelTileF32(const float* panel, 
       acc[i][v] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(y + i * ldy + 16 * v);
     }
   }
+}
+
+template <int MR>
+__attribute__((target("avx512f"))) inline void StoreTile(const __m512 (&acc)[MR][kPanelVectors],
+                                                         float* y, int64_t ldy) {
+#pragma GCC unroll 8
+  for (int i = 0; i < MR; ++i) {
+#pragma GCC unroll 2
+    for (int v = 0; v < kPanelVectors; ++v) _mm512_storeu_ps(y + i * ldy + 16 * v, acc[i][v]);
+  }
+}
+
+// One step's worth (two cache lines) of the next slice, when prefetching.
+inline const char* PrefetchStep(const char* prefetch) {
+  if (prefetch == nullptr) return nullptr;
+  _mm_prefetch(prefetch, _MM_HINT_T0);
+  _mm_prefetch(prefetch + 64, _MM_HINT_T0);
+  return prefetch + 128;
+}
+
+template <int MR>
+__attribute__((target("avx512f"))) inline void PanelTileF32(const float* panel, const float* x,
+                                                            int64_t ldx, float* y, int64_t ldy,
+                                                            int64_t k0, int64_t k1, bool first,
+                                                            const char* prefetch) {
+  __m512 acc[MR][kPanelVectors];
+  LoadTile<MR>(acc, y, ldy, first);
   for (int64_t k = k0; k < k1; ++k) {
-    if (prefetch != nullptr) {
-      _mm_prefetch(prefetch, _MM_HINT_T0);
-      _mm_prefetch(prefetch + 64, _MM_HINT_T0);
-      prefetch += 128;
-    }
+    prefetch = PrefetchStep(prefetch);
     __m512 wv[kPanelVectors];
 #pragma GCC unroll 2
     for (int v = 0; v < kPanelVectors; ++v) {
@@ -387,11 +408,7 @@ __attribute__((target("avx512f"))) inline void PanelTileF32(const float* panel, 
       for (int v = 0; v < kPanelVectors; ++v) acc[i][v] = _mm512_fmadd_ps(wv[v], xv, acc[i][v]);
     }
   }
-#pragma GCC unroll 8
-  for (int i = 0; i < MR; ++i) {
-#pragma GCC unroll 2
-    for (int v = 0; v < kPanelVectors; ++v) _mm512_storeu_ps(y + i * ldy + 16 * v, acc[i][v]);
-  }
+  StoreTile<MR>(acc, y, ldy);
 }
 
 // bf16: step k is the pair (2k, 2k + 1); one instruction multiplies a pair of
@@ -401,19 +418,9 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) inline void PanelTileBf16
     const uint16_t* panel, const uint16_t* x, int64_t ldx, float* y, int64_t ldy, int64_t k0,
     int64_t k1, bool first, const char* prefetch) {
   __m512 acc[MR][kPanelVectors];
-#pragma GCC unroll 8
-  for (int i = 0; i < MR; ++i) {
-#pragma GCC unroll 2
-    for (int v = 0; v < kPanelVectors; ++v) {
-      acc[i][v] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(y + i * ldy + 16 * v);
-    }
-  }
+  LoadTile<MR>(acc, y, ldy, first);
   for (int64_t k = k0; k < k1; ++k) {
-    if (prefetch != nullptr) {
-      _mm_prefetch(prefetch, _MM_HINT_T0);
-      _mm_prefetch(prefetch + 64, _MM_HINT_T0);
-      prefetch += 128;
-    }
+    prefetch = PrefetchStep(prefetch);
     __m512bh wv[kPanelVectors];
 #pragma GCC unroll 2
     for (int v = 0; v < kPanelVectors; ++v) {
@@ -428,11 +435,7 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) inline void PanelTileBf16
       for (int v = 0; v < kPanelVectors; ++v) acc[i][v] = _mm512_dpbf16_ps(acc[i][v], wv[v], xv);
     }
   }
-#pragma GCC unroll 8
-  for (int i = 0; i < MR; ++i) {
-#pragma GCC unroll 2
-    for (int v = 0; v < kPanelVectors; ++v) _mm512_storeu_ps(y + i * ldy + 16 * v, acc[i][v]);
-  }
+  StoreTile<MR>(acc, y, ldy);
 }
 
 template <bool kBf16, int MR>
