@@ -490,6 +490,14 @@ void PackedPanels(const void* packed, const void* x, float* y, int64_t m, int64_
   }
 }
 
+// The products' fp32 rows (m, out) plus the bias, as x's dtype and shape.
+at::Tensor FinishRows(at::Tensor& yf, const at::Tensor& bias, const at::Tensor& x) {
+  if (bias.defined()) yf.add_(bias.to(at::kFloat));
+  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
+  shape.back() = yf.size(1);
+  return yf.to(x.scalar_type()).view(shape);
+}
+
 }  // namespace
 
 bool LoraRowsKernelAvailable() { return g_enabled && avx512::CpuHasBwVl(); }
@@ -569,10 +577,7 @@ at::Tensor SmallBatchLinear(const at::Tensor& x, const at::Tensor& weight, const
       Dispatch<false>(m, w, xs.data_ptr<float>(), yp, in, out, r0, r1);
     }
   });
-  if (bias.defined()) yf.add_(bias.to(at::kFloat));
-  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
-  shape.back() = out;
-  return yf.to(x.scalar_type()).view(shape);
+  return FinishRows(yf, bias, x);
 }
 
 bool CanPackWeight(const at::Tensor& weight) {
@@ -633,10 +638,7 @@ at::Tensor PackedLinear(const at::Tensor& x, const PackedWeight& weight, const a
     });
   }
   if (ldy != out) yf = yf.narrow(1, 0, out).contiguous();
-  if (bias.defined()) yf.add_(bias.to(at::kFloat));
-  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
-  shape.back() = out;
-  return yf.to(x.scalar_type()).view(shape);
+  return FinishRows(yf, bias, x);
 }
 
 }  // namespace switchyard::model
